@@ -1,0 +1,113 @@
+"""Exceptions raised by :mod:`causal_models`.
+
+Every message says what was wrong and what would be valid. All exceptions derive from
+:class:`CausalModelError`, itself a :class:`ValueError`, so ``except ValueError`` keeps working.
+
+Symptom / cause / fix
+---------------------
+``UnknownVariableError``
+    *Symptom*: ``unknown variable 'S3' ... did you mean 'S2'?``. *Cause*: a name that is not a
+    variable of the model (typo, or a variable of another model). *Fix*: use one of the listed names.
+``GraphError``
+    *Symptom*: ``cycle S -> O -> S``, ``parent 'q' of 'S' is not a variable``. *Cause*: the DAG or the
+    mapping given to :class:`~causal_models.CausalModel` is not a valid causal model. *Fix*: edit the
+    graph as the message says.
+``DomainError``
+    *Symptom*: ``value 12 of 'x' (row 3) is outside IntegerRange(0, 10)``. *Cause*: an input or an
+    intervention value lies outside the variable's domain, or has the wrong dtype/shape. *Fix*: pass
+    values of the listed dtype and shape inside the domain.
+``MechanismError``
+    *Symptom*: ``mechanism of 'S' raised ...`` or ``returned shape (4, 2), expected (4,)``. *Cause*: a
+    user mechanism is broken or does not return ``[batch, *domain.shape]``. *Fix*: correct it.
+``BatchShapeError``
+    *Symptom*: ``source 1 has batch size 8, base has 16``. *Cause*: tensors that must share the batch
+    dimension do not. *Fix*: give every input, source and mask the same leading size.
+``InterventionSpecError``
+    *Symptom*: ``source index 2 for 'S' is out of range``. *Cause*: a malformed intervention request
+    (bad source index, row mask for a variable that is not intervened). *Fix*: as the message says.
+``MissingInputError``
+    *Symptom*: ``missing input 'z'``. *Cause*: ``run``/``do``/``interchange`` needs a value for every
+    input variable. *Fix*: pass all inputs listed in the message.
+``SamplingError``
+    *Symptom*: ``could not balance labels: class 0 appeared 3 times in 100000 draws``. *Cause*: a
+    sampler or a dataset option cannot be satisfied. *Fix*: relax the option or change the sampler.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+__all__ = [
+    "CausalModelError",
+    "UnknownVariableError",
+    "GraphError",
+    "DomainError",
+    "MechanismError",
+    "BatchShapeError",
+    "InterventionSpecError",
+    "MissingInputError",
+    "SamplingError",
+    "unknown_name_message",
+]
+
+
+class CausalModelError(ValueError):
+    """Base class of every error raised by :mod:`causal_models`."""
+
+
+class UnknownVariableError(CausalModelError, KeyError):
+    """A variable name is not part of the model; the message lists the nearest valid names."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else ""
+
+
+class GraphError(CausalModelError):
+    """The graph is not a valid causal model: a cycle, a missing parent, a root with a mechanism,
+    a non-root without one, or an output not reachable from any input."""
+
+
+class DomainError(CausalModelError):
+    """A value is outside its variable's domain, or has the wrong dtype or shape for it."""
+
+
+class MechanismError(CausalModelError):
+    """A mechanism raised, or returned a value of the wrong shape or dtype."""
+
+
+class BatchShapeError(CausalModelError):
+    """Tensors that must share a batch dimension (inputs, sources, row masks) do not."""
+
+
+class InterventionSpecError(CausalModelError):
+    """An intervention request is malformed (source index out of range, stray row mask, ...)."""
+
+
+class MissingInputError(CausalModelError, KeyError):
+    """A run was given no value for some input variable; the message lists every input needed."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else ""
+
+
+class SamplingError(CausalModelError):
+    """A sampler or a counterfactual-data option cannot be satisfied."""
+
+
+def unknown_name_message(name: object, valid: Iterable[str], what: str = "variable") -> str:
+    """Return ``"unknown {what} 'name'; did you mean ...? valid: ..."``.
+
+    Parameters
+    ----------
+    name
+        The offending name.
+    valid
+        Every valid name, in the order to list them.
+    what
+        What the names denote (``"variable"``, ``"input"``, ...).
+    """
+    valid_list = list(valid)
+    close = difflib.get_close_matches(str(name), valid_list, n=3, cutoff=0.5)
+    hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    return f"unknown {what} {name!r}{hint} (valid: {', '.join(valid_list)})"

@@ -1,0 +1,504 @@
+"""The :class:`CausalModel`: a DAG of variables with domains and batched mechanisms.
+
+Each node of a :class:`networkx.DiGraph` is a :class:`Variable`: a domain (the values it can take)
+and, unless it is an input, a mechanism computing it from its parents' values. Inputs are the roots
+without a mechanism; outputs are designated by name. Running, ``do`` and interchange interventions
+act on whole batches (tensors ``[batch, *domain.shape]``); see :mod:`causal_models.engine`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import networkx as nx
+from torch import Tensor
+
+from causal_models import engine
+from causal_models.domains import Domain
+from causal_models.errors import GraphError, UnknownVariableError, unknown_name_message
+
+__all__ = ["Variable", "CausalModel", "Mechanism", "VariableKind"]
+
+Mechanism = Callable[..., Any]
+VariableKind = Literal["input", "constant", "intermediate", "output"]
+
+
+@dataclass(frozen=True)
+class Variable:
+    """One variable of a causal model.
+
+    Parameters
+    ----------
+    name
+        Unique name.
+    domain
+        The values it takes for one example (:mod:`causal_models.domains`).
+    parents
+        Names of the parents, in the order the mechanism receives them. ``()`` for inputs/constants.
+    mechanism
+        ``None`` for an input. Otherwise, with ``vectorized=True``: ``f(*parent_values) -> Tensor``
+        where each parent value is ``[batch, *parent.shape]`` and the result must be
+        ``[batch, *domain.shape]``. With ``vectorized=False``: ``f(*row_values) -> value`` applied per
+        row (scalar parents arrive as Python numbers/bools, tensor parents as ``[*shape]`` tensors;
+        the result is converted to ``domain.dtype``). A root with a mechanism is a *constant*:
+        ``f()`` returns one value ``[*domain.shape]`` (or a Python scalar) used for every row.
+    vectorized
+        Whether the mechanism acts on whole batches (fast) or on single rows (prototyping).
+    """
+
+    name: str
+    domain: Domain
+    parents: tuple[str, ...] = ()
+    mechanism: Mechanism | None = None
+    vectorized: bool = True
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise GraphError(f"variable names must be non-empty strings, got {self.name!r}")
+        if not isinstance(self.domain, Domain):
+            raise GraphError(
+                f"domain of {self.name!r} must be a Domain (FiniteDomain, IntegerRange, RealDomain), "
+                f"got {type(self.domain).__name__}"
+            )
+        if isinstance(self.parents, str) or not all(isinstance(p, str) for p in self.parents):
+            raise GraphError(
+                f"parents of {self.name!r} must be a tuple of names, got {self.parents!r}"
+            )
+        object.__setattr__(self, "parents", tuple(self.parents))
+        if len(set(self.parents)) != len(self.parents):
+            raise GraphError(f"parents of {self.name!r} repeat a name: {self.parents!r}")
+        if self.mechanism is not None and not callable(self.mechanism):
+            raise GraphError(f"mechanism of {self.name!r} is not callable: {self.mechanism!r}")
+        if self.parents and self.mechanism is None:
+            raise GraphError(
+                f"{self.name!r} has parents {self.parents!r} but no mechanism; give a mechanism, "
+                "or no parents to make it an input"
+            )
+
+    @property
+    def is_input(self) -> bool:
+        """Roots without a mechanism are inputs."""
+        return not self.parents and self.mechanism is None
+
+
+class CausalModel:
+    """A deterministic causal model over a DAG, evaluated on batches.
+
+    Parameters
+    ----------
+    variables
+        The variables, in any order (ties in the topological order follow this order).
+    outputs
+        Names of the output variables.
+    name
+        Display name.
+
+    Raises
+    ------
+    GraphError
+        Duplicate names, a parent that is not a variable (nearest names listed), a cycle (named),
+        no input, or an output not reachable from any input.
+    UnknownVariableError
+        An output name that is not a variable.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from causal_models import CausalModel, IntegerRange
+    >>> m = CausalModel.from_mapping({
+    ...     "x": ((), None, IntegerRange(0, 10)),
+    ...     "y": ((), None, IntegerRange(0, 10)),
+    ...     "S": (("x", "y"), lambda x, y: x + y, IntegerRange(0, 19)),
+    ... }, outputs=["S"])
+    >>> m.run({"x": torch.tensor([1, 2]), "y": torch.tensor([3, 4])})["S"].tolist()
+    [4, 6]
+    """
+
+    def __init__(
+        self, variables: Sequence[Variable], outputs: Sequence[str], name: str = "causal model"
+    ) -> None:
+        self.name = name
+        self._vars: dict[str, Variable] = {}
+        for v in variables:
+            if not isinstance(v, Variable):
+                raise GraphError(f"expected Variable objects, got {type(v).__name__}")
+            if v.name in self._vars:
+                raise GraphError(f"duplicate variable name {v.name!r}")
+            self._vars[v.name] = v
+        if isinstance(outputs, str) or len(outputs) == 0:
+            raise GraphError(f"outputs must be a non-empty sequence of names, got {outputs!r}")
+        for o in outputs:
+            if o not in self._vars:
+                raise UnknownVariableError(unknown_name_message(o, self._vars, "output variable"))
+        if len(set(outputs)) != len(outputs):
+            raise GraphError(f"outputs repeat a name: {list(outputs)!r}")
+        for v in self._vars.values():
+            for p in v.parents:
+                if p not in self._vars:
+                    raise GraphError(
+                        f"parent {p!r} of {v.name!r} is not a variable: "
+                        + unknown_name_message(p, self._vars)
+                    )
+        graph = nx.DiGraph(name=name)
+        for v in self._vars.values():
+            graph.add_node(
+                v.name,
+                domain=v.domain,
+                mechanism=v.mechanism,
+                vectorized=v.vectorized,
+                parents=v.parents,
+            )
+        for v in self._vars.values():
+            for p in v.parents:
+                graph.add_edge(p, v.name)
+        try:
+            cycle = nx.find_cycle(graph)
+        except nx.NetworkXNoCycle:
+            cycle = None
+        if cycle is not None:
+            names = [u for u, _ in cycle] + [cycle[0][0]]
+            raise GraphError(f"the graph has a cycle: {' -> '.join(names)}")
+        order = {n: i for i, n in enumerate(self._vars)}
+        self._topo: list[str] = list(nx.lexicographical_topological_sort(graph, key=order.get))
+        self._inputs = [n for n in self._topo if self._vars[n].is_input]
+        if not self._inputs:
+            raise GraphError("the model has no input (a root variable without mechanism)")
+        self._outputs = list(outputs)
+        for o in self._outputs:
+            if o not in self._inputs and not (nx.ancestors(graph, o) & set(self._inputs)):
+                raise GraphError(
+                    f"output {o!r} is not reachable from any input ({', '.join(self._inputs)}); "
+                    "it only depends on constants"
+                )
+        self._depth: dict[str, int] = {}
+        for n in self._topo:
+            ps = self._vars[n].parents
+            self._depth[n] = 1 + max(self._depth[p] for p in ps) if ps else 0
+        for n in self._topo:
+            graph.nodes[n]["kind"] = self.kind(n)
+            graph.nodes[n]["depth"] = self._depth[n]
+        self._graph = nx.freeze(graph)
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_mapping(
+        cls,
+        spec: Mapping[str, tuple[Any, ...]],
+        outputs: Sequence[str],
+        name: str = "causal model",
+    ) -> CausalModel:
+        """Build a model from ``{var: (parents, mechanism, domain[, vectorized])}``.
+
+        Inputs are ``((), None, domain)``. See :class:`Variable` for the mechanism contract.
+
+        Raises
+        ------
+        GraphError
+            If an entry is not a 3- or 4-tuple, or for any reason listed in :class:`CausalModel`.
+        """
+        variables = []
+        for var, entry in spec.items():
+            if not isinstance(entry, tuple) or len(entry) not in (3, 4):
+                raise GraphError(
+                    f"entry of {var!r} must be (parents, mechanism, domain[, vectorized]), "
+                    f"got {entry!r}"
+                )
+            parents, mechanism, domain = entry[:3]
+            vectorized = entry[3] if len(entry) == 4 else True
+            if not isinstance(vectorized, bool):
+                raise GraphError(f"vectorized flag of {var!r} must be a bool, got {vectorized!r}")
+            if isinstance(parents, str):
+                raise GraphError(
+                    f"parents of {var!r} must be a tuple of names, got the string {parents!r}"
+                )
+            variables.append(Variable(var, domain, tuple(parents), mechanism, vectorized))
+        return cls(variables, outputs, name)
+
+    @classmethod
+    def from_graph(
+        cls, graph: nx.DiGraph, outputs: Sequence[str], name: str | None = None
+    ) -> CausalModel:
+        """Build a model from a DAG whose nodes carry attributes.
+
+        Node attributes: ``domain`` (required), ``mechanism`` (``None``/absent for inputs),
+        ``vectorized`` (default ``True``), ``parents`` (optional tuple fixing the argument order;
+        default: the order of ``graph.predecessors(node)``; must name exactly the predecessors).
+
+        Raises
+        ------
+        GraphError
+            If ``graph`` is not a ``DiGraph``, a node lacks a domain, ``parents`` disagrees with
+            the edges, or for any reason listed in :class:`CausalModel`.
+        """
+        if not isinstance(graph, nx.DiGraph) or graph.is_multigraph():
+            raise GraphError(f"expected a networkx.DiGraph, got {type(graph).__name__}")
+        variables = []
+        for node, attrs in graph.nodes(data=True):
+            if "domain" not in attrs:
+                raise GraphError(f"node {node!r} has no 'domain' attribute")
+            preds = tuple(graph.predecessors(node))
+            parents = tuple(attrs.get("parents", preds))
+            if set(parents) != set(preds) or len(parents) != len(preds):
+                raise GraphError(
+                    f"node {node!r}: 'parents' attribute {parents!r} must name exactly its "
+                    f"predecessors {preds!r}"
+                )
+            variables.append(
+                Variable(
+                    str(node),
+                    attrs["domain"],
+                    tuple(str(p) for p in parents),
+                    attrs.get("mechanism"),
+                    attrs.get("vectorized", True),
+                )
+            )
+        return cls(
+            variables, [str(o) for o in outputs], name or graph.graph.get("name") or "causal model"
+        )
+
+    # ------------------------------------------------------------------ structure
+    @property
+    def variables(self) -> list[str]:
+        """All variable names in topological order (ties: declaration order)."""
+        return list(self._topo)
+
+    @property
+    def inputs(self) -> list[str]:
+        """Input variables (roots without mechanism), topological order."""
+        return list(self._inputs)
+
+    @property
+    def outputs(self) -> list[str]:
+        """Output variables, in the order given."""
+        return list(self._outputs)
+
+    @property
+    def intermediates(self) -> list[str]:
+        """Variables that are neither inputs, constants nor outputs (topological order)."""
+        return [n for n in self._topo if self.kind(n) == "intermediate"]
+
+    @property
+    def graph(self) -> nx.DiGraph:
+        """The frozen DAG; nodes carry ``domain``, ``mechanism``, ``vectorized``, ``parents``,
+        ``kind`` and ``depth`` attributes."""
+        return self._graph
+
+    def _check(self, var: str) -> Variable:
+        try:
+            return self._vars[var]
+        except (KeyError, TypeError):
+            raise UnknownVariableError(unknown_name_message(var, self._topo)) from None
+
+    def variable(self, var: str) -> Variable:
+        """The :class:`Variable` called ``var``. Raises :class:`UnknownVariableError`."""
+        return self._check(var)
+
+    def parents(self, var: str) -> tuple[str, ...]:
+        """Parents of ``var`` in mechanism-argument order. Raises :class:`UnknownVariableError`."""
+        return self._check(var).parents
+
+    def children(self, var: str) -> list[str]:
+        """Children of ``var`` (topological order). Raises :class:`UnknownVariableError`."""
+        self._check(var)
+        kids = set(self._graph.successors(var))
+        return [n for n in self._topo if n in kids]
+
+    def domain(self, var: str) -> Domain:
+        """Domain of ``var``. Raises :class:`UnknownVariableError`."""
+        return self._check(var).domain
+
+    def kind(self, var: str) -> VariableKind:
+        """``"input"``, ``"constant"``, ``"output"`` or ``"intermediate"`` (an output that is also
+        an input reports ``"input"``). Raises :class:`UnknownVariableError`."""
+        v = self._check(var)
+        if v.is_input:
+            return "input"
+        if not v.parents:
+            return "constant"
+        return "output" if var in self._outputs else "intermediate"
+
+    def depth(self, var: str) -> int:
+        """Length of the longest path from a root to ``var`` (roots: 0)."""
+        self._check(var)
+        return self._depth[var]
+
+    def ancestors(self, var: str) -> set[str]:
+        """All variables with a path to ``var``. Raises :class:`UnknownVariableError`."""
+        self._check(var)
+        return set(nx.ancestors(self._graph, var))
+
+    def descendants(self, var: str) -> set[str]:
+        """All variables reachable from ``var``. Raises :class:`UnknownVariableError`."""
+        self._check(var)
+        return set(nx.descendants(self._graph, var))
+
+    def has_path(self, source: str, target: str) -> bool:
+        """Whether ``target`` depends on ``source`` (``source == target`` counts)."""
+        self._check(source)
+        self._check(target)
+        return source == target or nx.has_path(self._graph, source, target)
+
+    def describe(self) -> str:
+        """A text table of every variable: kind, parents, domain and depth (also ``str(model)``)."""
+        rows = [("variable", "kind", "parents", "domain", "depth")]
+        for n in self._topo:
+            v = self._vars[n]
+            mech = "" if v.vectorized or v.mechanism is None else " (per-row)"
+            rows.append(
+                (
+                    n,
+                    self.kind(n) + mech,
+                    ", ".join(v.parents) or "-",
+                    repr(v.domain),
+                    str(self._depth[n]),
+                )
+            )
+        widths = [max(len(r[i]) for r in rows) for i in range(5)]
+        head = (
+            f"CausalModel {self.name!r}: {len(self._topo)} variables; "
+            f"inputs {', '.join(self._inputs)}; outputs {', '.join(self._outputs)}"
+        )
+        lines = [
+            "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows
+        ]
+        return "\n".join([head, *("  " + ln for ln in lines)])
+
+    def __str__(self) -> str:
+        return self.describe()
+
+    def __repr__(self) -> str:
+        return (
+            f"CausalModel(name={self.name!r}, inputs={self._inputs}, outputs={self._outputs}, "
+            f"variables={len(self._topo)})"
+        )
+
+    # ------------------------------------------------------------------ evaluation
+    def run(self, inputs: Mapping[str, Tensor], validate: bool = True) -> dict[str, Tensor]:
+        """Evaluate every variable on a batch.
+
+        Parameters
+        ----------
+        inputs
+            ``{input: [batch, *shape]}`` for every input variable.
+        validate
+            Check input values and mechanism outputs against their domains (shape and dtype are
+            always checked).
+
+        Returns
+        -------
+        dict
+            ``{var: [batch, *shape]}`` for every variable, in topological order.
+
+        Raises
+        ------
+        MissingInputError, UnknownVariableError, BatchShapeError, DomainError, MechanismError
+        """
+        return engine.evaluate(self, inputs, {}, None, validate=validate)
+
+    def do(
+        self,
+        inputs: Mapping[str, Tensor],
+        interventions: Mapping[str, Tensor],
+        rows: Mapping[str, Tensor] | None = None,
+        validate: bool = True,
+    ) -> dict[str, Tensor]:
+        """Run with ``do(var <- value)``: each intervened variable takes the given values instead of
+        its mechanism (or input); its descendants recompute.
+
+        Parameters
+        ----------
+        inputs
+            ``{input: [batch, *shape]}``.
+        interventions
+            ``{var: [batch, *shape]}`` values, checked against the variable's domain.
+        rows
+            Optional ``{var: bool [batch]}``: intervene only on these rows for ``var``.
+        validate
+            As in :meth:`run`.
+
+        Returns
+        -------
+        dict
+            Every variable's value ``[batch, *shape]`` under the intervention.
+
+        Raises
+        ------
+        UnknownVariableError, BatchShapeError, DomainError, InterventionSpecError, MechanismError
+        """
+        return engine.evaluate(self, inputs, interventions, rows, validate=validate)
+
+    def interchange(
+        self,
+        base: Mapping[str, Tensor],
+        sources: Sequence[Mapping[str, Tensor]],
+        variables: Mapping[str, int],
+        rows: Mapping[str, Tensor] | None = None,
+        validate: bool = True,
+    ) -> dict[str, Tensor]:
+        """Interchange intervention ``H_{V_i <- H(s_i)[V_i]}(b)``.
+
+        Each intervened variable ``var`` takes the value it has when the model runs (without
+        intervention) on ``sources[variables[var]]``; every other variable follows its mechanism,
+        so intervened values override the mechanisms of intervened descendants.
+
+        Parameters
+        ----------
+        base
+            ``{input: [batch, *shape]}``.
+        sources
+            Source inputs, each ``{input: [batch, *shape]}`` with the base's batch size.
+        variables
+            ``{var: source index}``.
+        rows
+            Optional ``{var: bool [batch]}``; rows where the mask is False keep the base mechanism.
+        validate
+            As in :meth:`run`.
+
+        Returns
+        -------
+        dict
+            Every variable's counterfactual value ``[batch, *shape]``.
+
+        Raises
+        ------
+        UnknownVariableError, InterventionSpecError, BatchShapeError, DomainError, MechanismError
+        """
+        return engine.interchange(self, base, sources, variables, rows, validate=validate)
+
+    def interchange_per_row(
+        self,
+        base: Mapping[str, Tensor],
+        sources: Sequence[Mapping[str, Tensor]],
+        variables: Sequence[str],
+        intervened: Tensor,
+        source_index: Tensor,
+        validate: bool = True,
+    ) -> dict[str, Tensor]:
+        """Interchange where each row chooses its intervened variables and their sources.
+
+        Parameters
+        ----------
+        base, sources
+            As in :meth:`interchange`.
+        variables
+            Candidate variables ``V`` (the columns of the two tensors below).
+        intervened
+            bool ``[batch, len(V)]``: whether row ``i`` intervenes on ``V[j]``.
+        source_index
+            int64 ``[batch, len(V)]``: which source gives ``V[j]`` in row ``i`` (ignored where not
+            intervened; ``-1`` is conventional there).
+
+        Returns
+        -------
+        dict
+            Every variable's counterfactual value ``[batch, *shape]``.
+
+        Raises
+        ------
+        UnknownVariableError, InterventionSpecError, BatchShapeError, DomainError, MechanismError
+        """
+        return engine.interchange_per_row(
+            self, base, sources, variables, intervened, source_index, validate=validate
+        )

@@ -1,0 +1,89 @@
+"""Digit-sum arithmetic models (seed 004, KarelDO/IIT-Pytorch ``arithmetic/causal_model.py``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import Tensor
+
+from causal_models.domains import IntegerRange
+from causal_models.errors import CausalModelError
+from causal_models.model import CausalModel
+
+__all__ = ["digit_sum", "digit_sum4"]
+
+
+def _add(a: Tensor, b: Tensor) -> Tensor:
+    return a + b
+
+
+def _check_max(max_digit: int) -> None:
+    if isinstance(max_digit, bool) or not isinstance(max_digit, int) or max_digit < 0:
+        raise CausalModelError(f"max_digit must be an int >= 0, got {max_digit!r}")
+
+
+def digit_sum(max_digit: int = 9) -> CausalModel:
+    """``x, y, z -> S = x + y -> O = S + z`` with digits ``0..max_digit``.
+
+    Variables: inputs ``x, y, z`` in ``IntegerRange(0, max_digit + 1)``; ``S`` in
+    ``IntegerRange(0, 2 * max_digit + 1)``; output ``O`` in ``IntegerRange(0, 3 * max_digit + 1)``.
+
+    Raises
+    ------
+    CausalModelError
+        If ``max_digit`` is not an int >= 0.
+
+    Examples
+    --------
+    >>> import torch
+    >>> m = digit_sum()
+    >>> m.run({"x": torch.tensor([1]), "y": torch.tensor([2]), "z": torch.tensor([3])})["O"].item()
+    6
+    """
+    _check_max(max_digit)
+    d = IntegerRange(0, max_digit + 1)
+    return CausalModel.from_mapping(
+        {
+            "x": ((), None, d),
+            "y": ((), None, d),
+            "z": ((), None, d),
+            "S": (("x", "y"), _add, IntegerRange(0, 2 * max_digit + 1)),
+            "O": (("S", "z"), _add, IntegerRange(0, 3 * max_digit + 1)),
+        },
+        outputs=["O"],
+        name="digit sum",
+    )
+
+
+def digit_sum4(max_digit: int = 9, outputs: Sequence[str] = ("O",)) -> CausalModel:
+    """Seed 004's four-input variant: ``S1 = w + x``, ``S2 = S1 + y``, ``O = S2 + z``.
+
+    Parameters
+    ----------
+    max_digit
+        Digits are ``0..max_digit``.
+    outputs
+        Output variables; ``("O", "S2")`` reproduces the two-task setting of the seed.
+
+    Raises
+    ------
+    CausalModelError
+        If ``max_digit`` is not an int >= 0.
+    UnknownVariableError
+        If an output is not a variable.
+    """
+    _check_max(max_digit)
+    d = IntegerRange(0, max_digit + 1)
+    return CausalModel.from_mapping(
+        {
+            "w": ((), None, d),
+            "x": ((), None, d),
+            "y": ((), None, d),
+            "z": ((), None, d),
+            "S1": (("w", "x"), _add, IntegerRange(0, 2 * max_digit + 1)),
+            "S2": (("S1", "y"), _add, IntegerRange(0, 3 * max_digit + 1)),
+            "O": (("S2", "z"), _add, IntegerRange(0, 4 * max_digit + 1)),
+        },
+        outputs=list(outputs),
+        name="digit sum (4 inputs)",
+    )

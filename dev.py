@@ -1,0 +1,75 @@
+#!/usr/bin/env python3
+"""Project entry points that work on a fresh machine with only Python 3.11 and pip.
+
+    python3 dev.py run     # train the default task with IIT and behaviour-only; print IIA table
+    python3 dev.py test    # ruff + the whole test suite + notebooks
+    python3 dev.py fast    # the tests without the ones marked slow
+
+The first call creates ``.venv`` and installs the CPU build ``torch==2.13.0`` first, then this
+project with its ``dev`` extra under ``constraints.txt`` (so nothing replaces that torch).
+The environment is reinstalled when ``setup.cfg``, ``pyproject.toml`` or ``constraints.txt``
+change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+PY = BIN / "python"
+STAMP = VENV / ".installed"
+TORCH = "torch==2.13.0"
+
+
+def _fingerprint() -> str:
+    digest = hashlib.sha256(TORCH.encode())
+    for name in ("setup.cfg", "pyproject.toml", "constraints.txt"):
+        digest.update((ROOT / name).read_bytes())
+    return digest.hexdigest()
+
+
+def _sh(*args: str | Path) -> None:
+    print("+", " ".join(str(a) for a in args), flush=True)
+    subprocess.run([str(a) for a in args], check=True, cwd=ROOT)
+
+
+def ensure_env() -> None:
+    """Create / refresh the virtual environment if its inputs changed."""
+    if STAMP.exists() and STAMP.read_text() == _fingerprint():
+        return
+    if not PY.exists():
+        venv.EnvBuilder(with_pip=True).create(VENV)
+    _sh(PY, "-m", "pip", "install", "-q", "--upgrade", "pip")
+    _sh(PY, "-m", "pip", "install", "-q", TORCH)
+    _sh(PY, "-m", "pip", "install", "-q", "-c", "constraints.txt", "-e", ".[dev]")
+    STAMP.write_text(_fingerprint())
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 1 or argv[0] not in ("run", "test", "fast"):
+        print(__doc__)
+        return 2
+    ensure_env()
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", MPLBACKEND="Agg")
+    if argv[0] == "run":
+        cmd = [str(PY), "-m", "tasks.main"]
+    else:
+        subprocess.run([str(BIN / "ruff"), "check", "."], check=True, cwd=ROOT)
+        cmd = [str(PY), "-m", "pytest", "-q", "--durations=15", "tests"]
+        if argv[0] == "fast":
+            cmd += ["-m", "not slow"]
+        else:
+            cmd += ["--nbmake", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "notebooks").glob("*.ipynb"))]
+    print("+", " ".join(cmd), flush=True)
+    return subprocess.run(cmd, cwd=ROOT, env=env).returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

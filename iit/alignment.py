@@ -1,0 +1,293 @@
+"""`Alignment`: which neural coordinates (or learned interventions) stand for each high-level
+variable of a causal model, and the one interchange vocabulary that runs on both sides.
+
+    >>> alignment = Alignment(causal_model, {
+    ...     "WX": Coordinate("layers.0", Index.dims(0, 4)),
+    ...     "YZ": Coordinate("layers.0", Index.dims(4, 8)),
+    ... })
+    >>> alignment.check(network, example_inputs)           # every coordinate resolves and fits
+    >>> run = alignment.interchange(network, batch, encode)  # causal label + network output
+
+A variable may map to several coordinates (all are interchanged together) and to learned
+interventions (e.g. a DAS rotation) instead of plain coordinates. Input variables may be aligned
+to hidden coordinates too (pointer-value tasks).
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from causal_models import CausalModel
+from causal_models.data import CounterfactualBatch
+from iit.coordinates import Coordinate, Index
+from iit.errors import AlignmentError
+from iit.hooks import Inputs, call_model
+from iit.interventionable import Activations, Interventionable
+from iit.interventions import BoundIntervention, Interchange, Intervention
+
+__all__ = ["Alignment", "AlignedRun"]
+
+AlignedTo = Any  # a coordinate, an Intervention, or a sequence of them
+
+
+@dataclass(frozen=True)
+class AlignedRun:
+    """The result of one interchange run on both sides.
+
+    Attributes:
+        neural_output: the network's output on the intervened base run.
+        causal_values: every causal variable's counterfactual value ``{var: [batch, ...]}``.
+        counterfactual_label: the causal output variable's counterfactual value ``[batch]``.
+        base_label: the causal output on the unintervened base ``[batch]``.
+    """
+
+    neural_output: Any
+    causal_values: dict[str, Tensor]
+    counterfactual_label: Tensor
+    base_label: Tensor
+
+    @property
+    def impactful(self) -> Tensor:
+        """bool ``[batch]``: the intervention changed the causal output."""
+        diff = self.counterfactual_label != self.base_label
+        return diff.reshape(diff.shape[0], -1).any(dim=1)
+
+
+class Alignment:
+    """Map high-level variables of a causal model to neural coordinates.
+
+    Args:
+        causal_model: the high-level model.
+        mapping: ``{variable: coordinate | Intervention | [coordinates / Interventions]}``.
+            A coordinate means "interchange these units"; an :class:`~iit.Intervention` (with its
+            own coordinate and parameters, e.g. a DAS rotation) is used as given.
+        output: the causal output variable the network predicts (default: the only output).
+        allow_overlap: let coordinates of different variables share units (checked by
+            :meth:`check` otherwise).
+
+    Raises:
+        AlignmentError: a variable the causal model lacks (nearest names listed), an empty
+            mapping, an entry that is neither a coordinate nor an intervention, an unknown output.
+    """
+
+    def __init__(
+        self,
+        causal_model: CausalModel,
+        mapping: Mapping[str, AlignedTo],
+        *,
+        output: str | None = None,
+        allow_overlap: bool = False,
+    ) -> None:
+        if not mapping:
+            raise AlignmentError("an alignment needs at least one variable")
+        self.causal_model = causal_model
+        self.allow_overlap = allow_overlap
+        known = list(causal_model.variables)
+        if output is None:
+            if len(causal_model.outputs) != 1:
+                raise AlignmentError(
+                    f"the causal model has outputs {causal_model.outputs}; name the one the network predicts with output="
+                )
+            output = causal_model.outputs[0]
+        if output not in known:
+            raise AlignmentError(_unknown(output, known, "output variable"))
+        self.output = output
+        self._templates: dict[str, tuple[Intervention, ...]] = {}
+        self._learned = nn.ModuleDict()
+        for variable, aligned in mapping.items():
+            if variable not in known:
+                raise AlignmentError(_unknown(variable, known, "causal variable"))
+            items = list(aligned) if isinstance(aligned, (list, tuple)) else [aligned]
+            if not items:
+                raise AlignmentError(f"variable {variable!r} is aligned to nothing")
+            templates = []
+            for k, item in enumerate(items):
+                if isinstance(item, Intervention):
+                    if not item.needs_source:
+                        raise AlignmentError(
+                            f"variable {variable!r}: {type(item).__name__} reads no source; an aligned "
+                            "intervention must interchange values from a source run"
+                        )
+                    templates.append(item)
+                    if any(True for _ in item.parameters()):
+                        self._learned[f"{variable}_{k}"] = item
+                elif isinstance(item, (str, Index, slice)):
+                    raise AlignmentError(
+                        f"variable {variable!r}: {item!r} is not a coordinate; use iit.Coordinate(module, index)"
+                    )
+                else:
+                    templates.append(Interchange(item))
+            self._templates[variable] = tuple(templates)
+
+    # ------------------------------------------------------------------ access
+    @property
+    def variables(self) -> list[str]:
+        """The aligned variables, in causal (topological) order."""
+        return [v for v in self.causal_model.variables if v in self._templates]
+
+    def interventions(self, variable: str) -> tuple[Intervention, ...]:
+        """The interventions standing for ``variable`` (plain coordinates become Interchange)."""
+        self._require(variable)
+        return self._templates[variable]
+
+    def coordinates(self, variable: str) -> list[Any]:
+        """The neural coordinates of ``variable``."""
+        return [iv.coordinate for iv in self.interventions(variable)]
+
+    def source_coordinates(self) -> list[Any]:
+        """Every coordinate a source run must give for any aligned variable (deduplicated)."""
+        out: list[Any] = []
+        for variable in self.variables:
+            for iv in self._templates[variable]:
+                if iv.source_coordinate not in out:
+                    out.append(iv.source_coordinate)
+        return out
+
+    @property
+    def learned(self) -> nn.ModuleDict:
+        """Aligned interventions with parameters (e.g. DAS rotations), as a module dict."""
+        return self._learned
+
+    def _require(self, variable: str) -> None:
+        if variable not in self._templates:
+            raise AlignmentError(_unknown(variable, list(self._templates), "aligned variable"))
+
+    def require_aligned(self, variables: Sequence[str]) -> None:
+        """Raise :class:`AlignmentError` if any of ``variables`` is not aligned (use it at
+        setup time, on a dataset's intervened variables)."""
+        missing = [v for v in variables if v not in self._templates]
+        if missing:
+            raise AlignmentError(
+                f"variables {missing} are intervened on by the data but not aligned; aligned: {self.variables}"
+            )
+
+    def describe(self) -> str:
+        """One line per variable: ``WX -> layers.0.output[dims 0:4]``."""
+        lines = []
+        for variable in self.variables:
+            places = ", ".join(
+                iv.where_text() if type(iv) is Interchange else f"{type(iv).__name__}({iv.where_text()})"
+                for iv in self._templates[variable]
+            )
+            lines.append(f"{variable} -> {places}")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return f"Alignment({self.causal_model.name if hasattr(self.causal_model, 'name') else 'causal model'}:\n{self.describe()})"
+
+    # ------------------------------------------------------------------ validation
+    def check(self, model: Interventionable, example_inputs: Inputs) -> None:
+        """Check the alignment against a network, with one probe forward on ``example_inputs``.
+
+        Raises:
+            CoordinateError: a coordinate that does not resolve (unknown module, bad index).
+            AlignmentError: coordinates of different variables overlap (unless
+                ``allow_overlap``).
+        """
+        probes: dict[tuple, Coordinate] = {}
+        placed: list[tuple[str, Coordinate]] = []
+        for variable in self.variables:
+            for iv in self._templates[variable]:
+                for coordinate in {iv.coordinate, iv.source_coordinate}:
+                    resolved = model.check_coordinate(coordinate, example_inputs)
+                    key = (resolved.module, resolved.io, resolved.output)
+                    probes.setdefault(key, Coordinate(resolved.module, Index.all(), resolved.output, resolved.io))
+                    if type(iv) is Interchange and coordinate is iv.coordinate:
+                        placed.append((variable, resolved))
+        with torch.no_grad():
+            hidden = model.collect(example_inputs, list(probes.values()))
+        occupancy: dict[tuple, list[tuple[str, Coordinate, Tensor]]] = {}
+        for variable, resolved in placed:
+            key = (resolved.module, resolved.io, resolved.output)
+            full = hidden[probes[key]]
+            resolved.index.check(full.shape, f"variable {variable!r} at {resolved.describe()}")
+            empty = torch.zeros(full.shape, dtype=torch.bool)
+            mask = resolved.index.write(empty, torch.ones_like(resolved.index.read(empty)))
+            for other_var, other, other_mask in occupancy.get(key, []):
+                if other_var != variable and not self.allow_overlap and (mask & other_mask).any():
+                    raise AlignmentError(
+                        f"variables {other_var!r} ({other.describe()}) and {variable!r} "
+                        f"({resolved.describe()}) share units; give them disjoint coordinates or "
+                        "pass allow_overlap=True"
+                    )
+            occupancy.setdefault(key, []).append((variable, resolved, mask))
+
+    # ------------------------------------------------------------------ running
+    def bound_interventions(
+        self, variables: Sequence[str], intervened: Tensor, source_index: Tensor
+    ) -> list[BoundIntervention]:
+        """The neural interventions for per-row variable choices.
+
+        Args:
+            variables: candidate variables ``V`` (columns of the two tensors).
+            intervened: bool ``[batch, len(V)]``: row ``i`` intervenes on ``V[j]``.
+            source_index: int ``[batch, len(V)]``: the source slot giving ``V[j]`` in row ``i``.
+
+        Returns:
+            Interventions restricted to their rows and bound to their source slots, one per
+            (variable, source slot, aligned intervention) that occurs in the batch.
+
+        Raises:
+            AlignmentError: a candidate variable that is not aligned.
+        """
+        self.require_aligned(variables)
+        bound: list[BoundIntervention] = []
+        for j, variable in enumerate(variables):
+            column = intervened[:, j]
+            if not column.any():
+                continue
+            for slot in source_index[:, j][column].unique().tolist():
+                rows = column & (source_index[:, j] == slot)
+                for iv in self._templates[variable]:
+                    bound.append(BoundIntervention(iv, rows=rows, source=int(slot)))
+        return bound
+
+    def interchange(
+        self,
+        model: Interventionable,
+        batch: CounterfactualBatch,
+        encode_inputs: Callable[[Mapping[str, Tensor]], Inputs],
+        sources: Sequence[Inputs | Activations] | None = None,
+        *,
+        detach_sources: bool = False,
+    ) -> AlignedRun:
+        """Run the same interchange on the causal model and, through the alignment, on the
+        network.
+
+        Args:
+            model: the network, wrapped.
+            batch: bases, sources and per-row intervened variables (from
+                :class:`causal_models.CounterfactualGenerator` or a dataset).
+            encode_inputs: maps causal input values ``{input: [batch, ...]}`` to network inputs.
+            sources: network-side sources (inputs or collected :class:`~iit.Activations`);
+                default: ``encode_inputs`` of each of the batch's sources.
+            detach_sources: cut gradients through the source runs.
+
+        Returns:
+            :class:`AlignedRun` with the network output and the causal counterfactual values.
+        """
+        causal = self.causal_model.interchange_per_row(
+            batch.base, batch.sources, batch.variables, batch.intervened, batch.source_index
+        )
+        bound = self.bound_interventions(batch.variables, batch.intervened, batch.source_index)
+        base_inputs = encode_inputs(batch.base)
+        if not bound:
+            output = call_model(model, base_inputs)
+        else:
+            if sources is None:
+                sources = [encode_inputs(s) for s in batch.sources]
+            output = model.intervene(base_inputs, bound, sources, detach_sources=detach_sources)
+        return AlignedRun(output, causal, causal[self.output], batch.base_output)
+
+
+def _unknown(name: str, valid: Sequence[str], what: str) -> str:
+    close = difflib.get_close_matches(str(name), list(valid), n=3)
+    hint = f"; did you mean {close}?" if close else ""
+    return f"unknown {what} {name!r}{hint} Valid: {list(valid)}"
+

@@ -1,0 +1,329 @@
+"""`Interventionable`: wrap any PyTorch model to collect hidden states and intervene on them."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from iit.coordinates import Coordinate
+from iit.errors import CoordinateError, InterventionError, InterventionShapeError
+from iit.hooks import HookRun, Inputs, WriteOp, batch_size, call_model, find_module
+from iit.interventions import BoundIntervention, Intervention
+
+__all__ = ["Interventionable", "Activations"]
+
+
+class Activations(Mapping[Any, Tensor]):
+    """Values collected at coordinates, keyed by the coordinate objects that were asked for.
+
+    Can stand in for a source run: pass it in ``sources`` of
+    :meth:`Interventionable.intervene` and no source forward is needed (caching, in-batch
+    sources).
+    """
+
+    def __init__(self, values: Mapping[Any, Tensor]) -> None:
+        self._values = dict(values)
+
+    def __getitem__(self, key: Any) -> Tensor:
+        try:
+            return self._values[key]
+        except KeyError:
+            have = [getattr(k, "describe", lambda k=k: repr(k))() for k in self._values]
+            raise CoordinateError(
+                f"no values were collected at {getattr(key, 'describe', lambda: repr(key))()}; "
+                f"collected: {have}"
+            ) from None
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    @property
+    def batch_size(self) -> int | None:
+        """Rows of the collected values (``None`` when empty)."""
+        for value in self._values.values():
+            return value.shape[0]
+        return None
+
+    def rows(self, index: Tensor) -> Activations:
+        """The same activations with rows reordered / selected by ``index`` (LongTensor
+        ``[n]``), e.g. a permutation to use row ``perm[i]`` as the source of base row ``i``."""
+        return Activations({k: v[index.to(v.device)] for k, v in self._values.items()})
+
+    def detach(self) -> Activations:
+        """The same activations cut from the autograd graph."""
+        return Activations({k: v.detach() for k, v in self._values.items()})
+
+    def __repr__(self) -> str:
+        items = ", ".join(
+            f"{getattr(k, 'describe', lambda k=k: repr(k))()}: {list(v.shape)}" for k, v in self._values.items()
+        )
+        return f"Activations({items})"
+
+
+class Interventionable(nn.Module):
+    """Wrap a model to collect hidden states and run interchange interventions, ablations and
+    additions on them, with gradients flowing through all of it.
+
+    ``Interventionable(model)(*args)`` is exactly ``model(*args)``. The wrapper adds nothing to
+    the model: no hooks stay registered between calls, its train/eval mode and ``requires_grad``
+    flags are never changed, and hooks registered by others are left alone.
+
+    ``parameters()`` / ``state_dict()`` hold the wrapped model's (prefixed ``model.``) plus
+    those of interventions registered with :meth:`add_intervention` (prefixed
+    ``interventions.<name>.``).
+
+    Subclass and override :meth:`resolve` to add a coordinate system for a model family (see
+    :mod:`iit.transformers` for Hugging Face transformers).
+
+    Args:
+        model: any ``nn.Module``.
+        stop_source_early: stop each source run as soon as every value it must give has been
+            collected (default True; layers after the last read coordinate never run).
+
+    Example:
+        >>> net = Interventionable(mlp)
+        >>> coord = Coordinate("layers.1", Index.dims(0, 4))
+        >>> out = net.intervene(base_x, [Interchange(coord, source=0)], sources=[source_x])
+    """
+
+    def __init__(self, model: nn.Module, *, stop_source_early: bool = True) -> None:
+        super().__init__()
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"Interventionable wraps an nn.Module, got {type(model).__name__}")
+        self.model = model
+        self.interventions = nn.ModuleDict()
+        self.stop_source_early = stop_source_early
+        self.training = model.training  # mirror, without calling model.train()
+
+    # ------------------------------------------------------------------ plain use
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        """The wrapped model's forward, unchanged."""
+        return self.model(*args, **kwargs)
+
+    def add_intervention(self, name: str, intervention: Intervention) -> None:
+        """Register a (trainable) intervention so its parameters join ``parameters()`` and
+        ``state_dict()`` under ``interventions.<name>``."""
+        if not isinstance(intervention, Intervention):
+            raise InterventionError(f"add_intervention takes an Intervention, got {type(intervention).__name__}")
+        self.interventions[name] = intervention
+
+    # ------------------------------------------------------------------ coordinates
+    def resolve(self, coordinate: Any, inputs: Inputs) -> Coordinate:
+        """Map a coordinate of this wrapper's coordinate system to a generic
+        :class:`Coordinate` for a run on ``inputs``.
+
+        The generic system accepts :class:`Coordinate` only. Subclasses extend this (for example
+        to resolve token positions against each run's attention mask).
+
+        Raises:
+            CoordinateError: for anything that is not a coordinate of this system.
+        """
+        if isinstance(coordinate, Coordinate):
+            return coordinate
+        raise CoordinateError(
+            f"{type(self).__name__} takes iit.Coordinate objects, got {type(coordinate).__name__}: "
+            f"{coordinate!r}"
+        )
+
+    def module_paths(self) -> list[str]:
+        """Every addressable module path (as in ``named_modules()``)."""
+        return [name for name, _ in self.model.named_modules()]
+
+    def _module_table(self) -> dict[str, nn.Module]:
+        return dict(self.model.named_modules())
+
+    def check_coordinate(self, coordinate: Any, inputs: Inputs) -> Coordinate:
+        """Resolve ``coordinate`` for ``inputs`` and check that its module exists, without
+        running the model.
+
+        Raises:
+            CoordinateError: unknown module (listing the nearest names) or coordinate type.
+        """
+        resolved = self.resolve(coordinate, inputs)
+        find_module(self._module_table(), resolved.module)
+        return resolved
+
+    # ------------------------------------------------------------------ collect
+    def collect(
+        self,
+        inputs: Inputs,
+        coordinates: Sequence[Any],
+        *,
+        return_output: bool = False,
+        detach: bool = False,
+    ) -> Activations | tuple[Any, Activations]:
+        """Run the model on ``inputs`` and return the values at ``coordinates``.
+
+        Args:
+            inputs: model inputs (tensor, tuple, or dict of keyword arguments).
+            coordinates: where to read; the result is keyed by these objects.
+            return_output: also return the model output (the run then goes to the end;
+                otherwise it stops after the last coordinate is read, if ``stop_source_early``).
+            detach: run without building an autograd graph.
+
+        Returns:
+            :class:`Activations` (values ``[batch, ...]``), or ``(output, activations)``.
+
+        Raises:
+            CoordinateError: unknown module (before the forward), bad index or selector.
+            HookFiringError: a module ran twice or never.
+        """
+        if not coordinates:
+            raise InterventionError("collect needs at least one coordinate")
+        modules = self._module_table()
+        reads = [(c, self.resolve(c, inputs)) for c in coordinates]
+        run = HookRun(modules, reads, [], stop_early=self.stop_source_early and not return_output)
+        with torch.no_grad() if detach else contextlib.nullcontext():
+            output = run.run(lambda: call_model(self.model, inputs))
+        activations = Activations({key: run.values[key] for key, _ in reads})
+        return (output, activations) if return_output else activations
+
+    # ------------------------------------------------------------------ intervene
+    def intervene(
+        self,
+        base: Inputs,
+        interventions: Sequence[Intervention | BoundIntervention],
+        sources: Sequence[Inputs | Activations] = (),
+        *,
+        detach_sources: bool = False,
+    ) -> Any:
+        """Run the model on ``base`` with ``interventions`` applied; return its output.
+
+        Each :class:`~iit.interventions.Interchange` reads its values from ``sources[i]``
+        (``i = intervention.source``): either source inputs (then the source run happens here,
+        stopped after its last needed value) or :class:`Activations` collected earlier (no source
+        run at all). Several interventions, sources and coordinates work in one call; row-limited
+        interventions (``intervention.where(rows)``) let rows of one batch differ.
+
+        Args:
+            base: inputs of the base run (tensor, tuple, or dict of keyword arguments).
+            interventions: what to do, applied in list order (at one module, later ones see the
+                result of earlier ones).
+            sources: source inputs or collected activations, indexed by ``Interchange.source``.
+            detach_sources: cut gradients through the source runs (default False: gradients
+                reach the model through the base run and the source runs).
+
+        Returns:
+            The wrapped model's output on the intervened base run.
+
+        Raises:
+            InterventionError: empty list, a missing source, bad row masks.
+            InterventionShapeError: batch sizes that differ between base and sources; values
+                that do not fit their slot (shape, dtype, device).
+            CoordinateError: unknown module paths (before any forward), out-of-range indices.
+            HookFiringError: a hooked module ran twice or never.
+        """
+        plan = self._plan(base, interventions, sources)
+        modules = self._module_table()
+        source_values = self._source_values(plan, sources, modules, detach_sources)
+        writes = [
+            WriteOp(
+                step.coordinate,
+                _bind(step.intervention, source_values.get((step.source, step.intervention.source_coordinate))),
+                step.rows,
+                name=f"{type(step.intervention).__name__} at {step.coordinate.describe()}",
+            )
+            for step in plan
+        ]
+        run = HookRun(modules, [], writes, stop_early=False)
+        return run.run(lambda: call_model(self.model, base))
+
+    def _plan(
+        self,
+        base: Inputs,
+        interventions: Sequence[Intervention | BoundIntervention],
+        sources: Sequence[Inputs | Activations],
+    ) -> list[_Step]:
+        if isinstance(interventions, (Intervention, BoundIntervention)):
+            interventions = [interventions]
+        if not interventions:
+            raise InterventionError(
+                "intervene needs at least one intervention; call the model directly for a plain forward"
+            )
+        n_base = batch_size(base)
+        for i, source in enumerate(sources):
+            n_source = source.batch_size if isinstance(source, Activations) else batch_size(source)
+            if n_base is not None and n_source is not None and n_source != n_base:
+                raise InterventionShapeError(
+                    f"source {i} has batch size {n_source} but the base has {n_base}; base and "
+                    "sources must have the same number of rows (row i of a source feeds row i of the base)"
+                )
+        modules = self._module_table()
+        plan = []
+        for entry in interventions:
+            bound = entry if isinstance(entry, BoundIntervention) else None
+            iv = bound.intervention if bound is not None else entry
+            if not isinstance(iv, Intervention):
+                raise InterventionError(
+                    f"interventions must be iit.Intervention objects, got {type(iv).__name__}"
+                )
+            rows = bound.rows if bound is not None else None
+            source = bound.source_slot if bound is not None else iv.source
+            if rows is not None and n_base is not None and rows.shape[0] != n_base:
+                raise InterventionError(
+                    f"{type(iv).__name__}: the row mask has {rows.shape[0]} entries but the batch has {n_base}"
+                )
+            if iv.needs_source and (source is None or source >= len(sources)):
+                raise InterventionError(
+                    f"{type(iv).__name__} reads source {source} but {len(sources)} source(s) were "
+                    f"given; pass sources=[...] with at least {0 if source is None else source + 1}"
+                )
+            coord = self.resolve(iv.coordinate, base)
+            find_module(modules, coord.module)
+            plan.append(_Step(iv, rows, source if iv.needs_source else None, coord))
+        return plan
+
+    def _source_values(
+        self,
+        plan: list[_Step],
+        sources: Sequence[Inputs | Activations],
+        modules: dict[str, nn.Module],
+        detach: bool,
+    ) -> dict[tuple[int, Any], Tensor]:
+        """Values each source must give, keyed by ``(source slot, source coordinate)``; each
+        source run reads every coordinate it owes once and stops after the last."""
+        needed: dict[int, list[Any]] = {}
+        for step in plan:
+            if step.source is not None:
+                coords = needed.setdefault(step.source, [])
+                if step.intervention.source_coordinate not in coords:
+                    coords.append(step.intervention.source_coordinate)
+        values: dict[tuple[int, Any], Tensor] = {}
+        for slot, coords in needed.items():
+            source = sources[slot]
+            if isinstance(source, Activations):
+                values.update({(slot, c): source[c] for c in coords})
+                continue
+            reads = [((slot, c), self.resolve(c, source)) for c in coords]
+            run = HookRun(modules, reads, [], stop_early=self.stop_source_early)
+            with torch.no_grad() if detach else contextlib.nullcontext():
+                run.run(lambda source=source: call_model(self.model, source))
+            values.update(run.values)
+        if detach:
+            values = {k: v.detach() for k, v in values.items()}
+        return values
+
+
+@dataclass(frozen=True)
+class _Step:
+    """One intervention of a call: what, on which rows, from which source slot, where."""
+
+    intervention: Intervention
+    rows: Tensor | None
+    source: int | None
+    coordinate: Coordinate
+
+
+def _bind(iv: Intervention, source: Tensor | None) -> Callable[[Tensor], Tensor]:
+    def apply(base_values: Tensor) -> Tensor:
+        return iv(base_values, source)
+
+    return apply

@@ -1,0 +1,104 @@
+"""`CounterfactualDataModule`: seeded counterfactual pairs from a task's causal model."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from causal_models import CounterfactualDataset
+from causal_models.data import CounterfactualBatch
+from iit.training.task import IITTask
+
+__all__ = ["CounterfactualDataModule", "EpochShuffle"]
+
+
+class _Batched(Dataset):
+    """A precomputed counterfactual set that hands out whole batches (``__getitems__``), so a
+    batch is one vectorised index instead of ``batch_size`` Python calls."""
+
+    def __init__(self, data: CounterfactualBatch) -> None:
+        self.data = data
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, i: int) -> CounterfactualBatch:
+        return self.data.select(torch.tensor([i]))
+
+    def __getitems__(self, indices: Sequence[int]) -> CounterfactualBatch:
+        return self.data.select(torch.as_tensor(list(indices), dtype=torch.long))
+
+
+def _identity(batch: CounterfactualBatch) -> CounterfactualBatch:
+    return batch
+
+
+class EpochShuffle(Sampler[int]):
+    """A shuffling sampler whose order depends only on ``(seed, epoch)`` (Lightning calls
+    :meth:`set_epoch`), so a run resumed from a checkpoint sees the same batches as an
+    uninterrupted one."""
+
+    def __init__(self, size: int, seed: int) -> None:
+        self.size, self.seed, self.epoch = size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(self.seed * 7919 + self.epoch)
+        return iter(torch.randperm(self.size, generator=generator).tolist())
+
+    def __len__(self) -> int:
+        return self.size
+
+
+class CounterfactualDataModule(pl.LightningDataModule):
+    """Training and held-out counterfactual pairs for a task.
+
+    Training pairs come from the task's training sampler, validation pairs from its evaluation
+    sampler (e.g. unseen entities), both precomputed with fixed seeds.
+
+    Args:
+        task: the task (its causal model, samplers and counterfactual configuration).
+        train_size: training pairs.
+        val_size: held-out pairs.
+        batch_size: pairs per batch.
+        seed: seeds data generation and shuffling.
+    """
+
+    def __init__(
+        self, task: IITTask, train_size: int = 20_000, val_size: int = 2_000, batch_size: int = 64, seed: int = 0
+    ) -> None:
+        super().__init__()
+        if min(train_size, val_size, batch_size) < 1:
+            raise ValueError(f"sizes must be >= 1, got train={train_size}, val={val_size}, batch={batch_size}")
+        self.task = task
+        self.train_size, self.val_size, self.batch_size, self.seed = train_size, val_size, batch_size, seed
+        self.train_data: CounterfactualBatch | None = None
+        self.val_data: CounterfactualBatch | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_data is not None:
+            return
+        model = self.task.causal_model()
+        config = self.task.counterfactual_config()
+        self.train_data = CounterfactualDataset(
+            model, self.train_size, config, self.task.train_sampler(model), seed=self.seed
+        ).data
+        self.val_data = CounterfactualDataset(
+            model, self.val_size, config, self.task.eval_sampler(model), seed=self.seed + 1
+        ).data
+
+    def train_dataloader(self) -> DataLoader:
+        assert self.train_data is not None
+        dataset = _Batched(self.train_data)
+        return DataLoader(
+            dataset, batch_size=self.batch_size, sampler=EpochShuffle(len(dataset), self.seed), collate_fn=_identity
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        assert self.val_data is not None
+        return DataLoader(_Batched(self.val_data), batch_size=max(self.batch_size, 512), collate_fn=_identity)

@@ -1,0 +1,314 @@
+"""`IITModule`: a LightningModule that trains a network so that a causal model abstracts it
+(interchange intervention training), and measures how far that holds (IIA).
+
+One training step, with in-batch sources (the default):
+
+1. one forward on the base batch gives the behaviour output *and* the activations at every
+   aligned coordinate (``collect(..., return_output=True)``);
+2. row ``i`` takes row ``perm[i]`` of the same batch as its source: its source activations are
+   ``activations.rows(perm)``, its causal counterfactual label comes from the causal model with
+   the same permutation;
+3. one intervened forward gives the counterfactual prediction.
+
+So an IIT step costs two forward passes instead of three (base, source, counterfactual). With
+``in_batch_sources=False`` the sources drawn by the data module are run separately.
+
+Losses (weights in :class:`IITConfig`): behaviour ``loss(N(b), H(b))``, IIT
+``loss(N_{Π(V)<-N(s)}(b), H_{V<-H(s)}(b))`` and strict IIT ``loss(N_{U<-N(s)}(b), H(b))`` for
+unaligned coordinates ``U`` (one sampled per row). Whether the IIT loss reaches the network through
+the source run as well as the base run is ``detach_sources`` (default ``False``: it does).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
+from typing import Any, Literal
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor, nn
+from torchmetrics import MeanMetric
+
+from causal_models.data import CounterfactualBatch
+from iit.alignment import Alignment
+from iit.hooks import call_model
+from iit.interventionable import Interventionable
+from iit.interventions import Interchange
+from iit.training.metrics import InterchangeAccuracy
+from iit.training.objectives import correct, prediction_loss
+from iit.training.task import IITTask
+
+__all__ = ["IITConfig", "IITModule"]
+
+
+@dataclass(frozen=True)
+class IITConfig:
+    """Hyper-parameters of :class:`IITModule`.
+
+    Attributes:
+        behaviour_weight: weight of the task loss on base inputs (0: skipped).
+        iit_weight: weight of the IIT loss (0: skipped, i.e. behaviour-only training).
+        strict_weight: weight of the strict-IIT loss over the task's unaligned coordinates.
+        in_batch_sources: sources are other rows of the same batch (2 passes per step instead
+            of 3); False runs the data module's sources.
+        detach_sources: stop IIT gradients through the source run (default False: they flow
+            through both runs).
+        freeze_network: DAS mode: the network's parameters are frozen and only the
+            alignment's learned interventions train.
+        alignment: name of the task alignment to train.
+        optimizer, lr, momentum, weight_decay: the optimiser.
+        regression_atol: tolerance of a correct regression prediction.
+        seed: seeds the per-step permutations (step ``k`` uses ``seed * 1_000_003 + k``) so a
+            resumed run repeats an uninterrupted one.
+    """
+
+    behaviour_weight: float = 1.0
+    iit_weight: float = 1.0
+    strict_weight: float = 0.0
+    in_batch_sources: bool = True
+    detach_sources: bool = False
+    freeze_network: bool = False
+    alignment: str = "default"
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    regression_atol: float = 0.05
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("behaviour_weight", "iit_weight", "strict_weight", "lr", "weight_decay"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"IITConfig.{name} must be >= 0, got {getattr(self, name)}")
+        if self.behaviour_weight == self.iit_weight == self.strict_weight == 0:
+            raise ValueError("IITConfig: at least one of the loss weights must be > 0")
+
+
+class IITModule(pl.LightningModule):
+    """Train a network with behaviour, IIT and strict-IIT losses; report IIA with torchmetrics.
+
+    Args:
+        task: the :class:`~iit.training.IITTask` (causal model, network, alignments, encoding).
+        config: hyper-parameters.
+        network: use this network instead of ``task.build_network()`` (e.g. a behaviour-trained
+            network for DAS).
+
+    Logged every validation epoch: ``val/task_acc``, ``val/iia`` (the data's own per-row
+    variable choices), ``val/iia_impactful`` and ``val/impactful_fraction``, per variable
+    ``val/iia/<var>`` (and ``.../impactful``), and ``val/strict_acc`` when the task has unaligned
+    coordinates.
+
+    Raises:
+        AlignmentError, CoordinateError: at construction, when the alignment does not fit the
+            causal model or the network, or the output size does not match the causal output.
+    """
+
+    def __init__(self, task: IITTask, config: IITConfig | None = None, network: nn.Module | None = None) -> None:
+        super().__init__()
+        self.task = task
+        self.config = config or IITConfig()
+        self.causal_model = task.causal_model()
+        self.network = Interventionable(network if network is not None else task.build_network())
+        self.alignment = task.alignment(self.causal_model, self.config.alignment)
+        self.learned = self.alignment.learned
+        self.output_variable = task.output_variable(self.causal_model)
+        self.variables = tuple(task.candidate_variables())
+        self.unaligned = list(task.unaligned_coordinates())
+        task.check(self.network, self.causal_model, self.alignment)
+        if self.config.freeze_network:
+            self.network.model.requires_grad_(False)
+        self.task_acc = MeanMetric()
+        self.strict_acc = MeanMetric()
+        self.iia = InterchangeAccuracy()
+        self.iia_by_variable = nn.ModuleDict({v: InterchangeAccuracy() for v in self.variables})
+
+    # ------------------------------------------------------------------ helpers
+    def _decode(self, output: Any) -> Tensor:
+        return self.task.decode_output(output)
+
+    def _labels(self, values: Tensor) -> Tensor:
+        return self.task.labels(self.causal_model, values).to(self.device)
+
+    def _loss(self, output: Any, labels: Tensor) -> Tensor:
+        return prediction_loss(self._decode(output), labels, self.task.kind)
+
+    def _correct(self, output: Any, labels: Tensor) -> Tensor:
+        return correct(self._decode(output), labels, self.task.kind, self.config.regression_atol)
+
+    def _source_coordinates(self) -> list[Any]:
+        coords = self.alignment.source_coordinates()
+        if self.config.strict_weight > 0:
+            coords += [c for c in self.unaligned if c not in coords]
+        return coords
+
+    def _strict_interventions(self, batch_size: int, generator: torch.Generator) -> list:
+        """One unaligned coordinate per row, resample-ablated from source slot 0."""
+        choice = torch.randint(0, len(self.unaligned), (batch_size,), generator=generator).to(self.device)
+        return [Interchange(c).where(choice == k) for k, c in enumerate(self.unaligned) if (choice == k).any()]
+
+    # ------------------------------------------------------------------ losses
+    def compute_losses(self, batch: CounterfactualBatch, generator: torch.Generator) -> dict[str, Tensor]:
+        """The weighted loss terms of one step (``behaviour``, ``iit``, ``strict``, ``total``).
+
+        In-batch sources replace the batch's sources by a permutation of its bases (drawn
+        from ``generator``); the counterfactual labels are recomputed with the same
+        permutation.
+        """
+        cfg = self.config
+        base_inputs = self.task.encode_inputs(batch.base)
+        need_output = cfg.behaviour_weight > 0
+        freeze = cfg.freeze_network
+        if cfg.in_batch_sources:
+            with torch.no_grad() if freeze and not need_output else contextlib.nullcontext():
+                collected = self.network.collect(base_inputs, self._source_coordinates(), return_output=need_output)
+            base_output, activations = collected if need_output else (None, collected)
+            perm = torch.randperm(len(batch), generator=generator).to(self.device)
+            if cfg.detach_sources:
+                activations = activations.detach()
+            causal_sources = [{k: v[perm] for k, v in batch.base.items()}]
+            net_sources: list[Any] = [activations.rows(perm)]
+            source_index = torch.zeros_like(batch.source_index)
+        else:
+            base_output = call_model(self.network, base_inputs) if need_output else None
+            causal_sources = batch.sources
+            net_sources = [self.task.encode_inputs(s) for s in batch.sources]
+            source_index = batch.source_index
+        base_labels = self._labels(batch.base_output)
+        zero = torch.zeros((), device=self.device)
+        losses = {"behaviour": zero, "iit": zero, "strict": zero}
+        if need_output:
+            losses["behaviour"] = self._loss(base_output, base_labels)
+        if cfg.iit_weight > 0:
+            values = self.causal_model.interchange_per_row(
+                batch.base, causal_sources, batch.variables, batch.intervened, source_index
+            )
+            bound = self.alignment.bound_interventions(batch.variables, batch.intervened, source_index)
+            if bound:
+                out = self.network.intervene(base_inputs, bound, net_sources, detach_sources=cfg.detach_sources)
+                losses["iit"] = self._loss(out, self._labels(values[self.output_variable]))
+        if cfg.strict_weight > 0 and self.unaligned:
+            ivs = self._strict_interventions(len(batch), generator)
+            out = self.network.intervene(base_inputs, ivs, net_sources[:1], detach_sources=cfg.detach_sources)
+            losses["strict"] = self._loss(out, base_labels)
+        losses["total"] = (
+            cfg.behaviour_weight * losses["behaviour"] + cfg.iit_weight * losses["iit"] + cfg.strict_weight * losses["strict"]
+        )
+        return losses
+
+    def training_step(self, batch: CounterfactualBatch, batch_idx: int) -> Tensor:
+        generator = torch.Generator().manual_seed(self.config.seed * 1_000_003 + self.global_step)
+        losses = self.compute_losses(batch, generator)
+        for name, value in losses.items():
+            self.log(f"train/{name}_loss", value, on_step=False, on_epoch=True, prog_bar=name == "total", batch_size=len(batch))
+        return losses["total"]
+
+    # ------------------------------------------------------------------ evaluation
+    def evaluate_batch(self, batch: CounterfactualBatch, alignment: Alignment | None = None) -> dict[str, Any]:
+        """Evaluate one batch (no gradients): ``task_correct`` ``[B]``, ``correct`` /
+        ``impactful`` ``[B]`` for the batch's own variable choices, ``by_variable`` ``{var:
+        (correct, impactful)}`` intervening on each candidate variable in every row, and
+        ``strict`` ``[n_unaligned, B]`` correctness under each unaligned resample ablation.
+        ``correct`` / ``impactful`` are ``None`` when the batch intervenes on variables the
+        alignment lacks.
+
+        Args:
+            batch: counterfactual pairs with sources (the batch's sources are used).
+            alignment: evaluate another alignment hypothesis (default: the trained one).
+        """
+        alignment = alignment or self.alignment
+        encode = self.task.encode_inputs
+        with torch.no_grad():
+            base_inputs = encode(batch.base)
+            sources = [encode(s) for s in batch.sources]
+            base_labels = self._labels(batch.base_output)
+            result: dict[str, Any] = {"task_correct": self._correct(call_model(self.network, base_inputs), base_labels)}
+            result["correct"] = result["impactful"] = None
+            if set(batch.variables) <= set(alignment.variables):
+                run = alignment.interchange(self.network, batch, encode, sources)
+                result["correct"] = self._correct(run.neural_output, self._labels(run.counterfactual_label))
+                result["impactful"] = run.impactful
+            result["by_variable"] = {}
+            for variable in alignment.variables:
+                one = _single_variable(batch, variable)
+                run = alignment.interchange(self.network, one, encode, sources)
+                result["by_variable"][variable] = (
+                    self._correct(run.neural_output, self._labels(run.counterfactual_label)),
+                    run.impactful,
+                )
+            strict = [
+                self._correct(self.network.intervene(base_inputs, [Interchange(c)], sources[:1]), base_labels)
+                for c in self.unaligned
+            ]
+            result["strict"] = torch.stack(strict) if strict else None
+        return result
+
+    def validation_step(self, batch: CounterfactualBatch, batch_idx: int) -> None:
+        result = self.evaluate_batch(batch)
+        self.task_acc.update(result["task_correct"].float())
+        if result["correct"] is not None:
+            self.iia.update(result["correct"], result["impactful"])
+        for variable, (ok, impactful) in result["by_variable"].items():
+            if variable in self.iia_by_variable:
+                self.iia_by_variable[variable].update(ok, impactful)
+        if result["strict"] is not None:
+            self.strict_acc.update(result["strict"].float().mean(0))
+
+    def on_validation_epoch_end(self) -> None:
+        logged = {"val/task_acc": self.task_acc.compute()}
+        overall = self.iia.compute()
+        logged.update({"val/iia": overall["iia"], "val/iia_impactful": overall["iia_impactful"],
+                       "val/impactful_fraction": overall["impactful_fraction"]})
+        for variable, metric in self.iia_by_variable.items():
+            if metric.total > 0 or torch.distributed.is_available() and torch.distributed.is_initialized():
+                values = metric.compute()
+                logged[f"val/iia/{variable}"] = values["iia"]
+                logged[f"val/iia/{variable}/impactful"] = values["iia_impactful"]
+        if self.unaligned:
+            logged["val/strict_acc"] = self.strict_acc.compute()
+        for name, value in logged.items():
+            self.log(name, value, prog_bar=name in ("val/iia", "val/task_acc"))
+        for metric in [self.task_acc, self.strict_acc, self.iia, *self.iia_by_variable.values()]:
+            metric.reset()
+
+    # ------------------------------------------------------------------ optimisation, checkpoints
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        params = [p for p in self.parameters() if p.requires_grad]
+        if not params:
+            raise ValueError("nothing to train: every parameter is frozen (DAS mode needs learned interventions)")
+        cfg = self.config
+        if cfg.optimizer == "sgd":
+            return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        if cfg.optimizer == "adamw":
+            return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Store the alignment and causal model descriptions (plain strings, so the checkpoint
+        loads with ``torch.load(weights_only=True)``)."""
+        checkpoint["iit"] = {
+            "task": self.task.name,
+            "alignment_name": self.config.alignment,
+            "alignment": self.alignment.describe(),
+            "causal_model": self.causal_model.describe(),
+            "config": {k: v for k, v in asdict(self.config).items()},
+        }
+
+
+def _single_variable(batch: CounterfactualBatch, variable: str) -> CounterfactualBatch:
+    """The same pairs, every row intervening on ``variable`` alone from source slot 0."""
+    variables = (variable,)
+    n = len(batch)
+    return replace(
+        batch,
+        variables=variables,
+        intervened=torch.ones(n, 1, dtype=torch.bool, device=batch.intervened.device),
+        source_index=torch.zeros(n, 1, dtype=torch.long, device=batch.intervened.device),
+    )
+
+
+def describe_results(metrics: Mapping[str, Any], variables: Sequence[str]) -> dict[str, float]:
+    """Plain floats of the logged validation metrics for a table (missing ones as nan)."""
+    keys = ["val/task_acc", "val/iia", "val/iia_impactful"] + [f"val/iia/{v}" for v in variables]
+    return {k: float(metrics[k]) if k in metrics else float("nan") for k in keys}

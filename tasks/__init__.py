@@ -1,0 +1,1 @@
+"""Ready tasks: data + causal model + network + alignment + config, trainable from one command."""
