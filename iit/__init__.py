@@ -3,6 +3,7 @@
 Public names are re-exported here; see each module for details.
 """
 
+from iit.alignment import AlignedRun, Alignment
 from iit.coordinates import Coordinate, Index
 from iit.errors import (
     AlignmentError,
@@ -27,6 +28,8 @@ from iit.interventions import (
 
 __all__ = [
     "Activations",
+    "AlignedRun",
+    "Alignment",
     "Addition",
     "AlignmentError",
     "BoundIntervention",

@@ -181,8 +181,9 @@ class IITModule(pl.LightningModule):
         if need_output:
             losses["behaviour"] = self._loss(base_output, base_labels)
         if cfg.iit_weight > 0:
+            # the data module's inputs were checked against their domains when generated
             values = self.causal_model.interchange_per_row(
-                batch.base, causal_sources, batch.variables, batch.intervened, source_index
+                batch.base, causal_sources, batch.variables, batch.intervened, source_index, validate=False
             )
             bound = self.alignment.bound_interventions(batch.variables, batch.intervened, source_index)
             if bound:
