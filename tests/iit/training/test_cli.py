@@ -1,0 +1,58 @@
+"""The `iit` command line: fit from a YAML config, then evaluate the checkpoint under two
+alignment hypotheses."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from iit.training.cli import format_table, main
+
+
+@pytest.fixture
+def config(tmp_path):
+    cfg = {
+        "seed_everything": 0,
+        "threads": 1,
+        "trainer": {
+            "max_epochs": 1,
+            "default_root_dir": str(tmp_path),
+            "enable_progress_bar": False,
+            "enable_model_summary": False,
+            "logger": {"class_path": "pytorch_lightning.loggers.CSVLogger", "init_args": {"save_dir": str(tmp_path / "logs")}},
+        },
+        "model": {"task": {"class_path": "tests.iit.training.tiny.TinyDigitSum"}, "config": {"lr": 0.01}},
+        "data": {"train_size": 128, "val_size": 64, "batch_size": 32},
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_fit_then_evaluate_against_another_alignment(config, tmp_path, capsys):
+    main(["fit", "--config", str(config)])
+    ckpts = list((tmp_path / "logs").rglob("*.ckpt"))
+    assert len(ckpts) == 1
+    metrics = (tmp_path / "logs").rglob("metrics.csv")
+    header = next(metrics).read_text().splitlines()[0]
+    for column in ("val/iia", "val/iia_impactful", "val/iia/S", "val/iia/z", "val/task_acc", "train/iit_loss"):
+        assert column in header
+    capsys.readouterr()
+    main(["evaluate", "--config", str(config), "--ckpt_path", str(ckpts[0]), "--alignment", "swapped"])
+    printed = capsys.readouterr().out
+    assert "alignment 'swapped'" in printed and "S -> layers.0.output[dims 8:16]" in printed
+    assert "iia/S" in printed and "task_acc" in printed
+
+
+def test_unknown_alignment_is_a_clear_error(config, tmp_path):
+    from iit import AlignmentError
+
+    with pytest.raises(AlignmentError, match="has no alignment 'nope'; it has \\['default', 'swapped'\\]"):
+        main(["evaluate", "--config", str(config), "--alignment", "nope"])
+
+
+def test_format_table():
+    table = format_table({"a": {"x": 0.5, "y": float("nan")}, "bb": {"x": 1.0}}, ["x", "y"])
+    lines = table.splitlines()
+    assert lines[2].split() == ["a", "0.500", "-"]
+    assert lines[3].split() == ["bb", "1.000", "-"]
