@@ -69,7 +69,11 @@ def target_scores(output: Any, target: Target) -> Tensor:
             raise TargetError(f"target index {target} is out of range for {classes} classes")
         return logits[:, target]
     if isinstance(target, Tensor):
-        if target.shape != (batch,) or target.dtype in (torch.float16, torch.float32, torch.float64):
+        if target.shape != (batch,) or target.dtype in (
+            torch.float16,
+            torch.float32,
+            torch.float64,
+        ):
             raise TargetError(
                 f"a tensor target must be integer class indices of shape ({batch},), got "
                 f"{target.dtype} of shape {tuple(target.shape)}"

@@ -1,0 +1,258 @@
+"""ALTI: Aggregation of Layer-wise Token-to-token Interactions (Ferrando et al., EMNLP 2022).
+
+Per layer, the attention block's output at position ``i`` is decomposed into transformed
+vectors of every input token ``j`` (``[batch, seq, seq, d]``):
+
+* post-LN (BERT, RoBERTa, DistilBERT): ``T_i(x_j) = L(Σ_h α^h_ij v^h_j W^h_O + δ_ij x_j) / σ_i``
+  with ``L(v) = (v - mean(v)) ⊙ γ`` and ``σ_i`` the LayerNorm's actual normaliser
+  ``sqrt(var(u_i) + eps)`` of its input ``u_i``; the resultant ``y_i`` is the LayerNorm output.
+* pre-LN (GPT-2): ``T_i(x_j) = Σ_h α^h_ij v^h_j W^h_O + δ_ij x_j``; the resultant ``y_i`` is the
+  residual stream after attention.
+
+``v^h_j`` includes the value bias; the output bias (and LN β) belong to no token. Contributions
+``c_ij = max(0, ‖y_i‖₁ - ‖y_i - T_i(x_j)‖₁)`` are row-normalised to ``C`` (rows sum to 1) and
+aggregated through layers as ``R = C^L ⋯ C^1``. The FFN is not part of ALTI.
+
+Deviation from the reference code: ``σ_i`` includes the LayerNorm's ``eps`` inside the square
+root (as LayerNorm does), so the decomposition reconstructs the LayerNorm output exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from iit.attribution._attention import attention_probe
+from iit.attribution._layers import ForwardFn, Inputs
+from iit.attribution.attention import TokenMethod
+from iit.attribution.families import TransformerLayout, transformer_layout
+from iit.attribution.targets import Target
+from iit.errors import HookFiringError
+
+__all__ = ["ALTI", "ALTILayer", "alti_rollout", "layer_contributions", "transformed_vectors"]
+
+
+@dataclass(frozen=True)
+class ALTILayer:
+    """What one layer's decomposition needs (all detached).
+
+    Attributes:
+        x: block input ``[batch, seq, d]``.
+        probs: attention probabilities ``[batch, heads, seq, seq]``.
+        head_out: per-head value vectors through ``W_O``, already passed through ``L`` for
+            post-LN, ``[batch, heads, seq, d]``.
+        x_out: ``x`` as it enters the residual term (``L(x)`` post-LN, ``x`` pre-LN), ``[batch,
+            seq, d]``.
+        scale: ``1/σ_i`` post-LN, ones pre-LN, ``[batch, seq]``.
+        bias: the part of ``y_i`` no token owns (``L(b_O)/σ_i + β`` or ``b_O``), ``[batch, seq, d]``.
+        resultant: ``y`` ``[batch, seq, d]``.
+    """
+
+    x: Tensor
+    probs: Tensor
+    head_out: Tensor
+    x_out: Tensor
+    scale: Tensor
+    bias: Tensor
+    resultant: Tensor
+
+
+def transformed_vectors(layer: ALTILayer, rows: slice | None = None) -> Tensor:
+    """``T_i(x_j)`` for output rows ``i`` in ``rows`` (default all): ``[batch, rows, seq, d]``."""
+    rows = rows if rows is not None else slice(0, layer.x.shape[1])
+    start = rows.start
+    probs = layer.probs[:, :, rows, :]  # [B, H, r, T]
+    mixed = torch.einsum("bhij,bhjd->bijd", probs, layer.head_out)  # [B, r, T, D]
+    idx = torch.arange(mixed.shape[1], device=mixed.device)
+    mixed[:, idx, idx + start, :] += layer.x_out[:, rows, :]
+    return mixed * layer.scale[:, rows, None, None]
+
+
+def layer_contributions(layer: ALTILayer, *, chunk_rows: int = 32) -> Tensor:
+    """Row-normalised contributions ``C [batch, seq, seq]`` of one layer (rows sum to 1).
+
+    ``c_ij = max(0, ‖y_i‖₁ - ‖y_i - T_i(x_j)‖₁)``. Works one sequence and ``chunk_rows`` output
+    rows at a time (memory ``chunk_rows x seq x d``), using ``‖y_i - s_i T'_ij‖₁ =
+    s_i ‖y_i / s_i - T'_ij‖₁`` so the scale never touches the large tensor. Rows with all
+    ``c_ij = 0`` stay zero.
+
+    Raises:
+        ValueError: ``chunk_rows < 1``.
+    """
+    if chunk_rows < 1:
+        raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
+    batch, seq, d = layer.x.shape
+    norms = layer.resultant.abs().sum(-1)  # [B, T]
+    targets = layer.resultant / layer.scale[..., None]  # y_i / s_i, [B, T, D]
+    by_source = layer.head_out.transpose(1, 2).contiguous()  # [B, T(j), H, D]
+    raw = layer.x.new_empty(batch, seq, seq)
+    for b in range(batch):
+        for start in range(0, seq, chunk_rows):
+            stop = min(seq, start + chunk_rows)
+            weights = layer.probs[b, :, start:stop, :].permute(2, 1, 0).contiguous()  # [T, r, H]
+            mixed = torch.bmm(weights, by_source[b]).transpose(0, 1).contiguous()  # [r, T, D]
+            idx = torch.arange(stop - start, device=mixed.device)
+            mixed[idx, idx + start] += layer.x_out[b, start:stop]
+            distance = torch.cdist(targets[b, start:stop, None, :], mixed, p=1)[:, 0, :]
+            distance = distance * layer.scale[b, start:stop, None]
+            raw[b, start:stop] = (norms[b, start:stop, None] - distance).clamp(min=0)
+    total = raw.sum(-1, keepdim=True)
+    return raw / torch.where(total == 0, torch.ones_like(total), total)
+
+
+def alti_rollout(contributions: Tensor) -> Tensor:
+    """Aggregate per-layer contributions ``[layers, batch, seq, seq]`` to ``R = C^L ⋯ C^1``.
+
+    Raises:
+        ValueError: wrong shape.
+    """
+    if contributions.dim() != 4 or contributions.shape[-1] != contributions.shape[-2]:
+        raise ValueError(
+            f"contributions must be [layers, batch, seq, seq], got {tuple(contributions.shape)}"
+        )
+    result = contributions[0]
+    for layer in contributions[1:]:
+        result = layer @ result
+    return result
+
+
+def _head_weights(out_proj: nn.Module, heads: int) -> tuple[Tensor, Tensor]:
+    """``W_O`` split per head ``[heads, d_head, d]`` and ``b_O [d]``."""
+    weight = out_proj.weight.detach()
+    if isinstance(out_proj, nn.Linear):
+        weight = weight.t()  # [d_in, d]
+    d_in, d = weight.shape
+    bias = out_proj.bias.detach() if out_proj.bias is not None else weight.new_zeros(d)
+    return weight.reshape(heads, d_in // heads, d), bias
+
+
+class ALTI(TokenMethod):
+    """ALTI token attributions for BERT, RoBERTa, DistilBERT and GPT-2 (``[batch, seq]``).
+
+    Args:
+        model: a Hugging Face model of a family in :data:`~iit.attribution.families.FAMILIES`.
+        forward: see :class:`~iit.attribution.base.Attribution`.
+        position: explained output position (default ``[CLS]``=0, GPT-2: last token).
+        chunk_rows: output rows per chunk in :func:`layer_contributions`.
+
+    Raises:
+        CoordinateError: unsupported family or missing modules.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module | Callable[..., Any],
+        *,
+        forward: ForwardFn | None = None,
+        position: int | None = None,
+        chunk_rows: int = 32,
+    ):
+        super().__init__(model, forward=forward, position=position)
+        self.layout: TransformerLayout = transformer_layout(self.module)
+        self.chunk_rows = chunk_rows
+
+    def layers(self, inputs: Inputs) -> list[ALTILayer]:
+        """Run the forward once and return every layer's decomposition inputs.
+
+        Raises:
+            HookFiringError: a block or its attention did not run exactly once.
+        """
+        return [self._layer(i, *capture) for i, capture in enumerate(self._capture(inputs))]
+
+    def _capture(self, inputs: Inputs) -> list[tuple[Tensor, Tensor, Tensor, Tensor, Tensor]]:
+        """Per block ``(x, probs, value, LN input, LN output)`` from one forward."""
+        blocks = self.layout.blocks
+        xs: dict[int, Tensor] = {}
+        attn: dict[int, tuple[Tensor, Tensor]] = {}
+        norm_in: dict[int, Tensor] = {}
+        norm_out: dict[int, Tensor] = {}
+        attn_index = {id(b.attention): i for i, b in enumerate(blocks)}
+
+        def probe(module: nn.Module, probs: Tensor, value: Tensor) -> Tensor:
+            i = attn_index.get(id(module))
+            if i is not None:
+                if i in attn:
+                    raise HookFiringError(f"attention of block {i} ran twice in one forward")
+                attn[i] = (probs.detach(), value.detach())
+            return probs
+
+        def store(target: dict[int, Tensor], i: int, value: Tensor) -> None:
+            if i in target:
+                raise HookFiringError(f"block {i} of {self.layout.layers_path} ran twice")
+            target[i] = value.detach()
+
+        handles = []
+        try:
+            for i, block in enumerate(blocks):
+                handles.append(
+                    block.block.register_forward_pre_hook(
+                        lambda m, a, k, i=i: store(xs, i, a[0] if a else k["hidden_states"]),
+                        with_kwargs=True,
+                    )
+                )
+                handles.append(
+                    block.norm.register_forward_pre_hook(lambda m, a, i=i: store(norm_in, i, a[0]))
+                )
+                handles.append(
+                    block.norm.register_forward_hook(lambda m, a, o, i=i: store(norm_out, i, o))
+                )
+            with torch.no_grad(), attention_probe(self.module, probe):
+                self.forward(inputs)
+        finally:
+            for handle in handles:
+                handle.remove()
+        missing = [
+            i for i in range(len(blocks)) if i not in xs or i not in attn or i not in norm_in
+        ]
+        if missing:
+            raise HookFiringError(f"blocks {missing} (or their attention) never ran in the forward")
+        return [(xs[i], *attn[i], norm_in[i], norm_out[i]) for i in range(len(blocks))]
+
+    def _layer(
+        self, i: int, x: Tensor, probs: Tensor, value: Tensor, u: Tensor, y: Tensor
+    ) -> ALTILayer:
+        block = self.layout.blocks[i]
+        w_heads, b_o = _head_weights(block.out_proj, probs.shape[1])
+        head_out = torch.einsum("bhjk,hkd->bhjd", value, w_heads)  # [B, H, T, D]
+        if self.layout.norm_kind == "pre":
+            ones = x.new_ones(x.shape[:2])
+            return ALTILayer(x, probs, head_out, x, ones, b_o.expand_as(x), u)
+        norm = block.norm
+        gamma = norm.weight.detach() if norm.weight is not None else x.new_ones(x.shape[-1])
+        beta = norm.bias.detach() if norm.bias is not None else x.new_zeros(x.shape[-1])
+
+        def center(v: Tensor) -> Tensor:
+            return (v - v.mean(-1, keepdim=True)) * gamma
+
+        sigma = torch.sqrt(u.var(-1, unbiased=False) + norm.eps)  # [B, T]
+        bias = center(b_o).expand_as(x) / sigma[..., None] + beta
+        return ALTILayer(x, probs, center(head_out), center(x), 1.0 / sigma, bias, y)
+
+    def contributions(self, inputs: Inputs) -> Tensor:
+        """Per-layer contribution matrices ``[layers, batch, seq, seq]`` (rows sum to 1).
+
+        Layers are decomposed one at a time, so only one layer's vectors are held in memory.
+        """
+        captures = self._capture(inputs)
+        return torch.stack(
+            [
+                layer_contributions(self._layer(i, *capture), chunk_rows=self.chunk_rows)
+                for i, capture in enumerate(captures)
+            ]
+        )
+
+    def matrices(self, inputs: Inputs) -> Tensor:
+        """Aggregated ALTI ``[batch, seq, seq]`` (row ``i``: input-token shares of output ``i``)."""
+        return alti_rollout(self.contributions(inputs))
+
+    def attribute(self, inputs: Inputs, target: Target) -> Tensor:
+        """ALTI scores of each input token for the output at ``position``, ``[batch, seq]``.
+
+        Raises:
+            CoordinateError, HookFiringError: see :meth:`layers`. IndexError: bad position.
+        """
+        return self._row(self.matrices(inputs))

@@ -1,0 +1,217 @@
+"""Attention-based token attributions: attention rollout and layer-wise attention tracing.
+
+Functional cores take stacked attention probabilities ``[layers, batch, heads, seq, seq]``
+(row ``i`` = query ``i``); the classes capture them from a Hugging Face model through
+:func:`~iit.attribution._attention.attention_probe` and return ``[batch, seq]`` token scores
+for one output position (``[CLS]`` = 0 for encoders, the last token for GPT-2).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+from iit.attribution._attention import attention_probe
+from iit.attribution._layers import ForwardFn, Inputs
+from iit.attribution.base import Attribution
+from iit.attribution.families import FAMILIES
+from iit.attribution.targets import Target
+from iit.errors import CoordinateError
+
+HeadMode = Literal["per_head", "mean"]
+
+__all__ = [
+    "AttentionRollout",
+    "AttentionTracing",
+    "HeadMode",
+    "TokenMethod",
+    "attention_rollout",
+    "attention_tracing",
+    "capture_attentions",
+]
+
+
+def _check_attentions(attentions: Tensor) -> None:
+    if attentions.dim() != 5 or attentions.shape[-1] != attentions.shape[-2]:
+        raise ValueError(
+            "attentions must be [layers, batch, heads, seq, seq], got shape "
+            f"{tuple(attentions.shape)}"
+        )
+
+
+def attention_rollout(attentions: Tensor, *, residual: bool = True) -> Tensor:
+    """Attention rollout (Abnar & Zuidema 2020), ``[batch, seq, seq]``.
+
+    Per layer the head mean ``A^l`` (with ``residual``: ``0.5 A^l + 0.5 I``), then
+    ``R = Â^L ⋯ Â^2 Â^1`` (later layers multiply from the left). Row ``i`` of ``R`` is how
+    much output position ``i`` draws on each input token; rows sum to 1.
+
+    Args:
+        attentions: ``[layers, batch, heads, seq, seq]`` probabilities.
+        residual: add the identity for the residual connection.
+
+    Raises:
+        ValueError: wrong shape.
+    """
+    _check_attentions(attentions)
+    mixed = attentions.mean(2)  # [L, B, T, T]
+    if residual:
+        eye = torch.eye(mixed.shape[-1], dtype=mixed.dtype, device=mixed.device)
+        mixed = 0.5 * mixed + 0.5 * eye
+    rollout = mixed[0]
+    for layer in mixed[1:]:
+        rollout = layer @ rollout
+    return rollout
+
+
+def attention_tracing(attentions: Tensor, position: int, *, heads: HeadMode = "per_head") -> Tensor:
+    """Layer-wise attention tracing (Wu & Ong 2021), token scores ``[batch, seq]``.
+
+    Start from a one-hot row at ``position`` and push it down the layers,
+    ``s ← s · A^l`` for ``l = L..1``. ``heads="per_head"`` reproduces the paper's code: one
+    chain per head index (head ``h`` of layer ``l`` feeds head ``h`` of layer ``l-1``), summed
+    over heads at the end, no residual term; ``heads="mean"`` chains the head-mean matrices.
+
+    Raises:
+        ValueError: wrong shape or unknown head mode.
+        IndexError: ``position`` outside ``[-seq, seq)``.
+    """
+    _check_attentions(attentions)
+    if heads not in ("per_head", "mean"):
+        raise ValueError(f"unknown heads mode {heads!r}; valid: ['per_head', 'mean']")
+    layers, batch, n_heads, seq, _ = attentions.shape
+    if not -seq <= position < seq:
+        raise IndexError(f"position {position} is outside a sequence of {seq} tokens")
+    if heads == "mean":
+        state = torch.zeros(batch, seq, dtype=attentions.dtype, device=attentions.device)
+        state[:, position] = 1.0
+        for layer in reversed(range(layers)):
+            state = torch.einsum("bq,bqk->bk", state, attentions[layer].mean(1))
+        return state
+    state = torch.zeros(batch, n_heads, seq, dtype=attentions.dtype, device=attentions.device)
+    state[:, :, position] = 1.0
+    for layer in reversed(range(layers)):
+        state = torch.einsum("bhq,bhqk->bhk", state, attentions[layer])
+    return state.sum(1)
+
+
+def capture_attentions(model: nn.Module, forward: ForwardFn, inputs: Inputs) -> tuple[Tensor, Any]:
+    """Run ``forward(inputs)`` and stack every self-attention's probabilities in call order.
+
+    Returns:
+        ``(attentions [layers, batch, heads, seq, seq], output)``.
+
+    Raises:
+        CoordinateError: the model has no HF config, or no attention ran.
+    """
+    records: list[Tensor] = []
+
+    def keep(module: nn.Module, probs: Tensor, value: Tensor) -> Tensor:
+        records.append(probs.detach())
+        return probs
+
+    with torch.no_grad(), attention_probe(model, keep):
+        output = forward(inputs)
+    if not records:
+        raise CoordinateError(
+            f"no attention function ran in {type(model).__name__}'s forward; the model must "
+            "call transformers' attention interface"
+        )
+    return torch.stack(records), output
+
+
+def default_position(model: Any) -> int:
+    """The family's explained position (0 for encoders, -1 for GPT-2), 0 when unknown."""
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    family = FAMILIES.get(str(model_type))
+    return family.position if family is not None else 0
+
+
+class TokenMethod(Attribution):
+    """A method returning token scores ``[batch, seq]`` for one output position.
+
+    Args:
+        model: a Hugging Face transformer (``nn.Module`` with a config).
+        forward: see :class:`~iit.attribution.base.Attribution`.
+        position: the output position explained; default the family's (``[CLS]``=0, or the
+            last token for GPT-2).
+    """
+
+    output_kind = "tokens"
+    uses_target = False
+
+    def __init__(
+        self,
+        model: nn.Module | Callable[..., Any],
+        *,
+        forward: ForwardFn | None = None,
+        position: int | None = None,
+    ):
+        super().__init__(model, forward=forward)
+        if not isinstance(model, nn.Module):
+            raise CoordinateError(f"{type(self).__name__} needs an nn.Module model")
+        self.module: nn.Module = model
+        self.position = default_position(model) if position is None else position
+
+    def _row(self, matrices: Tensor) -> Tensor:
+        seq = matrices.shape[-1]
+        if not -seq <= self.position < seq:
+            raise IndexError(f"position {self.position} is outside a sequence of {seq} tokens")
+        return matrices[:, self.position, :]
+
+
+class AttentionRollout(TokenMethod):
+    """Attention rollout row at ``position``: ``[batch, seq]`` (the target is not used)."""
+
+    def __init__(
+        self,
+        model: nn.Module | Callable[..., Any],
+        *,
+        forward: ForwardFn | None = None,
+        position: int | None = None,
+        residual: bool = True,
+    ):
+        super().__init__(model, forward=forward, position=position)
+        self.residual = residual
+
+    def matrices(self, inputs: Inputs) -> Tensor:
+        """The full rollout ``[batch, seq, seq]``."""
+        attentions, _ = capture_attentions(self.module, self.forward, inputs)
+        return attention_rollout(attentions, residual=self.residual)
+
+    def attribute(self, inputs: Inputs, target: Target) -> Tensor:
+        """Rollout scores of each input token for the output at ``position``, ``[batch, seq]``.
+
+        Raises:
+            CoordinateError: attention cannot be captured. IndexError: bad position.
+        """
+        return self._row(self.matrices(inputs))
+
+
+class AttentionTracing(TokenMethod):
+    """Layer-wise attention tracing from ``position``: ``[batch, seq]`` (target not used)."""
+
+    def __init__(
+        self,
+        model: nn.Module | Callable[..., Any],
+        *,
+        forward: ForwardFn | None = None,
+        position: int | None = None,
+        heads: HeadMode = "per_head",
+    ):
+        super().__init__(model, forward=forward, position=position)
+        if heads not in ("per_head", "mean"):
+            raise ValueError(f"unknown heads mode {heads!r}; valid: ['per_head', 'mean']")
+        self.heads: HeadMode = heads
+
+    def attribute(self, inputs: Inputs, target: Target) -> Tensor:
+        """Tracing scores ``[batch, seq]``.
+
+        Raises:
+            CoordinateError: attention cannot be captured. IndexError: bad position.
+        """
+        attentions, _ = capture_attentions(self.module, self.forward, inputs)
+        return attention_tracing(attentions, self.position, heads=self.heads)

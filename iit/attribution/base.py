@@ -1,0 +1,281 @@
+"""The one attribution interface, its gradient core, and named token-level reductions.
+
+Every method is an :class:`Attribution` with one verb, ``attribute(inputs, target)``. Methods
+that attribute to a hidden state (gradients, IG, LRP) return a tensor shaped like that place,
+e.g. ``[batch, seq, d_model]`` for input embeddings; methods that score tokens directly
+(rollout, tracing, ALTI) return ``[batch, seq]``. Differences are capability properties
+(``has_convergence_delta``, ``output_kind``, ``uses_target``), never new verbs.
+
+Token scores from place-shaped attributions come from :func:`reduce_tokens`, whose reductions
+are named explicitly (the papers disagree: ALTI uses ``l2`` for gradients, ``sum`` for
+gradient x input, ...).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal, get_args
+
+import torch
+from torch import Tensor, nn
+
+from iit.attribution._layers import (
+    ForwardFn,
+    Inputs,
+    LayerRef,
+    batch_size,
+    check_fired,
+    default_forward,
+    replace_at,
+    resolve_layer,
+)
+from iit.attribution.targets import Target, target_scores
+from iit.errors import CoordinateError, TargetError
+
+Reduction = Literal["sum", "abs_sum", "abs_of_sum", "l2", "mean", "abs_mean", "clip"]
+OutputKind = Literal["place", "tokens"]
+
+__all__ = [
+    "Attribution",
+    "OutputKind",
+    "PlaceAttribution",
+    "Reduction",
+    "TokenAttribution",
+    "gradients_at",
+    "reduce_tokens",
+    "repeat_target",
+]
+
+
+def _check_choice(name: str, value: str, valid: tuple[str, ...]) -> None:
+    import difflib
+
+    if value not in valid:
+        close = difflib.get_close_matches(str(value), valid, n=3, cutoff=0.3)
+        hint = f" (did you mean {close}?)" if close else ""
+        raise ValueError(f"unknown {name} {value!r}{hint}; valid: {list(valid)}")
+
+
+def reduce_tokens(attributions: Tensor, reduction: Reduction, *, normalize: bool = False) -> Tensor:
+    """Reduce ``[batch, seq, d]`` attributions to token scores ``[batch, seq]``.
+
+    Reductions over the last dim: ``sum`` (Σ_d a, "dot product" for grad x input), ``abs_sum``
+    (Σ_d |a|, the L1 norm), ``abs_of_sum`` (|Σ_d a|), ``l2`` (‖a‖₂), ``mean``, ``abs_mean``
+    (mean_d |a|), ``clip`` (max(Σ_d a, 0)). ``normalize=True`` divides each row by Σ_t |s_t|
+    (rows of zeros stay zero).
+
+    Raises:
+        ValueError: unknown reduction (with close matches), or input not 3-D.
+    """
+    _check_choice("reduction", reduction, get_args(Reduction))
+    if attributions.dim() != 3:
+        raise ValueError(
+            f"reduce_tokens needs [batch, seq, d] attributions, got shape "
+            f"{tuple(attributions.shape)}"
+        )
+    if reduction == "sum":
+        scores = attributions.sum(-1)
+    elif reduction == "abs_sum":
+        scores = attributions.abs().sum(-1)
+    elif reduction == "abs_of_sum":
+        scores = attributions.sum(-1).abs()
+    elif reduction == "l2":
+        scores = attributions.norm(dim=-1)
+    elif reduction == "mean":
+        scores = attributions.mean(-1)
+    elif reduction == "abs_mean":
+        scores = attributions.abs().mean(-1)
+    else:
+        scores = attributions.sum(-1).clamp(min=0)
+    if normalize:
+        total = scores.abs().sum(-1, keepdim=True)
+        scores = scores / torch.where(total == 0, torch.ones_like(total), total)
+    return scores
+
+
+def repeat_target(target: Target, times: int) -> Target:
+    """Repeat a per-row tensor target for ``times`` stacked copies of the batch."""
+    if isinstance(target, Tensor) and times > 1:
+        return torch.cat([target] * times)
+    return target
+
+
+class Attribution(ABC):
+    """Base class: a model, a forward, and ``attribute(inputs, target)``.
+
+    Args:
+        model: an ``nn.Module`` (or any callable for methods that need no hooks).
+        forward: ``inputs -> output``; default ``model(inputs)`` / ``model(**inputs)``. Pass
+            e.g. ``lambda x: wrapped.intervene(x, interventions, sources)`` to explain an
+            intervened run.
+    """
+
+    has_convergence_delta: ClassVar[bool] = False
+    output_kind: ClassVar[OutputKind] = "place"
+    uses_target: ClassVar[bool] = True
+
+    def __init__(self, model: nn.Module | Callable[..., Any], *, forward: ForwardFn | None = None):
+        self.model = model
+        self.forward: ForwardFn = forward if forward is not None else default_forward(model)
+
+    @abstractmethod
+    def attribute(self, inputs: Inputs, target: Target) -> Tensor:
+        """Attribute ``target`` (see :mod:`iit.attribution.targets`) for a batch of inputs."""
+
+
+class PlaceAttribution(Attribution):
+    """An attribution onto a hidden state: input embeddings by default, or any module.
+
+    Args:
+        model: the model.
+        layer: module path in ``model.named_modules()``; ``None`` = input embeddings
+            (``model.get_input_embeddings()``) or, failing that, float inputs themselves.
+        layer_input: attribute to the module's first input instead of its output.
+        forward: see :class:`Attribution`.
+
+    Raises:
+        CoordinateError: unknown ``layer`` (with close matches).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module | Callable[..., Any],
+        *,
+        layer: str | None = None,
+        layer_input: bool = False,
+        forward: ForwardFn | None = None,
+    ):
+        super().__init__(model, forward=forward)
+        self.ref: LayerRef = resolve_layer(model, layer, layer_input=layer_input)
+
+
+def _check_float_inputs(ref: LayerRef, inputs: Inputs) -> Tensor:
+    if not isinstance(inputs, Tensor) or not inputs.is_floating_point():
+        kind = "a mapping" if not isinstance(inputs, Tensor) else f"{inputs.dtype} tensor"
+        raise CoordinateError(
+            f"cannot attribute to the raw inputs ({kind}): the model has no "
+            "get_input_embeddings(); pass layer='<module path>' (e.g. the embedding module)"
+        )
+    return inputs
+
+
+def place_value(ref: LayerRef, forward: ForwardFn, inputs: Inputs) -> tuple[Tensor, Any]:
+    """The tensor at ``ref`` for ``inputs`` and the model output (no gradients)."""
+    if ref.module is None:
+        x = _check_float_inputs(ref, inputs)
+        with torch.no_grad():
+            return x.detach(), forward(x)
+    captured: list[Tensor] = []
+
+    def keep(t: Tensor) -> Tensor:
+        captured.append(t.detach())
+        return t
+
+    with torch.no_grad(), replace_at(ref, keep) as calls:
+        out = forward(inputs)
+    check_fired(ref, calls)
+    return captured[0], out
+
+
+def run_with_value(ref: LayerRef, forward: ForwardFn, inputs: Inputs, value: Tensor) -> Any:
+    """Run ``forward(inputs)`` with the tensor at ``ref`` replaced by ``value`` (no gradients)."""
+    if ref.module is None:
+        with torch.no_grad():
+            return forward(value)
+    with torch.no_grad(), replace_at(ref, lambda t: value) as calls:
+        out = forward(inputs)
+    check_fired(ref, calls)
+    return out
+
+
+def gradients_at(
+    ref: LayerRef,
+    forward: ForwardFn,
+    inputs: Inputs,
+    target: Target,
+    *,
+    value: Tensor | None = None,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Gradient of the target scores with respect to the tensor at ``ref``.
+
+    Args:
+        ref: where to differentiate (a module output/input, or the float inputs).
+        forward: ``inputs -> output``.
+        inputs: the batch; for ``ref.module is None`` a float tensor.
+        target: see :mod:`iit.attribution.targets`.
+        value: optional replacement for the tensor at ``ref`` (same shape), e.g. IG's
+            interpolated points; default the value the forward computes.
+
+    Returns:
+        ``(x, grad, scores)``: the value at ``ref`` (``[batch, ...]``), ``∂ Σ scores / ∂x``
+        (same shape) and the target scores ``[batch]``.
+
+    Raises:
+        TargetError: the target does not give one score per row.
+        CoordinateError / HookFiringError: see :func:`replace_at`.
+    """
+    n = batch_size(inputs) if ref.module is not None else _check_float_inputs(ref, inputs).shape[0]
+    with torch.enable_grad():
+        if ref.module is None:
+            leaf = (value if value is not None else inputs).detach().requires_grad_(True)
+            out = forward(leaf)
+        else:
+            holder: list[Tensor] = []
+
+            def make_leaf(t: Tensor) -> Tensor:
+                src = value if value is not None else t
+                holder.append(src.detach().requires_grad_(True))
+                return holder[0]
+
+            with replace_at(ref, make_leaf) as calls:
+                out = forward(inputs)
+            check_fired(ref, calls)
+            leaf = holder[0]
+        scores = target_scores(out, target)
+        if scores.shape != (n,):
+            raise TargetError(
+                f"the target gives scores of shape {tuple(scores.shape)}, expected ({n},) "
+                "(one per input row)"
+            )
+        (grad,) = torch.autograd.grad(scores.sum(), leaf, allow_unused=True)
+    if grad is None:
+        grad = torch.zeros_like(leaf)
+    return leaf.detach(), grad, scores.detach()
+
+
+@dataclass(frozen=True)
+class TokenAttribution:
+    """A method plus an explicit token reduction: ``(inputs, target) -> [batch, seq]``.
+
+    For token-level methods (``output_kind == "tokens"``) ``reduction`` must be ``None``.
+
+    Raises:
+        ValueError: a reduction is missing for a place method, or given for a token method.
+    """
+
+    method: Attribution
+    reduction: Reduction | None = None
+    normalize: bool = False
+
+    def __post_init__(self) -> None:
+        if self.method.output_kind == "place" and self.reduction is None:
+            raise ValueError(
+                f"{type(self.method).__name__} returns [batch, seq, d]; pass a reduction, one of "
+                f"{list(get_args(Reduction))}"
+            )
+        if self.method.output_kind == "tokens" and self.reduction is not None:
+            raise ValueError(
+                f"{type(self.method).__name__} already returns token scores; use reduction=None"
+            )
+
+    def __call__(self, inputs: Inputs, target: Target) -> Tensor:
+        """Token scores ``[batch, seq]``."""
+        scores = self.method.attribute(inputs, target)
+        if self.reduction is not None:
+            return reduce_tokens(scores, self.reduction, normalize=self.normalize)
+        if self.normalize:
+            total = scores.abs().sum(-1, keepdim=True)
+            return scores / torch.where(total == 0, torch.ones_like(total), total)
+        return scores

@@ -1,0 +1,274 @@
+"""Layer-wise relevance propagation as modified gradients, with transformer rules.
+
+Relevance at a tensor ``t`` is ``t ⊙ g`` where ``g`` is a *modified* gradient of the target
+score. Forward hooks leave every forward value unchanged but reroute the backward pass:
+
+* linear layers (``nn.Linear``, HF ``Conv1D``) follow a :class:`Rule`:
+  ``R_j = a_j Σ_k w'_jk R_k / (z'_k + ε·sign(z'_k))`` with ``z' = a W' + b'`` (captum's
+  semantics: ``W'`` from :meth:`Rule.weight`, the bias kept unless ``zero_bias``);
+* element-wise activations (GELU, tanh, sigmoid, SiLU, ...) pass relevance through unchanged
+  (identity rule; ReLU's own gradient already does);
+* ``nn.LayerNorm`` treats its normaliser σ as a constant (Ali et al. 2022 LN-rule);
+* attention treats its probabilities as constants (AH-rule), through
+  :func:`~iit.attribution._attention.attention_probe` (Hugging Face models).
+
+With ε = 0 and all biases zero the network becomes linear in the attributed tensor given the
+frozen factors, so relevance is conserved: ``Σ R = f_c``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import ExitStack, contextmanager
+from typing import Any, Literal, overload
+
+import torch
+from torch import Tensor, nn
+
+from iit.attribution._attention import attention_probe, model_configs
+from iit.attribution._layers import ForwardFn, Inputs, find_module
+from iit.attribution.base import PlaceAttribution, gradients_at
+from iit.attribution.targets import Target
+from iit.errors import CoordinateError
+
+__all__ = ["LRP", "EpsilonRule", "GammaRule", "Rule", "ZPlusRule", "lrp_rules"]
+
+
+def _stabilize(z: Tensor, epsilon: float) -> Tensor:
+    sign = torch.where(z >= 0, torch.ones_like(z), -torch.ones_like(z))
+    return z + epsilon * sign
+
+
+class Rule:
+    """An LRP rule for linear layers; subclasses override :meth:`weight`.
+
+    Args:
+        epsilon: stabiliser added to the denominator ``z'`` with its sign (0 maps to +).
+        zero_bias: use ``b' = 0`` in ``z'`` (captum's ``set_bias_to_zero``).
+    """
+
+    def __init__(self, epsilon: float = 1e-9, zero_bias: bool = False):
+        if epsilon < 0:
+            raise ValueError(f"epsilon must be >= 0, got {epsilon}")
+        self.epsilon = epsilon
+        self.zero_bias = zero_bias
+
+    def weight(self, weight: Tensor) -> Tensor:
+        """The weights ``W'`` used to distribute relevance (default: unchanged)."""
+        return weight
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(epsilon={self.epsilon}, zero_bias={self.zero_bias})"
+
+
+class EpsilonRule(Rule):
+    """ε-rule: ``W' = W``; ε = 0 gives LRP-0 (= gradient x input on ReLU nets)."""
+
+
+class GammaRule(Rule):
+    """γ-rule: ``W' = W + γ W⁺`` (favours positive contributions)."""
+
+    def __init__(self, gamma: float = 0.25, epsilon: float = 1e-9, zero_bias: bool = False):
+        super().__init__(epsilon, zero_bias)
+        if gamma < 0:
+            raise ValueError(f"gamma must be >= 0, got {gamma}")
+        self.gamma = gamma
+
+    def weight(self, weight: Tensor) -> Tensor:
+        return weight + self.gamma * weight.clamp(min=0)
+
+
+class ZPlusRule(Rule):
+    """z⁺-rule (α1β0, deep Taylor for inputs ≥ 0): ``W' = W⁺``."""
+
+    def weight(self, weight: Tensor) -> Tensor:
+        return weight.clamp(min=0)
+
+
+def _conv1d_type() -> type | None:
+    try:
+        from transformers.pytorch_utils import Conv1D
+    except ImportError:  # pragma: no cover
+        return None
+    return Conv1D
+
+
+def _activation_types() -> tuple[type, ...]:
+    types: list[type] = [nn.GELU, nn.Tanh, nn.Sigmoid, nn.SiLU, nn.Softplus, nn.ELU, nn.LeakyReLU]
+    try:
+        from transformers import activations
+    except ImportError:  # pragma: no cover
+        return tuple(types)
+    for name in dir(activations):
+        obj = getattr(activations, name)
+        if isinstance(obj, type) and issubclass(obj, nn.Module) and obj is not nn.Module:
+            types.append(obj)
+    return tuple(types)
+
+
+_PASSIVE = (nn.ReLU, nn.Dropout, nn.Identity, nn.Embedding, nn.Flatten)
+
+
+def _linear_hook(rule: Rule, conv1d: bool) -> Callable[[nn.Module, Any, Tensor], Tensor]:
+    def hook(module: nn.Module, args: Any, out: Tensor) -> Tensor:
+        a = args[0]
+        weight = rule.weight(module.weight)
+        bias = module.bias
+        if bias is not None and rule.zero_bias:
+            bias = torch.zeros_like(bias)
+        if weight is module.weight and bias is module.bias:
+            z = out
+        elif conv1d:
+            z = a @ weight + (bias if bias is not None else 0.0)
+        else:
+            z = nn.functional.linear(a, weight, bias)
+        ratio = (out / _stabilize(z, rule.epsilon)).detach()
+        return z * ratio + (out - z * ratio).detach()
+
+    return hook
+
+
+def _activation_hook(module: nn.Module, args: Any, out: Tensor) -> Tensor:
+    x = args[0]
+    ratio = (out / _stabilize(x, 1e-12)).detach()
+    return x * ratio + (out - x * ratio).detach()
+
+
+def _layernorm_hook(module: nn.LayerNorm, args: Any, out: Tensor) -> Tensor:
+    x = args[0]
+    dims = tuple(range(-len(module.normalized_shape), 0))
+    mean = x.mean(dims, keepdim=True)
+    sigma = torch.sqrt(x.var(dims, unbiased=False, keepdim=True) + module.eps).detach()
+    y = (x - mean) / sigma
+    if module.weight is not None:
+        y = y * module.weight
+    if module.bias is not None:
+        y = y + module.bias
+    return y + (out - y).detach()
+
+
+def _detach_probs(module: nn.Module, probs: Tensor, value: Tensor) -> Tensor:
+    return probs.detach()
+
+
+@contextmanager
+def lrp_rules(
+    model: nn.Module,
+    *,
+    default_rule: Rule | None = None,
+    rules: Mapping[str, Rule] | None = None,
+    transformer_rules: bool = True,
+) -> Iterator[None]:
+    """Install LRP rules on ``model`` for the block; all hooks are removed in ``finally``.
+
+    Args:
+        model: the model.
+        default_rule: rule for every linear layer (default ``EpsilonRule()``).
+        rules: per-module overrides, keyed by path in ``model.named_modules()``.
+        transformer_rules: detach LayerNorm normalisers and (for HF models) attention probs.
+
+    Raises:
+        CoordinateError: a ``rules`` key names no module or no linear layer; a module with
+            parameters has no rule (lists the supported types).
+    """
+    default_rule = default_rule if default_rule is not None else EpsilonRule()
+    rules = dict(rules or {})
+    conv1d = _conv1d_type()
+    linear_types: tuple[type, ...] = (nn.Linear,) + ((conv1d,) if conv1d else ())
+    activations = _activation_types()
+    for path in rules:
+        if not isinstance(find_module(model, path), linear_types):
+            raise CoordinateError(f"rules[{path!r}] must name a linear layer (nn.Linear/Conv1D)")
+    plan: list[tuple[nn.Module, Callable[..., Any]]] = []
+    for name, module in model.named_modules():
+        if isinstance(module, linear_types):
+            rule = rules.get(name, default_rule)
+            plan.append(
+                (module, _linear_hook(rule, conv1d is not None and isinstance(module, conv1d)))
+            )
+        elif isinstance(module, nn.LayerNorm):
+            if transformer_rules:
+                plan.append((module, _layernorm_hook))
+        elif isinstance(module, activations) and not isinstance(module, nn.ReLU):
+            plan.append((module, _activation_hook))
+        elif list(module.parameters(recurse=False)) and not isinstance(module, _PASSIVE):
+            raise CoordinateError(
+                f"LRP has no rule for module {name!r} of type {type(module).__name__}; supported "
+                "parametrised modules: nn.Linear, transformers Conv1D, nn.LayerNorm, nn.Embedding"
+            )
+    with ExitStack() as stack:
+        for module, hook in plan:
+            stack.callback(module.register_forward_hook(hook).remove)
+        if transformer_rules and model_configs(model):
+            stack.enter_context(attention_probe(model, _detach_probs))
+        yield
+
+
+class LRP(PlaceAttribution):
+    """Layer-wise relevance propagation onto a place (embeddings by default), ``[batch, ...]``.
+
+    Args:
+        model: an ``nn.Module`` built from linear layers, element-wise activations, LayerNorm
+            and (Hugging Face) attention.
+        layer, layer_input, forward: see :class:`~iit.attribution.base.PlaceAttribution`.
+        default_rule: rule for linear layers (default ``EpsilonRule(1e-9)``).
+        rules: per-module rule overrides by module path.
+        transformer_rules: LN-rule and AH-rule (Ali et al. 2022), on by default.
+
+    Raises:
+        CoordinateError: unknown module path, or a module LRP cannot handle.
+    """
+
+    has_convergence_delta = True
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        layer: str | None = None,
+        layer_input: bool = False,
+        forward: ForwardFn | None = None,
+        default_rule: Rule | None = None,
+        rules: Mapping[str, Rule] | None = None,
+        transformer_rules: bool = True,
+    ):
+        super().__init__(model, layer=layer, layer_input=layer_input, forward=forward)
+        if not isinstance(model, nn.Module):
+            raise CoordinateError(f"LRP needs an nn.Module, got {type(model).__name__}")
+        self.module = model
+        self.default_rule = default_rule if default_rule is not None else EpsilonRule()
+        self.rules = dict(rules or {})
+        for path in self.rules:
+            find_module(model, path)
+        self.transformer_rules = transformer_rules
+
+    @overload
+    def attribute(
+        self, inputs: Inputs, target: Target, *, return_convergence_delta: Literal[False] = False
+    ) -> Tensor: ...
+
+    @overload
+    def attribute(
+        self, inputs: Inputs, target: Target, *, return_convergence_delta: Literal[True]
+    ) -> tuple[Tensor, Tensor]: ...
+
+    def attribute(
+        self, inputs: Inputs, target: Target, *, return_convergence_delta: bool = False
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        """Relevance at the place ``[batch, ...]`` (and ``Σ R - f_c`` per row).
+
+        Raises:
+            TargetError, CoordinateError, HookFiringError: see
+                :func:`~iit.attribution.base.gradients_at`.
+        """
+        with lrp_rules(
+            self.module,
+            default_rule=self.default_rule,
+            rules=self.rules,
+            transformer_rules=self.transformer_rules,
+        ):
+            x, grad, scores = gradients_at(self.ref, self.forward, inputs, target)
+        relevance = x * grad
+        if not return_convergence_delta:
+            return relevance
+        return relevance, relevance.flatten(1).sum(1) - scores

@@ -1,0 +1,68 @@
+"""Quadrature rules on [0, 1] for integrated gradients (captum's names and semantics).
+
+``riemann_trapezoid`` reproduces captum's quirk (nodes ``linspace(0, 1, n)`` spaced 1/(n-1) but
+weights 1/n with halves at the ends, so the weights sum to 1 - 1/n); ``trapezoid`` is the
+correct composite trapezoid rule (weights 1/(n-1), halves at the ends, sum 1).
+"""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+import numpy as np
+import torch
+from torch import Tensor
+
+QuadratureMethod = Literal[
+    "gausslegendre",
+    "riemann_left",
+    "riemann_right",
+    "riemann_middle",
+    "riemann_trapezoid",
+    "trapezoid",
+]
+
+__all__ = ["QuadratureMethod", "quadrature"]
+
+
+def quadrature(
+    method: QuadratureMethod, n_steps: int, dtype: torch.dtype = torch.float64
+) -> tuple[Tensor, Tensor]:
+    """Nodes ``alphas [n_steps]`` in [0, 1] and weights ``[n_steps]`` of a quadrature rule.
+
+    Raises:
+        ValueError: unknown method (with close matches), or too few steps (``gausslegendre``
+            needs ``n_steps >= 1``, the others ``n_steps >= 2``).
+    """
+    valid = get_args(QuadratureMethod)
+    if method not in valid:
+        import difflib
+
+        close = difflib.get_close_matches(str(method), valid, n=3, cutoff=0.3)
+        raise ValueError(f"unknown IG method {method!r} (close: {close}); valid: {list(valid)}")
+    minimum = 1 if method == "gausslegendre" else 2
+    if n_steps < minimum:
+        raise ValueError(f"method {method!r} needs n_steps >= {minimum}, got {n_steps}")
+    n = n_steps
+    if method == "gausslegendre":
+        nodes, weights = np.polynomial.legendre.leggauss(n)
+        alphas = torch.as_tensor(0.5 * (nodes + 1.0))
+        step = torch.as_tensor(0.5 * weights)
+    elif method == "riemann_left":
+        alphas = torch.linspace(0.0, 1.0 - 1.0 / n, n, dtype=torch.float64)
+        step = torch.full((n,), 1.0 / n, dtype=torch.float64)
+    elif method == "riemann_right":
+        alphas = torch.linspace(1.0 / n, 1.0, n, dtype=torch.float64)
+        step = torch.full((n,), 1.0 / n, dtype=torch.float64)
+    elif method == "riemann_middle":
+        alphas = torch.linspace(0.5 / n, 1.0 - 0.5 / n, n, dtype=torch.float64)
+        step = torch.full((n,), 1.0 / n, dtype=torch.float64)
+    elif method == "riemann_trapezoid":
+        alphas = torch.linspace(0.0, 1.0, n, dtype=torch.float64)
+        step = torch.full((n,), 1.0 / n, dtype=torch.float64)
+        step[0] = step[-1] = 0.5 / n
+    else:
+        alphas = torch.linspace(0.0, 1.0, n, dtype=torch.float64)
+        step = torch.full((n,), 1.0 / (n - 1), dtype=torch.float64)
+        step[0] = step[-1] = 0.5 / (n - 1)
+    return alphas.to(dtype), step.to(dtype)
