@@ -11,7 +11,6 @@ Inputs are a ``Tensor`` (batch first) or a mapping of named tensors (``input_ids
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,7 +19,10 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
+from iit.coordinates import Coordinate
 from iit.errors import CoordinateError, HookFiringError
+from iit.hooks import call_model
+from iit.hooks import find_module as _find_module
 
 Inputs = Tensor | Mapping[str, Tensor]
 ForwardFn = Callable[[Any], Any]
@@ -58,23 +60,20 @@ def find_module(model: nn.Module, path: str) -> nn.Module:
     Raises:
         CoordinateError: if no module has that name; lists the closest valid names.
     """
-    modules = dict(model.named_modules())
-    if path in modules:
-        return modules[path]
-    close = difflib.get_close_matches(path, [n for n in modules if n], n=5, cutoff=0.4)
-    hint = f"; closest valid names: {close}" if close else ""
-    raise CoordinateError(f"no module named {path!r} in {type(model).__name__}{hint}")
+    return _find_module(dict(model.named_modules()), path)
 
 
 def resolve_layer(
-    model: nn.Module | Callable[..., Any], where: str | None, *, layer_input: bool = False
+    model: nn.Module | Callable[..., Any], where: str | Coordinate | None, *, layer_input: bool = False
 ) -> LayerRef:
     """Resolve where to attribute to.
 
     Args:
         model: the model (an ``nn.Module``, or a plain callable when ``where`` is ``None``).
         where: a module path from ``model.named_modules()`` (attribute to its output, or to its
-            first positional input with ``layer_input=True``), or ``None`` for the input
+            first positional input with ``layer_input=True``), an :class:`iit.Coordinate` naming
+            a whole hidden state (``io`` and a tensor or tuple element 0 output; read a slice of
+            the result with ``coordinate.index.read(attributions)``), or ``None`` for the input
             embeddings: ``model.get_input_embeddings()`` when the model has it, else the inputs
             themselves (which must then be a float tensor).
         layer_input: attribute to the module's first input instead of its output.
@@ -83,9 +82,17 @@ def resolve_layer(
         A :class:`LayerRef`.
 
     Raises:
-        CoordinateError: unknown module path (with close matches), or a path given for a model
-            that is not an ``nn.Module``.
+        CoordinateError: unknown module path (with close matches), a path given for a model
+            that is not an ``nn.Module``, or a coordinate with an index or another output element.
     """
+    if isinstance(where, Coordinate):
+        if not where.index.is_all or where.output not in (None, 0):
+            raise CoordinateError(
+                f"attribution places are whole hidden states; got {where.describe()}: use "
+                f"Coordinate({where.module!r}, io={where.io!r}) and read the slice of the result "
+                "with coordinate.index.read(attributions)"
+            )
+        layer_input, where = where.io == "input", where.module
     io: IO = "input" if layer_input else "output"
     if where is None:
         getter = getattr(model, "get_input_embeddings", None)
@@ -109,9 +116,7 @@ def default_forward(model: Callable[..., Any]) -> ForwardFn:
     """Return ``inputs -> model(inputs)`` (tensor) or ``model(**inputs)`` (mapping)."""
 
     def forward(inputs: Inputs) -> Any:
-        if isinstance(inputs, Mapping):
-            return model(**inputs)
-        return model(inputs)
+        return call_model(model, inputs)
 
     return forward
 

@@ -32,6 +32,7 @@ from iit.attribution._layers import (
     resolve_layer,
 )
 from iit.attribution.targets import Target, target_scores
+from iit.coordinates import Coordinate
 from iit.errors import CoordinateError, TargetError
 
 Reduction = Literal["sum", "abs_sum", "abs_of_sum", "l2", "mean", "abs_mean", "clip"]
@@ -130,8 +131,9 @@ class PlaceAttribution(Attribution):
 
     Args:
         model: the model.
-        layer: module path in ``model.named_modules()``; ``None`` = input embeddings
-            (``model.get_input_embeddings()``) or, failing that, float inputs themselves.
+        layer: module path in ``model.named_modules()`` or a whole-tensor :class:`iit.Coordinate`;
+            ``None`` = input embeddings (``model.get_input_embeddings()``) or, failing that,
+            float inputs themselves.
         layer_input: attribute to the module's first input instead of its output.
         forward: see :class:`Attribution`.
 
@@ -143,7 +145,7 @@ class PlaceAttribution(Attribution):
         self,
         model: nn.Module | Callable[..., Any],
         *,
-        layer: str | None = None,
+        layer: str | Coordinate | None = None,
         layer_input: bool = False,
         forward: ForwardFn | None = None,
     ):

@@ -28,6 +28,7 @@ from typing import Any, Literal
 
 import pytorch_lightning as pl
 import torch
+import torch.nn.utils.parametrize
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
@@ -200,7 +201,9 @@ class IITModule(pl.LightningModule):
 
     def training_step(self, batch: CounterfactualBatch, batch_idx: int) -> Tensor:
         generator = torch.Generator().manual_seed(self.config.seed * 1_000_003 + self.global_step)
-        losses = self.compute_losses(batch, generator)
+        # evaluate orthogonal parametrisations (DAS rotations) once per step, even when shared
+        with torch.nn.utils.parametrize.cached():
+            losses = self.compute_losses(batch, generator)
         for name, value in losses.items():
             self.log(f"train/{name}_loss", value, on_step=False, on_epoch=True, prog_bar=name == "total", batch_size=len(batch))
         return losses["total"]

@@ -85,3 +85,22 @@ def test_token_attribution_wrapper(ids: torch.Tensor) -> None:
         TokenAttribution(AttentionRollout(model), "sum")
     rollout = TokenAttribution(AttentionRollout(model), normalize=True)(ids, 0)
     torch.testing.assert_close(rollout.sum(-1), torch.ones(ids.shape[0]))
+
+
+def test_coordinates_name_attribution_places():
+    from torch import nn
+
+    from iit import Coordinate, CoordinateError, Index
+    from iit.attribution import Saliency
+    from iit.attribution._layers import resolve_layer
+
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    ref = resolve_layer(model, Coordinate("1"))
+    assert ref.module is model[1] and ref.io == "output"
+    assert resolve_layer(model, Coordinate("2", io="input")).io == "input"
+    x = torch.randn(5, 3)
+    by_path = Saliency(model, layer="1").attribute(x, 0)
+    by_coordinate = Saliency(model, layer=Coordinate("1")).attribute(x, 0)
+    assert torch.equal(by_path, by_coordinate)
+    with pytest.raises(CoordinateError, match="read the slice"):
+        resolve_layer(model, Coordinate("1", Index.dims(0, 2)))

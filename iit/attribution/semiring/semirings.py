@@ -1,0 +1,266 @@
+"""Semiring algebra on tensors: the states a semiring backward pass carries per graph node.
+
+A *state* is a tuple of tensors with the shape of the node's value. Each semiring defines the
+handful of vectorised primitives the reverse walk needs:
+
+* ``one(shape)`` / ``zero(shape)``: the seed at the output and the empty accumulator;
+* ``scale(w, s)``: multiply a state by elementwise local derivatives ``w`` (⊗ along one edge);
+* ``within(s, dims)``: ⊕ over dims *inside one op* (broadcast fan-out, a summed index);
+* ``scatter(s, index, numel)``: ⊕ of output elements into the input element they copy;
+* ``contract(w, s, w_sub, s_sub, out_sub)``: ⊗ then ⊕ over a contracted index (matmul, dense
+  Jacobians), written as einsum subscripts;
+* ``combine(a, b)``: ⊕ across *branches* (one tensor feeding several ops or argument slots).
+
+Semirings:
+
+``RealSemiring`` (+, ×): ordinary reverse-mode gradient; state ``(g,)``.
+
+``MaxProductSemiring`` (max, ×) on the scalar graph, signed: state ``(mx, mn)``, the largest and
+smallest signed product of local derivatives over all paths to the output. Multiplying by a
+negative derivative swaps the two. Unreached elements hold ``(-inf, +inf)``; ``0 · ∞`` (an edge
+of weight zero into an unreached element) counts as no path.
+
+``OpMaxProductSemiring``: the paper's released-code granularity: inside an op everything is
+summed with absolute local derivatives (a matmul's inner index, broadcasting), and ``max`` is
+taken only across branches. State ``(b,)``, ``b >= 0``.
+
+``EntropySemiring``: first-order expectation semiring on absolute derivatives; state ``(Z, E)``
+with ``Z = Σ_π p(π)`` and ``E = -Σ_π p(π) log p(π)``, ``p(π) = Π_e |w_e|``; ``0 · log 0 = 0``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+State = tuple[Tensor, ...]
+SemiringName = Literal["real", "max_product", "entropy"]
+Granularity = Literal["scalar", "op"]
+
+__all__ = [
+    "State",
+    "SemiringName",
+    "Granularity",
+    "Semiring",
+    "RealSemiring",
+    "MaxProductSemiring",
+    "OpMaxProductSemiring",
+    "EntropySemiring",
+    "neg_xlogx",
+]
+
+_CHUNK_ELEMENTS = 1 << 23
+
+
+def neg_xlogx(w: Tensor) -> Tensor:
+    """``-|w| log |w|`` elementwise with ``0 · log 0 = 0``; same shape as ``w``."""
+    a = w.abs()
+    return -torch.xlogy(a, a)
+
+
+def _align(x: Tensor, sub: str, union: str) -> Tensor:
+    """View ``x`` (subscripts ``sub``) with dims ordered as ``union``, size 1 where missing."""
+    order = "".join(c for c in union if c in sub)
+    x = torch.einsum(f"{sub}->{order}", x) if order != sub else x
+    shape = [x.shape[order.index(c)] if c in order else 1 for c in union]
+    return x.reshape(shape)
+
+
+class Semiring:
+    """Base class: a semiring's vectorised primitives. Subclasses override every method."""
+
+    name: str = "semiring"
+    arity: int = 1
+
+    def one(self, shape: torch.Size, like: Tensor) -> State:
+        raise NotImplementedError
+
+    def zero(self, shape: torch.Size, like: Tensor) -> State:
+        raise NotImplementedError
+
+    def scale(self, w: Tensor, s: State) -> State:
+        raise NotImplementedError
+
+    def within(self, s: State, dims: tuple[int, ...]) -> State:
+        raise NotImplementedError
+
+    def scatter(self, s: State, index: Tensor, numel: int) -> State:
+        raise NotImplementedError
+
+    def contract(self, w: Tensor, s: State, w_sub: str, s_sub: str, out_sub: str) -> State:
+        raise NotImplementedError
+
+    def combine(self, a: State, b: State) -> State:
+        raise NotImplementedError
+
+
+class _SumSemiring(Semiring):
+    """Shared code of semirings whose in-op ⊕ is a sum and whose states are linear in ``w``."""
+
+    def within(self, s: State, dims: tuple[int, ...]) -> State:
+        return tuple(t.sum(dims, keepdim=True) for t in s) if dims else s
+
+    def scatter(self, s: State, index: Tensor, numel: int) -> State:
+        out = []
+        for t in s:
+            acc = t.new_zeros(numel)
+            keep = index >= 0
+            acc.index_add_(0, index[keep], t.reshape(-1)[keep])
+            out.append(acc)
+        return tuple(out)
+
+    def zero(self, shape: torch.Size, like: Tensor) -> State:
+        return tuple(like.new_zeros(shape) for _ in range(self.arity))
+
+
+class RealSemiring(_SumSemiring):
+    """(+, ×): the ordinary gradient. State ``(g,)``."""
+
+    name = "real"
+
+    def one(self, shape: torch.Size, like: Tensor) -> State:
+        return (like.new_ones(shape),)
+
+    def scale(self, w: Tensor, s: State) -> State:
+        return (w * s[0],)
+
+    def contract(self, w: Tensor, s: State, w_sub: str, s_sub: str, out_sub: str) -> State:
+        return (torch.einsum(f"{w_sub},{s_sub}->{out_sub}", w, s[0]),)
+
+    def combine(self, a: State, b: State) -> State:
+        return (a[0] + b[0],)
+
+
+class OpMaxProductSemiring(_SumSemiring):
+    """Op-granular max-product on absolute derivatives: in-op ⊕ = +, branch ⊕ = max."""
+
+    name = "max_product_op"
+
+    def one(self, shape: torch.Size, like: Tensor) -> State:
+        return (like.new_ones(shape),)
+
+    def scale(self, w: Tensor, s: State) -> State:
+        return (w.abs() * s[0],)
+
+    def contract(self, w: Tensor, s: State, w_sub: str, s_sub: str, out_sub: str) -> State:
+        return (torch.einsum(f"{w_sub},{s_sub}->{out_sub}", w.abs(), s[0]),)
+
+    def combine(self, a: State, b: State) -> State:
+        return (torch.maximum(a[0], b[0]),)
+
+
+class EntropySemiring(_SumSemiring):
+    """Expectation semiring ⟨Z, E⟩ on ``|w|`` with edges lifted to ``⟨|w|, -|w| log |w|⟩``."""
+
+    name = "entropy"
+    arity = 2
+
+    def one(self, shape: torch.Size, like: Tensor) -> State:
+        return (like.new_ones(shape), like.new_zeros(shape))
+
+    def scale(self, w: Tensor, s: State) -> State:
+        a = w.abs()
+        return (a * s[0], a * s[1] + neg_xlogx(w) * s[0])
+
+    def contract(self, w: Tensor, s: State, w_sub: str, s_sub: str, out_sub: str) -> State:
+        a = w.abs()
+        spec = f"{w_sub},{s_sub}->{out_sub}"
+        z = torch.einsum(spec, a, s[0])
+        e = torch.einsum(spec, a, s[1]) + torch.einsum(spec, neg_xlogx(w), s[0])
+        return (z, e)
+
+    def combine(self, a: State, b: State) -> State:
+        return (a[0] + b[0], a[1] + b[1])
+
+
+class MaxProductSemiring(Semiring):
+    """Signed max-product on the scalar graph. State ``(mx, mn)``."""
+
+    name = "max_product"
+    arity = 2
+
+    def one(self, shape: torch.Size, like: Tensor) -> State:
+        return (like.new_ones(shape), like.new_ones(shape))
+
+    def zero(self, shape: torch.Size, like: Tensor) -> State:
+        return (like.new_full(shape, -torch.inf), like.new_full(shape, torch.inf))
+
+    @staticmethod
+    def _candidates(w: Tensor, mx: Tensor, mn: Tensor) -> tuple[Tensor, Tensor]:
+        """``(max, min)`` of ``w·mx`` and ``w·mn``: a negative ``w`` swaps them. ``0·∞`` (an
+        edge of weight 0 into an unreached element, stored as ``(-inf, +inf)``) is no path."""
+        pos = w >= 0
+        a, b = w * mx, w * mn
+        hi = torch.where(pos, a, b).nan_to_num_(nan=-torch.inf, posinf=torch.inf, neginf=-torch.inf)
+        lo = torch.where(pos, b, a).nan_to_num_(nan=torch.inf, posinf=torch.inf, neginf=-torch.inf)
+        return hi, lo
+
+    def scale(self, w: Tensor, s: State) -> State:
+        return self._candidates(w, s[0], s[1])
+
+    def within(self, s: State, dims: tuple[int, ...]) -> State:
+        if not dims:
+            return s
+        return (s[0].amax(dims, keepdim=True), s[1].amin(dims, keepdim=True))
+
+    def scatter(self, s: State, index: Tensor, numel: int) -> State:
+        keep = index >= 0
+        idx = index[keep]
+        hi = s[0].new_full((numel,), -torch.inf)
+        lo = s[1].new_full((numel,), torch.inf)
+        hi.scatter_reduce_(0, idx, s[0].reshape(-1)[keep], "amax", include_self=True)
+        lo.scatter_reduce_(0, idx, s[1].reshape(-1)[keep], "amin", include_self=True)
+        return (hi, lo)
+
+    def contract(self, w: Tensor, s: State, w_sub: str, s_sub: str, out_sub: str) -> State:
+        reduced = "".join(c for c in dict.fromkeys(w_sub + s_sub) if c not in out_sub)
+        union = out_sub + reduced
+        wa = _align(w, w_sub, union)
+        mx, mn = (_align(t, s_sub, union) for t in s)
+        red = tuple(range(len(out_sub), len(union)))
+        full = torch.broadcast_shapes(wa.shape, mx.shape)
+        per_row = max(1, full.numel() // max(1, full[0]))
+        step = max(1, _CHUNK_ELEMENTS // per_row)
+        his, los = [], []
+        for start in range(0, full[0], step):
+            sl = slice(start, start + step)
+            pick = [(t[sl] if t.shape[0] != 1 else t) for t in (wa, mx, mn)]
+            hi, lo = self._candidates(*pick)
+            his.append(hi.amax(red) if red else hi)
+            los.append(lo.amin(red) if red else lo)
+        hi, lo = torch.cat(his), torch.cat(los)
+        target = [max(wa.shape[i], mx.shape[i]) for i in range(len(out_sub))]
+        return (hi.expand(target), lo.expand(target))
+
+    def combine(self, a: State, b: State) -> State:
+        return (torch.maximum(a[0], b[0]), torch.minimum(a[1], b[1]))
+
+
+def make_semiring(name: SemiringName, granularity: Granularity) -> Semiring:
+    """Return the semiring object for ``name`` at ``granularity`` (``op`` only for max_product).
+
+    Raises:
+        ValueError: for an unknown name, or ``granularity="op"`` with ``real``/``entropy``.
+    """
+    if granularity not in ("scalar", "op"):
+        raise ValueError(f"granularity must be 'scalar' or 'op', got {granularity!r}")
+    if name == "max_product":
+        return OpMaxProductSemiring() if granularity == "op" else MaxProductSemiring()
+    if granularity == "op":
+        raise ValueError(
+            f"granularity='op' only changes the max_product semiring (max across op branches, "
+            f"sum inside an op); {name!r} is computed on the scalar graph, use granularity='scalar'"
+        )
+    if name == "real":
+        return RealSemiring()
+    if name == "entropy":
+        return EntropySemiring()
+    import difflib
+
+    valid = ["real", "max_product", "entropy"]
+    close = difflib.get_close_matches(str(name), valid)
+    raise ValueError(
+        f"unknown semiring {name!r}; valid: {valid}" + (f"; did you mean {close}?" if close else "")
+    )
