@@ -117,7 +117,7 @@ def best_source_index(result: SemiringResult, source: str, row: int = 0) -> tupl
     if not 0 <= row < v.shape[0]:
         raise CoordinateError(f"row {row} out of range for {v.shape[0]} rows")
     flat = int(v[row].abs().reshape(-1).argmax())
-    return (row, *torch.unravel_index(torch.tensor(flat), v.shape[1:]))  # type: ignore[misc]
+    return (row, *(int(i) for i in torch.unravel_index(torch.tensor(flat), v.shape[1:])))
 
 
 def _consumers(result: SemiringResult) -> dict[Node, list[tuple[Node, tuple[int, int | None]]]]:

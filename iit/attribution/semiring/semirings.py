@@ -30,6 +30,7 @@ with ``Z = Σ_π p(π)`` and ``E = -Σ_π p(π) log p(π)``, ``p(π) = Π_e |w_e
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Literal
 
 import torch
@@ -68,32 +69,39 @@ def _align(x: Tensor, sub: str, union: str) -> Tensor:
     return x.reshape(shape)
 
 
-class Semiring:
-    """Base class: a semiring's vectorised primitives. Subclasses override every method."""
+class Semiring(ABC):
+    """Abstract base: a semiring's vectorised primitives (see the module docs)."""
 
     name: str = "semiring"
     arity: int = 1
 
+    @abstractmethod
     def one(self, shape: torch.Size, like: Tensor) -> State:
-        raise NotImplementedError
+        """The seed 1̄ at the output, tensors of ``shape``."""
 
+    @abstractmethod
     def zero(self, shape: torch.Size, like: Tensor) -> State:
-        raise NotImplementedError
+        """The empty accumulator 0̄ (no path), tensors of ``shape``."""
 
+    @abstractmethod
     def scale(self, w: Tensor, s: State) -> State:
-        raise NotImplementedError
+        """⊗ of a state with elementwise local derivatives ``w`` (same shape)."""
 
+    @abstractmethod
     def within(self, s: State, dims: tuple[int, ...]) -> State:
-        raise NotImplementedError
+        """⊕ over ``dims`` inside one op (keepdim)."""
 
+    @abstractmethod
     def scatter(self, s: State, index: Tensor, numel: int) -> State:
-        raise NotImplementedError
+        """⊕ of flat output elements into input element ``index[o]`` (``-1`` = none); ``[numel]``."""
 
+    @abstractmethod
     def contract(self, w: Tensor, s: State, w_sub: str, s_sub: str, out_sub: str) -> State:
-        raise NotImplementedError
+        """⊗ then ⊕ over the indices missing from ``out_sub`` (einsum subscripts)."""
 
+    @abstractmethod
     def combine(self, a: State, b: State) -> State:
-        raise NotImplementedError
+        """⊕ across branches."""
 
 
 class _SumSemiring(Semiring):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import difflib
 import operator
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -185,7 +185,7 @@ def trace_computation(
     def pre(_m: nn.Module, _a: Any) -> None:
         starts.append(len(get_proxy_mode().tracer.graph.nodes))
 
-    def post_factory(name: str):
+    def post_factory(name: str) -> Callable[[nn.Module, Any, Any], None]:
         def post(_m: nn.Module, _a: Any, _out: Any) -> None:
             nodes = list(get_proxy_mode().tracer.graph.nodes)[starts.pop() :]
             for node in nodes:
