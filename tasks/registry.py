@@ -6,7 +6,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from iit.training import IITConfig, IITTask
+from tasks.das_equality import DASEquality
 from tasks.digit_sum import DigitSumMLP, DigitSumPartialMLP
+from tasks.digit_sum_transformer import DigitSumTransformer
+from tasks.equality import HierarchicalEqualityMLP
+from tasks.pvr import PointerValueMLP
 
 __all__ = ["TaskSpec", "TASKS"]
 
@@ -19,6 +23,9 @@ class TaskSpec:
         make: builds the task.
         config: IIT hyper-parameters.
         epochs, train_size, val_size, batch_size, seed: the run.
+        baseline: the comparison run's settings (default: :meth:`behaviour_config` derives
+            behaviour-only training from ``config``).
+        baseline_name: how the comparison run is labelled in tables.
     """
 
     make: Callable[[], IITTask]
@@ -28,13 +35,42 @@ class TaskSpec:
     val_size: int = 2_000
     batch_size: int = 64
     seed: int = 0
+    baseline: IITConfig | None = None
+    baseline_name: str = "behaviour only"
 
     def behaviour_config(self) -> IITConfig:
-        """The same settings without the IIT and strict losses (the baseline)."""
+        """The comparison run: ``baseline`` when given, else the same settings without the IIT
+        and strict losses (behaviour-only training)."""
+        if self.baseline is not None:
+            return self.baseline
         return replace(self.config, iit_weight=0.0, strict_weight=0.0, behaviour_weight=1.0)
 
+
+_DAS = IITConfig(behaviour_weight=0.0, freeze_network=True, lr=2e-2)
 
 TASKS: dict[str, TaskSpec] = {
     "digit_sum_mlp": TaskSpec(DigitSumMLP, IITConfig(lr=2e-3), epochs=10),
     "digit_sum_partial_mlp": TaskSpec(DigitSumPartialMLP, IITConfig(lr=2e-3), epochs=10),
+    "digit_sum_transformer": TaskSpec(DigitSumTransformer, IITConfig(lr=1e-3), epochs=4),
+    "hierarchical_equality_mlp": TaskSpec(
+        HierarchicalEqualityMLP,
+        IITConfig(lr=3e-3),
+        epochs=4,
+        train_size=100_000,
+        val_size=4_000,
+        batch_size=128,
+    ),
+    # DAS on the frozen behaviour-trained MLP; the comparison is the same rotation left untrained
+    "das_equality": TaskSpec(
+        DASEquality,
+        _DAS,
+        epochs=12,
+        train_size=100_000,
+        val_size=4_000,
+        batch_size=2_048,
+        baseline=replace(_DAS, lr=0.0),
+        baseline_name="untrained rotation",
+    ),
+    "pvr_mlp": TaskSpec(PointerValueMLP, IITConfig(lr=1e-3), epochs=5),
+    "pvr_mlp_strict": TaskSpec(PointerValueMLP, IITConfig(lr=1e-3, strict_weight=1.0), epochs=5),
 }

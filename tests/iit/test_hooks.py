@@ -15,8 +15,8 @@ from iit import (
     HookFiringError,
     Index,
     Interchange,
-    InterventionError,
     Interventionable,
+    InterventionError,
     InterventionShapeError,
     ZeroAblation,
 )
