@@ -83,3 +83,6 @@ __all__ = [
 ]
 
 # --- semiring / txray re-exports (added by the lead; this module does not import them) -------
+from iit.attribution import semiring, txray  # noqa: E402  (iit.attribution.semiring.top_path, ...)
+
+__all__ += ["semiring", "txray"]

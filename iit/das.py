@@ -1,0 +1,189 @@
+"""Training learned interventions (DAS) on a frozen model, with source activations cached
+across epochs.
+
+The wrapped model must be frozen (no parameter requires grad): then the values a source run
+gives never change, so :class:`SourceCache` collects them once per batch and every later epoch
+skips the source runs. Only the interventions' parameters are optimised.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from iit.errors import InterventionError
+from iit.hooks import Inputs
+from iit.interventionable import Activations, Interventionable
+from iit.interventions import Intervention
+from iit.learned import BoundlessRotatedInterchange, TemperatureSchedule
+
+__all__ = ["DASBatch", "DASConfig", "SourceCache", "check_frozen", "train_das", "das_step"]
+
+
+@dataclass(frozen=True)
+class DASBatch:
+    """One training batch: base inputs, source inputs (one per source slot) and the labels the
+    intervened output should predict."""
+
+    base: Inputs
+    sources: Sequence[Inputs]
+    labels: Tensor
+
+
+@dataclass(frozen=True)
+class DASConfig:
+    """Optimisation settings (Adam).
+
+    Attributes:
+        epochs: passes over the batches.
+        lr: learning rate of rotations.
+        boundary_lr: learning rate of Boundless DAS boundaries.
+        boundary_penalty: weight of the boundary-size term of Boundless DAS.
+        temperature: ``(start, end)`` of the linear temperature schedule (Boundless DAS).
+        cache_sources: reuse source activations across epochs.
+    """
+
+    epochs: int = 1
+    lr: float = 1e-3
+    boundary_lr: float = 1e-2
+    boundary_penalty: float = 1.0
+    temperature: tuple[float, float] = (50.0, 0.1)
+    cache_sources: bool = True
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.lr <= 0 or self.boundary_lr <= 0:
+            raise InterventionError(f"DASConfig needs epochs >= 1 and positive learning rates, got {self}")
+
+
+def check_frozen(model: Interventionable) -> None:
+    """Raise unless every parameter of the wrapped model has ``requires_grad=False``.
+
+    Raises:
+        InterventionError: naming the trainable parameters (and how to freeze them).
+    """
+    trainable = [n for n, p in model.model.named_parameters() if p.requires_grad]
+    if trainable:
+        shown = ", ".join(trainable[:5]) + (" ..." if len(trainable) > 5 else "")
+        raise InterventionError(
+            f"DAS trains interventions on a frozen model, but {len(trainable)} model parameter(s) "
+            f"require grad ({shown}); call model.model.requires_grad_(False) first (cached source "
+            "activations would be stale if the model changed)"
+        )
+
+
+@dataclass
+class SourceCache:
+    """Source activations per batch index, collected once on the frozen model.
+
+    Args:
+        model: the wrapped (frozen) model.
+        interventions: the interventions whose source coordinates are collected.
+    """
+
+    model: Interventionable
+    interventions: Sequence[Intervention]
+    _store: dict[int, list[Activations]] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        check_frozen(self.model)
+
+    def sources(self, index: int, batch: DASBatch) -> list[Activations]:
+        """Activations standing in for ``batch.sources`` (collected on first use of ``index``)."""
+        if index not in self._store:
+            self._store[index] = collect_sources(self.model, self.interventions, batch.sources)
+        return self._store[index]
+
+    def __len__(self) -> int:
+        return len(self._store)
+
+
+def collect_sources(
+    model: Interventionable, interventions: Sequence[Intervention], sources: Sequence[Inputs]
+) -> list[Activations]:
+    """One :class:`Activations` per source slot with every source coordinate that reads it
+    (``detach=True``: no graph is kept)."""
+    out = []
+    for slot, source in enumerate(sources):
+        coords: list[Any] = []
+        for iv in interventions:
+            if iv.needs_source and iv.source == slot and not any(c is iv.source_coordinate for c in coords):
+                coords.append(iv.source_coordinate)
+        out.append(model.collect(source, coords, detach=True) if coords else Activations({}))
+    return out
+
+
+def das_step(
+    model: Interventionable,
+    interventions: Sequence[Intervention],
+    batch: DASBatch,
+    loss_fn: Callable[[Any, Tensor], Tensor],
+    optimizer: torch.optim.Optimizer,
+    sources: Sequence[Inputs | Activations] | None = None,
+    boundary_penalty: float = 0.0,
+) -> float:
+    """One optimisation step: intervened forward, ``loss_fn(output, labels)`` (+ the boundary
+    penalty of Boundless interventions), backward, ``optimizer.step()``, then Boundless
+    boundaries are projected back to ``[1e-3, 1]``. Returns the loss."""
+    optimizer.zero_grad(set_to_none=True)
+    output = model.intervene(
+        batch.base, list(interventions), list(batch.sources if sources is None else sources), detach_sources=True
+    )
+    loss = loss_fn(output, batch.labels)
+    if boundary_penalty:
+        for iv in interventions:
+            if isinstance(iv, BoundlessRotatedInterchange):
+                loss = loss + boundary_penalty * iv.boundary_penalty()
+    loss.backward()
+    optimizer.step()
+    with torch.no_grad():  # projected step: keep boundaries where their gradient is alive
+        for iv in interventions:
+            if isinstance(iv, BoundlessRotatedInterchange):
+                iv.boundary.clamp_(1e-3, 1.0)
+    return float(loss.detach())
+
+
+def train_das(
+    model: Interventionable,
+    interventions: Sequence[Intervention],
+    batches: Sequence[DASBatch],
+    loss_fn: Callable[[Any, Tensor], Tensor],
+    config: DASConfig = DASConfig(),
+) -> list[float]:
+    """Train ``interventions`` on a frozen ``model``; returns the loss of every step.
+
+    Boundless interventions get their temperature annealed per optimizer step and their
+    boundary trained with ``config.boundary_lr``; the boundary penalty is added to the loss.
+
+    Raises:
+        InterventionError: a model parameter requires grad, no batches, or no trainable
+            intervention parameter.
+    """
+    check_frozen(model)
+    if not batches:
+        raise InterventionError("train_das needs at least one batch")
+    modules = nn.ModuleList(interventions)
+    boundaries = [iv.boundary for iv in interventions if isinstance(iv, BoundlessRotatedInterchange)]
+    others = [p for p in modules.parameters() if p.requires_grad and not any(p is b for b in boundaries)]
+    if not others and not boundaries:
+        raise InterventionError("the interventions have no trainable parameters")
+    groups: list[dict[str, Any]] = [{"params": others, "lr": config.lr}]
+    if boundaries:
+        groups.append({"params": boundaries, "lr": config.boundary_lr})
+    optimizer = torch.optim.Adam(groups)
+    schedule = TemperatureSchedule(config.epochs * len(batches), *config.temperature)
+    cache = SourceCache(model, interventions) if config.cache_sources else None
+    losses: list[float] = []
+    step = 0
+    for _ in range(config.epochs):
+        for index, batch in enumerate(batches):
+            schedule.apply(interventions, step)
+            sources = cache.sources(index, batch) if cache is not None else None
+            losses.append(
+                das_step(model, interventions, batch, loss_fn, optimizer, sources, config.boundary_penalty)
+            )
+            step += 1
+    return losses

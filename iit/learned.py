@@ -1,0 +1,280 @@
+"""Learned interventions: distributed interchange in a rotated basis (DAS), its low-rank form and
+Boundless DAS with a learned soft boundary.
+
+For base values ``b`` and source values ``s`` (``[batch, ..., d]``, rotation over the last axis)
+and an orthogonal ``R`` (``[d, d]``, row-vector convention: rotated = ``h @ R``), DAS writes::
+
+    R^T-rotate-back( (1 - m) * (b @ R) + m * (s @ R) ) = b + ((s - b) @ R * m) @ R^T
+
+with ``m`` the 0/1 mask of the rotated dims given to the variable (or, for Boundless DAS, a soft
+sigmoid mask). The right-hand form is what is computed: it is the same map, cheaper (only the
+masked columns of ``R`` are used) and exact on the unmasked part. ``R`` is materialised once per
+forward (the orthogonal parametrisation is evaluated once), and all arithmetic runs in the
+rotation's dtype (float32 by default, autocast disabled) before casting back to the hidden
+state's dtype, so the rotation stays accurate under mixed precision.
+
+Several variables can share one :class:`Rotation` with disjoint ``dims`` ranges.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.parametrizations import orthogonal
+
+from iit.errors import InterventionError, InterventionShapeError
+from iit.interventions import Intervention
+
+__all__ = [
+    "Rotation",
+    "RotatedInterchange",
+    "LowRankRotatedInterchange",
+    "BoundlessRotatedInterchange",
+    "TemperatureSchedule",
+]
+
+
+class Rotation(nn.Module):
+    """A trainable matrix with orthonormal columns, ``[d, k]`` (``k = d``: a rotation),
+    parametrised with ``torch.nn.utils.parametrizations.orthogonal`` and initialised with
+    ``nn.init.orthogonal_``.
+
+    Args:
+        d: width of the hidden state it rotates.
+        k: number of columns (default ``d``).
+        dtype: storage and compute dtype (default float32; float64 for gradchecks).
+        generator: optional RNG for the initialisation.
+
+    Raises:
+        InterventionError: ``not 1 <= k <= d``.
+    """
+
+    def __init__(
+        self,
+        d: int,
+        k: int | None = None,
+        *,
+        dtype: torch.dtype = torch.float32,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__()
+        k = d if k is None else k
+        if not 1 <= k <= d:
+            raise InterventionError(f"Rotation needs 1 <= k <= d, got d={d}, k={k}")
+        weight = torch.empty(d, k, dtype=dtype)
+        nn.init.orthogonal_(weight, generator=generator)
+        self.weight = nn.Parameter(weight)
+        orthogonal(self, "weight")
+        self.d, self.k = d, k
+
+    def matrix(self) -> Tensor:
+        """The current matrix ``[d, k]`` (evaluates the parametrisation once)."""
+        return self.weight
+
+    def extra_repr(self) -> str:
+        return f"d={self.d}, k={self.k}"
+
+
+class _RotatedBase(Intervention):
+    """Shared forward: ``b + (((s - b) @ W) * mask) @ W^T`` over the last axis."""
+
+    needs_source: ClassVar[bool] = True
+
+    def __init__(self, coordinate: Any, rotation: Rotation, source: int, source_coordinate: Any) -> None:
+        super().__init__(coordinate)
+        if isinstance(source, bool) or not isinstance(source, int) or source < 0:
+            raise InterventionError(f"source must be a source index >= 0, got {source!r}")
+        self.rotation = rotation
+        self.source = source
+        self.source_coordinate = coordinate if source_coordinate is None else source_coordinate
+
+    def _columns(self, w: Tensor) -> Tensor:
+        return w
+
+    def _mask(self, w: Tensor) -> Tensor | None:
+        return None
+
+    def forward(self, base: Tensor, source: Tensor | None) -> Tensor:
+        """``base``, ``source``: ``[batch, ..., d]``; returns ``[batch, ..., d]`` in base's dtype.
+
+        Raises:
+            InterventionShapeError: last axis is not ``d``, or base / source shapes differ.
+        """
+        if source is None:
+            raise InterventionError(f"{type(self).__name__} at {self.where_text()} needs source values")
+        d = self.rotation.d
+        if base.shape[-1] != d or source.shape != base.shape:
+            raise InterventionShapeError(
+                f"{type(self).__name__} at {self.where_text()}: rotation is over d={d} but the base "
+                f"values are {tuple(base.shape)} and the source values {tuple(source.shape)}; select "
+                f"a slot whose last axis has {d} entries"
+            )
+        with torch.autocast(device_type=base.device.type, enabled=False):
+            w = self.rotation.matrix()  # [d, k], materialised once, outside autocast
+            cols = self._columns(w.to(base.device))  # [d, j]
+            delta = (source.to(w.dtype) - base.to(w.dtype)) @ cols  # [..., j]
+            mask = self._mask(w)
+            if mask is not None:
+                delta = delta * mask
+            out = base.to(w.dtype) + delta @ cols.T  # [..., d]
+        return out.to(base.dtype)
+
+
+class RotatedInterchange(_RotatedBase):
+    """DAS with a full ``d x d`` rotation: interchange rotated dims ``[start, stop)``.
+
+    Args:
+        coordinate: where (the slot's last axis has ``d`` entries).
+        rotation: a :class:`Rotation` (shared between variables with disjoint ``dims``) or the
+            width ``d`` to make a new one.
+        dims: ``(start, stop)`` rotated dims given to the variable (``(0, k)``: the first k).
+        source: source slot.
+        source_coordinate: where to read in the source run (default: ``coordinate``).
+
+    Raises:
+        InterventionError: a non-square rotation or ``dims`` outside ``[0, d)``.
+    """
+
+    def __init__(
+        self,
+        coordinate: Any,
+        rotation: Rotation | int,
+        dims: tuple[int, int],
+        *,
+        source: int = 0,
+        source_coordinate: Any = None,
+    ) -> None:
+        rotation = Rotation(rotation) if isinstance(rotation, int) else rotation
+        if rotation.k != rotation.d:
+            raise InterventionError(
+                f"RotatedInterchange needs a square rotation, got d={rotation.d}, k={rotation.k}; "
+                "use LowRankRotatedInterchange for a d x k basis"
+            )
+        start, stop = dims
+        if not 0 <= start < stop <= rotation.d:
+            raise InterventionError(f"dims must satisfy 0 <= start < stop <= d={rotation.d}, got {dims}")
+        super().__init__(coordinate, rotation, source, source_coordinate)
+        self.dims = (int(start), int(stop))
+
+    def _columns(self, w: Tensor) -> Tensor:
+        return w[:, self.dims[0] : self.dims[1]]
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, dims={self.dims}"
+
+
+class LowRankRotatedInterchange(_RotatedBase):
+    """DAS with a ``d x k`` orthonormal basis: ``b + (s - b) @ W @ W^T``.
+
+    Args:
+        coordinate: where.
+        rotation: a :class:`Rotation` with ``k`` columns, or the width ``d`` (then ``k`` is needed).
+        k: basis size when ``rotation`` is an int.
+        source: source slot.
+        source_coordinate: where to read in the source run (default: ``coordinate``).
+    """
+
+    def __init__(
+        self,
+        coordinate: Any,
+        rotation: Rotation | int,
+        k: int | None = None,
+        *,
+        source: int = 0,
+        source_coordinate: Any = None,
+    ) -> None:
+        if isinstance(rotation, int):
+            if k is None:
+                raise InterventionError("LowRankRotatedInterchange(coordinate, d, k) needs k")
+            rotation = Rotation(rotation, k)
+        super().__init__(coordinate, rotation, source, source_coordinate)
+
+
+class BoundlessRotatedInterchange(_RotatedBase):
+    """Boundless DAS: a full rotation and a learned soft boundary ``b`` in ``[1e-3, 1]``;
+    rotated dim ``j`` is interchanged with weight ``sigmoid(j / t) * sigmoid((b * d - j) / t)``
+    at temperature ``t`` (anneal it with :class:`TemperatureSchedule`).
+
+    Args:
+        coordinate: where.
+        rotation: a square :class:`Rotation` or the width ``d``.
+        boundary: initial boundary fraction (default 0.5).
+        temperature: initial temperature (default 50.0).
+        source: source slot.
+        source_coordinate: where to read in the source run (default: ``coordinate``).
+    """
+
+    def __init__(
+        self,
+        coordinate: Any,
+        rotation: Rotation | int,
+        *,
+        boundary: float = 0.5,
+        temperature: float = 50.0,
+        source: int = 0,
+        source_coordinate: Any = None,
+    ) -> None:
+        rotation = Rotation(rotation) if isinstance(rotation, int) else rotation
+        if rotation.k != rotation.d:
+            raise InterventionError("BoundlessRotatedInterchange needs a square rotation")
+        super().__init__(coordinate, rotation, source, source_coordinate)
+        self.boundary = nn.Parameter(torch.tensor(float(boundary), dtype=rotation.weight.dtype))
+        self.register_buffer("temperature", torch.tensor(float(temperature), dtype=rotation.weight.dtype))
+
+    def set_temperature(self, value: float) -> None:
+        """Set the mask temperature (> 0)."""
+        if value <= 0:
+            raise InterventionError(f"temperature must be > 0, got {value}")
+        self.temperature.fill_(value)
+
+    def mask(self) -> Tensor:
+        """The soft mask over rotated dims, ``[d]``."""
+        d = self.rotation.d
+        j = torch.arange(d, dtype=self.boundary.dtype, device=self.boundary.device)
+        b = self.boundary.clamp(1e-3, 1.0)
+        t = self.temperature
+        return torch.sigmoid(j / t) * torch.sigmoid((b * d - j) / t)
+
+    def _mask(self, w: Tensor) -> Tensor:
+        return self.mask().to(w.dtype)
+
+    def boundary_penalty(self) -> Tensor:
+        """The boundary size ``b`` (clamped), added to the loss to keep the subspace small."""
+        return self.boundary.clamp(1e-3, 1.0)
+
+
+@dataclass(frozen=True)
+class TemperatureSchedule:
+    """Linear temperature annealing ``start -> end`` over ``steps`` optimizer steps (Boundless
+    DAS: 50 -> 0.1).
+
+    Raises:
+        InterventionError: non-positive temperatures or ``steps < 1``.
+    """
+
+    steps: int
+    start: float = 50.0
+    end: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.start <= 0 or self.end <= 0:
+            raise InterventionError(
+                f"TemperatureSchedule needs steps >= 1 and positive temperatures, got {self}"
+            )
+
+    def value(self, step: int) -> float:
+        """Temperature at optimizer step ``step`` (clamped to ``[0, steps - 1]``)."""
+        if self.steps == 1:
+            return self.end
+        frac = min(max(step, 0), self.steps - 1) / (self.steps - 1)
+        return self.start + (self.end - self.start) * frac
+
+    def apply(self, interventions: Iterable[Intervention], step: int) -> None:
+        """Set the temperature of every :class:`BoundlessRotatedInterchange` for ``step``."""
+        for iv in interventions:
+            if isinstance(iv, BoundlessRotatedInterchange):
+                iv.set_temperature(self.value(step))

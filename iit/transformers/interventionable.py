@@ -1,0 +1,172 @@
+"""`TransformerInterventionable`: :class:`iit.Interventionable` with the transformer coordinate
+system (layer, component, position, head, dims) for the families of
+:mod:`iit.transformers.families`."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from torch import nn
+
+from iit.coordinates import Coordinate
+from iit.errors import CoordinateError, InterventionShapeError
+from iit.hooks import Inputs
+from iit.interventionable import Activations, Interventionable
+from iit.interventions import BoundIntervention, Intervention
+from iit.transformers.attention import attention_probs_hook_points
+from iit.transformers.coordinates import TransformerCoordinate, module_path, resolve, validate
+from iit.transformers.families import Family, ModelShape, family_of, model_shape
+from iit.transformers.positions import sequence_length
+
+__all__ = ["TransformerInterventionable"]
+
+
+class TransformerInterventionable(Interventionable):
+    """Wrap a Hugging Face transformer (GPT-2, BERT, DistilBERT, RoBERTa, Llama, Qwen2, Mistral,
+    GPT-NeoX; base model or one with a task head) and address its hidden states with
+    :class:`TransformerCoordinate` as well as generic :class:`iit.Coordinate`.
+
+    ``attention_probs`` coordinates switch the model to an eager attention function with a hook
+    point for the duration of one call (see :mod:`iit.transformers.attention`); every other
+    component is a plain module hook and leaves the attention implementation alone.
+
+    Args:
+        model: the Hugging Face model.
+        stop_source_early: as for :class:`iit.Interventionable`.
+
+    Raises:
+        CoordinateError: a model whose ``config.model_type`` has no family entry.
+
+    Example:
+        >>> net = TransformerInterventionable(gpt2)
+        >>> c = TransformerCoordinate(6, "block_output", position=Tokens.last())
+        >>> out = net.intervene(base, [Interchange(c)], sources=[source])
+    """
+
+    def __init__(self, model: nn.Module, *, stop_source_early: bool = True) -> None:
+        super().__init__(model, stop_source_early=stop_source_early)
+        self.family: Family = family_of(model)
+        self.shape: ModelShape = model_shape(model, self.family)
+
+    # ------------------------------------------------------------------ coordinates
+    def resolve(self, coordinate: Any, inputs: Inputs) -> Coordinate:
+        """Resolve a :class:`TransformerCoordinate` (or pass a generic :class:`Coordinate`
+        through) for a run on ``inputs``; ``Tokens`` positions use its attention mask.
+
+        Raises:
+            CoordinateError: layer / head / dims out of range, unknown coordinate type, rows with
+                too few real tokens.
+        """
+        if isinstance(coordinate, TransformerCoordinate):
+            return resolve(coordinate, inputs, self.family, self.shape)
+        return super().resolve(coordinate, inputs)
+
+    def validate(self, coordinate: Any) -> None:
+        """Check a coordinate against the model without inputs or a forward (layer, head and
+        dims ranges; module paths for generic coordinates).
+
+        Raises:
+            CoordinateError: naming what is out of range and the valid range.
+        """
+        if isinstance(coordinate, TransformerCoordinate):
+            validate(coordinate, self.family, self.shape)
+            with self._hook_points([coordinate]):
+                path = module_path(coordinate, self.family, self.shape)
+                if path not in self._module_table():
+                    raise CoordinateError(
+                        f"{coordinate.describe()}: module {path!r} does not exist in this "
+                        f"{type(self.model).__name__}; the family table does not fit the model"
+                    )
+            return
+        if isinstance(coordinate, Coordinate):
+            self.check_coordinate(coordinate, None)  # type: ignore[arg-type]
+            return
+        super().resolve(coordinate, None)  # type: ignore[arg-type]  # raises for unknown types
+
+    def check_coordinate(self, coordinate: Any, inputs: Inputs) -> Coordinate:
+        """As :meth:`iit.Interventionable.check_coordinate`, with attention hook points present."""
+        with self._hook_points([coordinate]):
+            return super().check_coordinate(coordinate, inputs)
+
+    def attention_modules(self) -> list[nn.Module]:
+        """The module of each layer that calls the attention function."""
+        table = self._module_table()
+        return [
+            table[f"{self.shape.prefix}{self.family.layers}.{i}.{self.family.attention_module}"]
+            for i in range(self.shape.n_layers)
+        ]
+
+    @contextlib.contextmanager
+    def _hook_points(self, coordinates: Sequence[Any]) -> Iterator[None]:
+        needs = any(
+            isinstance(c, TransformerCoordinate) and c.component == "attention_probs" for c in coordinates
+        )
+        if not needs:
+            yield
+            return
+        with attention_probs_hook_points(self.model, self.attention_modules()):
+            yield
+
+    # ------------------------------------------------------------------ runs
+    def collect(
+        self,
+        inputs: Inputs,
+        coordinates: Sequence[Any],
+        *,
+        return_output: bool = False,
+        detach: bool = False,
+    ) -> Activations | tuple[Any, Activations]:
+        """As :meth:`iit.Interventionable.collect`; also takes :class:`TransformerCoordinate`."""
+        with self._hook_points(coordinates):
+            return super().collect(inputs, coordinates, return_output=return_output, detach=detach)
+
+    def intervene(
+        self,
+        base: Inputs,
+        interventions: Sequence[Intervention | BoundIntervention],
+        sources: Sequence[Inputs | Activations] = (),
+        *,
+        detach_sources: bool = False,
+    ) -> Any:
+        """As :meth:`iit.Interventionable.intervene`; also takes :class:`TransformerCoordinate`.
+
+        Base and sources of different sequence lengths are aligned by the coordinates: a
+        :class:`Tokens` position counts real tokens (from the start for indices >= 0, from the
+        end for negative ones) in each run.
+
+        Raises:
+            InterventionShapeError: an interchange at *all* positions between a base and a
+                source of different sequence lengths (use ``Tokens`` or explicit positions).
+            (and everything :meth:`iit.Interventionable.intervene` raises)
+        """
+        entries = [interventions] if isinstance(interventions, (Intervention, BoundIntervention)) else interventions
+        ivs = [e.intervention if isinstance(e, BoundIntervention) else e for e in entries]
+        slots = [e.source_slot if isinstance(e, BoundIntervention) else e.source for e in entries]
+        self._check_lengths(base, list(zip(ivs, slots)), sources)
+        coords = [c for iv in ivs for c in (iv.coordinate, iv.source_coordinate) if c is not None]
+        with self._hook_points(coords):
+            return super().intervene(base, interventions, sources, detach_sources=detach_sources)
+
+    def _check_lengths(
+        self, base: Inputs, ivs: Sequence[tuple[Any, int | None]], sources: Sequence[Any]
+    ) -> None:
+        base_len = sequence_length(base)
+        for iv, slot in ivs:
+            coord = getattr(iv, "source_coordinate", None)
+            if not getattr(iv, "needs_source", False) or not isinstance(coord, TransformerCoordinate):
+                continue
+            if slot is None or slot >= len(sources) or isinstance(sources[slot], Activations):
+                continue
+            base_coord = iv.coordinate
+            if coord.position is not None or getattr(base_coord, "position", None) is not None:
+                continue  # explicit positions on either side say which token feeds which
+            src_len = sequence_length(sources[slot])
+            if base_len is not None and src_len is not None and src_len != base_len:
+                raise InterventionShapeError(
+                    f"{type(iv).__name__} at {coord.describe()}: the base has {base_len} tokens and "
+                    f"source {slot} has {src_len}, and 'all positions' does not say which token "
+                    "feeds which; use Tokens positions (Tokens.at(0, 1) aligns from the first "
+                    "real token, Tokens.at(-1) from the last) or pad both to one length"
+                )
