@@ -45,14 +45,18 @@ def main(argv: list[str] | None = None) -> None:
     epochs = args.epochs or spec.epochs
     results = {
         "IIT": train(args.task, spec.config, epochs, args.out, "iit"),
-        "behaviour only": train(args.task, spec.behaviour_config(), epochs, args.out, "behaviour"),
+        spec.baseline_name: train(args.task, spec.behaviour_config(), epochs, args.out, "baseline"),
     }
     variables = spec.make().candidate_variables()
     columns = ["task_acc"] + [f"iia/{v}" for v in variables] + ["iia", "iia_impactful"]
+    if any("strict_acc" in r for r in results.values()):
+        columns.append("strict_acc")
+    name = "IIT" if spec.config.strict_weight == 0 else "strict IIT"
+    results = {name if k == "IIT" else k: v for k, v in results.items()}
     print(f"\nTask {args.task!r}: held-out accuracy and interchange intervention accuracy (IIA)")
     print(format_table(results, columns))
     figure = plot_history(
-        {"IIT": args.out / "iit" / "metrics.csv", "behaviour only": args.out / "behaviour" / "metrics.csv"},
+        {"IIT": args.out / "iit" / "metrics.csv", spec.baseline_name: args.out / "baseline" / "metrics.csv"},
         args.out / "iia_over_epochs.png",
     )
     print(f"\nIIA over epochs: {figure}")
