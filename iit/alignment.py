@@ -238,12 +238,20 @@ class Alignment:
         """
         self.require_aligned(variables)
         bound: list[BoundIntervention] = []
+        present = intervened.any(dim=0).tolist()  # one sync for all columns
+        slots_used = source_index[intervened].unique().tolist()
         for j, variable in enumerate(variables):
-            column = intervened[:, j]
-            if not column.any():
+            if not present[j]:
                 continue
-            for slot in source_index[:, j][column].unique().tolist():
-                rows = column & (source_index[:, j] == slot)
+            column = intervened[:, j]
+            if len(slots_used) == 1:  # one source slot in the whole batch: no per-column split
+                groups = [(slots_used[0], column)]
+            else:
+                groups = [
+                    (slot, column & (source_index[:, j] == slot))
+                    for slot in source_index[:, j][column].unique().tolist()
+                ]
+            for slot, rows in groups:
                 for iv in self._templates[variable]:
                     bound.append(BoundIntervention(iv, rows=rows, source=int(slot)))
         return bound
