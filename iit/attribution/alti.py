@@ -44,7 +44,8 @@ class ALTILayer:
         x: block input ``[batch, seq, d]``.
         probs: attention probabilities ``[batch, heads, seq, seq]``.
         head_out: per-head value vectors through ``W_O``, already passed through ``L`` for
-            post-LN, ``[batch, heads, seq, d]``.
+            post-LN, ``[batch, seq, heads, d]`` (source token first: the layout the chunked
+            contraction in :func:`layer_contributions` reads without a copy).
         x_out: ``x`` as it enters the residual term (``L(x)`` post-LN, ``x`` pre-LN), ``[batch,
             seq, d]``.
         scale: ``1/σ_i`` post-LN, ones pre-LN, ``[batch, seq]``.
@@ -66,19 +67,21 @@ def transformed_vectors(layer: ALTILayer, rows: slice | None = None) -> Tensor:
     rows = rows if rows is not None else slice(0, layer.x.shape[1])
     start = rows.start
     probs = layer.probs[:, :, rows, :]  # [B, H, r, T]
-    mixed = torch.einsum("bhij,bhjd->bijd", probs, layer.head_out)  # [B, r, T, D]
+    mixed = torch.einsum("bhij,bjhd->bijd", probs, layer.head_out)  # [B, r, T, D]
     idx = torch.arange(mixed.shape[1], device=mixed.device)
     mixed[:, idx, idx + start, :] += layer.x_out[:, rows, :]
     return mixed * layer.scale[:, rows, None, None]
 
 
-def layer_contributions(layer: ALTILayer, *, chunk_rows: int = 32) -> Tensor:
+def layer_contributions(layer: ALTILayer, *, chunk_rows: int = 16) -> Tensor:
     """Row-normalised contributions ``C [batch, seq, seq]`` of one layer (rows sum to 1).
 
     ``c_ij = max(0, ‖y_i‖₁ - ‖y_i - T_i(x_j)‖₁)``. Works one sequence and ``chunk_rows`` output
-    rows at a time (memory ``chunk_rows x seq x d``), using ``‖y_i - s_i T'_ij‖₁ =
-    s_i ‖y_i / s_i - T'_ij‖₁`` so the scale never touches the large tensor. Rows with all
-    ``c_ij = 0`` stay zero.
+    rows at a time (memory ``seq x chunk_rows x d``). Per chunk one batched matmul over source
+    tokens ``j`` writes ``y_i / s_i - Σ_h α^h_ij v'^h_j`` straight into its ``[j, i, d]``
+    buffer (``baddbmm``), the residual term is subtracted on the diagonal, and the L1 norm is
+    taken in place; ``‖y_i - s_i T'_ij‖₁ = s_i ‖y_i / s_i - T'_ij‖₁`` keeps the scale off the
+    large tensor. Rows with all ``c_ij = 0`` stay zero.
 
     Raises:
         ValueError: ``chunk_rows < 1``.
@@ -88,17 +91,16 @@ def layer_contributions(layer: ALTILayer, *, chunk_rows: int = 32) -> Tensor:
     batch, seq, d = layer.x.shape
     norms = layer.resultant.abs().sum(-1)  # [B, T]
     targets = layer.resultant / layer.scale[..., None]  # y_i / s_i, [B, T, D]
-    by_source = layer.head_out.transpose(1, 2).contiguous()  # [B, T(j), H, D]
     raw = layer.x.new_empty(batch, seq, seq)
     for b in range(batch):
         for start in range(0, seq, chunk_rows):
             stop = min(seq, start + chunk_rows)
             weights = layer.probs[b, :, start:stop, :].permute(2, 1, 0).contiguous()  # [T, r, H]
-            mixed = torch.bmm(weights, by_source[b]).transpose(0, 1).contiguous()  # [r, T, D]
-            idx = torch.arange(stop - start, device=mixed.device)
-            mixed[idx, idx + start] += layer.x_out[b, start:stop]
-            distance = torch.cdist(targets[b, start:stop, None, :], mixed, p=1)[:, 0, :]
-            distance = distance * layer.scale[b, start:stop, None]
+            rows = targets[b, start:stop].expand(seq, -1, -1)  # [T(j), r, D]
+            diff = torch.baddbmm(rows, weights, layer.head_out[b], alpha=-1)  # [T(j), r, D]
+            idx = torch.arange(stop - start, device=diff.device)
+            diff[idx + start, idx] -= layer.x_out[b, start:stop]
+            distance = diff.abs_().sum(-1).t() * layer.scale[b, start:stop, None]  # [r, T]
             raw[b, start:stop] = (norms[b, start:stop, None] - distance).clamp(min=0)
     total = raw.sum(-1, keepdim=True)
     return raw / torch.where(total == 0, torch.ones_like(total), total)
@@ -149,7 +151,7 @@ class ALTI(TokenMethod):
         *,
         forward: ForwardFn | None = None,
         position: int | None = None,
-        chunk_rows: int = 32,
+        chunk_rows: int = 16,
     ):
         super().__init__(model, forward=forward, position=position)
         self.layout: TransformerLayout = transformer_layout(self.module)
@@ -216,9 +218,9 @@ class ALTI(TokenMethod):
         self, i: int, x: Tensor, probs: Tensor, value: Tensor, u: Tensor, y: Tensor
     ) -> ALTILayer:
         block = self.layout.blocks[i]
-        w_heads, b_o = _head_weights(block.out_proj, probs.shape[1])
-        head_out = torch.einsum("bhjk,hkd->bhjd", value, w_heads)  # [B, H, T, D]
+        w_heads, b_o = _head_weights(block.out_proj, probs.shape[1])  # [H, k, D], [D]
         if self.layout.norm_kind == "pre":
+            head_out = torch.einsum("bhjk,hkd->bjhd", value, w_heads)  # [B, T, H, D]
             ones = x.new_ones(x.shape[:2])
             return ALTILayer(x, probs, head_out, x, ones, b_o.expand_as(x), u)
         norm = block.norm
@@ -228,9 +230,11 @@ class ALTI(TokenMethod):
         def center(v: Tensor) -> Tensor:
             return (v - v.mean(-1, keepdim=True)) * gamma
 
+        # L is linear, so L(v W_O^h) = v L(W_O^h): centre the small weight, not [B, T, H, D].
+        head_out = torch.einsum("bhjk,hkd->bjhd", value, center(w_heads))  # [B, T, H, D]
         sigma = torch.sqrt(u.var(-1, unbiased=False) + norm.eps)  # [B, T]
         bias = center(b_o).expand_as(x) / sigma[..., None] + beta
-        return ALTILayer(x, probs, center(head_out), center(x), 1.0 / sigma, bias, y)
+        return ALTILayer(x, probs, head_out, center(x), 1.0 / sigma, bias, y)
 
     def contributions(self, inputs: Inputs) -> Tensor:
         """Per-layer contribution matrices ``[layers, batch, seq, seq]`` (rows sum to 1).

@@ -181,6 +181,36 @@ def place_value(ref: LayerRef, forward: ForwardFn, inputs: Inputs) -> tuple[Tens
     return captured[0], out
 
 
+class _PlaceReached(Exception):
+    """Raised by :func:`place_tensor`'s hook to stop the forward once the place is read."""
+
+
+def place_tensor(ref: LayerRef, forward: ForwardFn, inputs: Inputs) -> Tensor:
+    """The tensor at ``ref`` for ``inputs`` (detached), running the forward only up to it.
+
+    The forward is stopped as soon as the place's hook fires (the rest of the model never runs),
+    so this costs a fraction of :func:`place_value` when the place is near the input.
+
+    Raises:
+        HookFiringError: the place never ran. CoordinateError: as :func:`replace_at`.
+    """
+    if ref.module is None:
+        return _check_float_inputs(ref, inputs).detach()
+    captured: list[Tensor] = []
+
+    def keep(t: Tensor) -> Tensor:
+        captured.append(t.detach())
+        raise _PlaceReached
+
+    with torch.no_grad(), replace_at(ref, keep) as calls:
+        try:
+            forward(inputs)
+        except _PlaceReached:
+            pass
+    check_fired(ref, calls)
+    return captured[0]
+
+
 def run_with_value(ref: LayerRef, forward: ForwardFn, inputs: Inputs, value: Tensor) -> Any:
     """Run ``forward(inputs)`` with the tensor at ``ref`` replaced by ``value`` (no gradients)."""
     if ref.module is None:

@@ -17,6 +17,7 @@ from iit.attribution._layers import ForwardFn, Inputs, batch_size, repeat_inputs
 from iit.attribution.base import (
     PlaceAttribution,
     gradients_at,
+    place_tensor,
     place_value,
     repeat_target,
     run_with_value,
@@ -116,7 +117,7 @@ class IntegratedGradients(PlaceAttribution):
         if baselines is not None and baseline_inputs is not None:
             raise ValueError("pass at most one of baselines and baseline_inputs")
         if baseline_inputs is not None:
-            base, _ = place_value(self.ref, self.forward, baseline_inputs)
+            base = place_tensor(self.ref, self.forward, baseline_inputs)
         elif baselines is None:
             base = torch.zeros_like(x)
         elif isinstance(baselines, (int, float)):
@@ -177,7 +178,11 @@ class IntegratedGradients(PlaceAttribution):
             ValueError: both ``baselines`` and ``baseline_inputs`` given.
             TargetError, HookFiringError: see :func:`gradients_at`.
         """
-        x, out = place_value(self.ref, self.forward, inputs)
+        # f(x) is needed only for the gap; otherwise stop the forward at the place.
+        if return_convergence_delta:
+            x, out = place_value(self.ref, self.forward, inputs)
+        else:
+            x = place_tensor(self.ref, self.forward, inputs)
         base = self._baseline(x, baselines, baseline_inputs)
         alphas, weights = quadrature(self.method, self.n_steps, dtype=x.dtype)
         rows = batch_size(inputs) if self.ref.module is not None else x.shape[0]

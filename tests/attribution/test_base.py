@@ -104,3 +104,25 @@ def test_coordinates_name_attribution_places():
     assert torch.equal(by_path, by_coordinate)
     with pytest.raises(CoordinateError, match="read the slice"):
         resolve_layer(model, Coordinate("1", Index.dims(0, 2)))
+
+
+def test_place_tensor_stops_the_forward_at_the_place(bert: nn.Module, ids: torch.Tensor) -> None:
+    from iit.attribution._layers import default_forward, resolve_layer
+    from iit.attribution.base import place_tensor, place_value
+
+    ref = resolve_layer(bert, None)
+    forward = default_forward(bert)
+    ran: list[str] = []
+    handle = bert.bert.encoder.layer[0].register_forward_hook(lambda *a: ran.append("layer0"))
+    try:
+        early = place_tensor(ref, forward, ids)
+        assert ran == []  # nothing after the embeddings ran
+        full, _ = place_value(ref, forward, ids)
+        assert ran == ["layer0"]
+    finally:
+        handle.remove()
+    torch.testing.assert_close(early, full, rtol=0, atol=0)
+    assert not bert._forward_hooks and not bert.bert.embeddings.word_embeddings._forward_hooks
+    silent = resolve_layer(bert, "classifier")
+    with pytest.raises(HookFiringError):
+        place_tensor(silent, lambda x: bert.bert.embeddings(x), ids)
