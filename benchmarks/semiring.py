@@ -1,16 +1,21 @@
-"""Semiring backward (max-product, entropy) vs autograd's backward on a BERT-shaped model.
+"""Semiring backward (real, max-product, entropy) vs autograd's backward on a BERT-shaped model.
 
-    python benchmarks/semiring.py [--quick] [--repeats N]
+    python benchmarks/semiring.py [--quick] [--repeats N] [--no-compile]
 
 Model: 4-layer BERT encoder (hidden 256, 4 heads, FFN 1024), 32 tokens, batch 1, float32,
-sources = the input embeddings. Times (medians of ``--repeats`` runs, ``torch.set_num_threads(2)``):
+sources = the input embeddings. Times are medians of ``--repeats`` runs (``torch.set_num_threads(2)``),
+all measured side by side in this one run:
 
-* autograd: ``loss.backward()`` only (the forward is timed separately);
-* semiring walk: the reverse walk only, on an already traced and executed graph;
-* semiring total: trace (make_fx) + forward + walk, i.e. one ``semiring_backward`` call.
+* autograd: ``loss.backward()`` only (parameters require grad, as in training);
+* walk: the semiring reverse walk only, on an already traced and executed graph, with
+  ``record_path=False`` (values only); ``eager`` = plain PyTorch ops, ``compiled`` = the heavy
+  kernels fused by ``torch.compile`` (compiled once in a warm-up walk, not timed);
+* total: trace (make_fx) + forward + walk, i.e. one ``semiring_backward`` call.
 
-Memory: bytes held for the backward pass: autograd's saved tensors (parameters excluded) vs
-the semiring pass's stored node values plus the peak of its live states.
+Memory: bytes held for the backward pass. autograd: its saved tensors (parameters excluded);
+semiring: the peak, over the walk, of live states plus stored forward values (each released after
+its last reader), with ``record_path=False``; for max-product also with ``record_path=True``
+(every node's state kept for path recovery).
 """
 
 from __future__ import annotations
@@ -77,9 +82,8 @@ def tensor_bytes(tensors) -> int:
     return total
 
 
-def memory(model, inputs) -> dict[str, int]:
-    """Bytes held for the backward pass: autograd's saved tensors vs the semiring pass's stored
-    node values plus the peak of live semiring states."""
+def autograd_saved_bytes(model, inputs) -> int:
+    """Bytes of the tensors autograd saves for the backward (parameters excluded)."""
     params = {p.untyped_storage().data_ptr() for p in model.parameters()}
     saved = []
 
@@ -97,17 +101,23 @@ def memory(model, inputs) -> dict[str, int]:
             target(model(**inputs)).sum()
         finally:
             h.remove()
-    out = {"autograd": tensor_bytes(saved)}
+    return tensor_bytes(saved)
+
+
+def semiring_peak_bytes(model, inputs, config: SemiringConfig) -> int:
     comp = trace_computation(model, inputs, target, (SOURCE,))
-    values = [v for n, v in comp.env.items() if n.op != "get_attr"]
-    flat = [t for v in values for t in (v if isinstance(v, (tuple, list)) else [v])]
-    env_bytes = tensor_bytes(flat)
-    for kind in ("max_product", "entropy"):
-        live: list[int] = []
-        with torch.no_grad():
-            _walk(comp, SemiringConfig(kind, sources=(SOURCE,)), live)
-        out[kind] = env_bytes + max(live)
-    return out
+    held: list[int] = []
+    with torch.no_grad():
+        _walk(comp, config, held)
+    return max(held)
+
+
+CONFIGS = {
+    "real": ("real", "scalar"),
+    "max_product (scalar)": ("max_product", "scalar"),
+    "max_product (op)": ("max_product", "op"),
+    "entropy": ("entropy", "scalar"),
+}
 
 
 def main() -> None:
@@ -115,6 +125,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="2 layers, 2 repeats")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--no-compile", action="store_true", help="eager kernels only")
     args = parser.parse_args()
     torch.set_num_threads(2)
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -122,36 +133,51 @@ def main() -> None:
     repeats = 2 if args.quick else args.repeats
     hidden, seq = 256, 32
     model, inputs = build(layers, hidden, seq, device)
-    times: dict[str, list[float]] = {"autograd backward": [], "forward": []}
-    for _ in range(repeats):
-        t = time.perf_counter()
-        with torch.no_grad():
-            model(**inputs)
-        sync()
-        times["forward"].append(time.perf_counter() - t)
-        times["autograd backward"].append(autograd_backward(model, inputs))
-    for kind in ("max_product", "entropy"):
-        config = SemiringConfig(kind, sources=(SOURCE,))
-        walk, total = [], []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            comp = trace_computation(model, inputs, target, (SOURCE,))
-            t1 = time.perf_counter()
+    modes = (False,) if args.no_compile else (False, True)
+    walk: dict[str, list[float]] = {}
+    total: dict[str, list[float]] = {}
+    for compiled in modes:  # warm-up: compiles the fused kernels once (not timed)
+        for semiring, granularity in CONFIGS.values():
+            config = SemiringConfig(
+                semiring, granularity, sources=(SOURCE,), record_path=False, compile=compiled
+            )
             with torch.no_grad():
-                _walk(comp, config)
-            sync()
-            t2 = time.perf_counter()
-            walk.append(t2 - t1)
-            total.append(t2 - t0)
-        times[f"{kind} walk"], times[f"{kind} total"] = walk, total
-    med = {k: statistics.median(v) for k, v in times.items()}
-    ref = med["autograd backward"]
+                _walk(trace_computation(model, inputs, target, (SOURCE,)), config)
+    ref: list[float] = []
+    for _ in range(repeats):  # interleaved, so drift hits every method alike
+        ref.append(autograd_backward(model, inputs))
+        for compiled in modes:
+            for name, (semiring, granularity) in CONFIGS.items():
+                key = f"{name}, {'compiled' if compiled else 'eager'}"
+                config = SemiringConfig(
+                    semiring, granularity, sources=(SOURCE,), record_path=False, compile=compiled
+                )
+                t0 = time.perf_counter()
+                comp = trace_computation(model, inputs, target, (SOURCE,))
+                t1 = time.perf_counter()
+                with torch.no_grad():
+                    _walk(comp, config)
+                sync()
+                t2 = time.perf_counter()
+                walk.setdefault(key, []).append(t2 - t1)
+                total.setdefault(key, []).append(t2 - t0)
+    base = statistics.median(ref)
     print(f"device={device} layers={layers} hidden={hidden} seq={seq} repeats={repeats}")
-    for k, v in med.items():
-        print(f"  {k:<22} {v * 1e3:9.1f} ms   ratio vs autograd backward {v / ref:7.2f}x")
-    mem = memory(model, inputs)
-    for kind, m in mem.items():
-        print(f"  held for backward {kind:<12} {m / 2**20:8.2f} MiB   ratio vs autograd {m / mem['autograd']:6.2f}x")
+    print(f"autograd backward: {base * 1e3:.1f} ms (median)")
+    print(
+        f"{'semiring backward':<34} {'walk ms':>9} {'x autograd':>11} {'total ms':>9} {'x autograd':>11}"
+    )
+    for key in walk:
+        w, t = statistics.median(walk[key]), statistics.median(total[key])
+        print(f"{key:<34} {w * 1e3:>9.1f} {w / base:>11.2f} {t * 1e3:>9.1f} {t / base:>11.2f}")
+    saved = autograd_saved_bytes(model, inputs)
+    print(f"\nheld for the backward: autograd saved tensors {saved / 2**20:.2f} MiB")
+    rows = [(name, s, g, False) for name, (s, g) in CONFIGS.items()]
+    rows.append(("max_product (scalar), record_path", "max_product", "scalar", True))
+    for name, semiring, granularity, record in rows:
+        config = SemiringConfig(semiring, granularity, sources=(SOURCE,), record_path=record)
+        peak = semiring_peak_bytes(model, inputs, config)
+        print(f"  {name:<36} peak {peak / 2**20:8.2f} MiB   x autograd {peak / saved:6.2f}")
 
 
 if __name__ == "__main__":

@@ -30,6 +30,14 @@ CASES: dict[str, tuple[tuple[int, ...], Callable[[torch.Tensor], torch.Tensor]]]
     "tanh_sigmoid_exp": ((2, 3), lambda x: torch.stack([x.tanh(), x.sigmoid(), x.exp()])),
     "gelu_relu_pow": ((2, 3), lambda x: torch.stack([F.gelu(x), F.relu(x + 9), x.pow(3)])),
     "where": ((2, 3), lambda x: torch.where(MASK, x, B3)),
+    "where_other_slot": ((2, 3), lambda x: torch.where(MASK, B3, x)),
+    "alpha_scalar_ops": ((2, 3), lambda x: torch.stack([torch.add(B3, x, alpha=2),
+                                                        torch.sub(x, B3, alpha=3),
+                                                        torch.sub(B3, x, alpha=0.5), x / 3, 2 * x,
+                                                        -x])),
+    "div_by_input": ((2, 3), lambda x: B3 / (x.abs() + 1)),
+    "tanh_relu_gelu_tanh": ((2, 3), lambda x: torch.stack([F.gelu(x, approximate="tanh"),
+                                                           F.relu(x + 9).tanh()])),
     "sum_mean": ((2, 3, 4), lambda x: torch.cat([x.sum(1, keepdim=True).flatten(), x.mean(-1).flatten()])),
     "sum_all": ((2, 3), lambda x: x.sum().reshape(1)),
     "permute_reshape": ((2, 3, 4), lambda x: x.permute(2, 0, 1).reshape(4, 6)),
@@ -53,7 +61,7 @@ CASES: dict[str, tuple[tuple[int, ...], Callable[[torch.Tensor], torch.Tensor]]]
 
 
 #: cases where x feeds several ops / argument slots (op granularity takes a max across them)
-MULTI_BRANCH = {"tanh_sigmoid_exp", "gelu_relu_pow", "sum_mean", "slice_select", "cat_stack",
+MULTI_BRANCH = {"alpha_scalar_ops", "tanh_relu_gelu_tanh", "tanh_sigmoid_exp", "gelu_relu_pow", "sum_mean", "slice_select", "cat_stack",
                 "index_gather", "split_expand_repeat"}  # fmt: skip
 
 
@@ -89,7 +97,7 @@ def test_op_rules_against_the_exact_jacobian(name: str) -> None:
     mp = _run(model, x, "max_product").aux["input"]
     # every (e, o) pair with a nonzero partial derivative is one edge; none: max=-inf, min=+inf
     edge = jac != 0
-    if name == "where":  # an elementwise op keeps its edge even where the derivative is 0
+    if name.startswith("where"):  # an elementwise op keeps its edge where the derivative is 0
         edge = torch.eye(jac.shape[0], dtype=torch.bool)
     ref_max = torch.where(edge, terms, torch.full_like(terms, -torch.inf)).amax(0)
     ref_min = torch.where(edge, terms, torch.full_like(terms, torch.inf)).amin(0)

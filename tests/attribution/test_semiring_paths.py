@@ -93,3 +93,27 @@ def test_locate_layouts() -> None:
     assert locate((2, 5, 4, 4), (1, 3, 2, 0), 2, 5, 4) == (3, 2)
     assert locate((8, 5, 5), (6, 1, 2), 2, 5, 4) == (1, 2)
     assert locate((3,), (1,), 2, 5, 4) == (None, None)
+
+
+def test_values_only_pass_frees_states_and_values_and_refuses_paths(bert_result) -> None:
+    from iit.attribution.semiring.backward import _walk
+    from iit.attribution.semiring.trace import trace_computation
+
+    comp = bert_result.computation
+    model = tiny_bert(seed=3).double()
+    ids = torch.randint(2, 40, (2, 5), generator=torch.Generator().manual_seed(1))
+    config = SemiringConfig("max_product", sources=(SRC,), num_heads=4, record_path=False)
+    lean = semiring_backward(model, {"input_ids": ids}, 2, config)
+    torch.testing.assert_close(lean.values[SRC], bert_result.values[SRC], rtol=0, atol=0)
+    assert lean.node_states == {} and len(bert_result.node_states) == len(comp.live)
+    with pytest.raises(ValueError, match="record_path=False"):
+        top_path(lean, SRC, (0, 0, 0))
+    fresh = trace_computation(model, {"input_ids": ids}, 2, (SRC,))
+    held: list[int] = []
+    with torch.no_grad():
+        _walk(fresh, config, held)
+    # forward values are released after their last reader: only the sources (and the
+    # parameters, which the pass never owns) remain, and the held bytes shrink to the end
+    left = {n for n in fresh.env if n.op != "get_attr"}
+    assert left == set(fresh.sources.values())
+    assert held[-1] < held[0] / 4

@@ -19,6 +19,7 @@ Granularity (``SemiringConfig.granularity``) only changes ``max_product``:
 from __future__ import annotations
 
 import difflib
+import operator
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import get_args
@@ -56,12 +57,21 @@ class SemiringConfig:
         granularity: ``"scalar"`` or ``"op"`` (only for ``max_product``; see module docs).
         sources: input keys or module names where paths start; empty = all float inputs.
         num_heads: attention heads, used only to map path nodes to heads.
+        record_path: ``max_product`` only: keep every node's state and value so that
+            :func:`~.paths.top_path` can read the path out (memory: one state per node).
+            ``False`` frees each state and forward value after its last use (values only).
+            ``real`` and ``entropy`` always free them.
+        compile: fuse the heavy kernels (max-product contractions, LayerNorm/softmax
+            Jacobians) with ``torch.compile`` (:mod:`.kernels`): much faster on large layers,
+            but the first call compiles (tens of seconds on CPU, cached on disk).
     """
 
     semiring: SemiringName = "max_product"
     granularity: Granularity = "scalar"
     sources: tuple[str, ...] = ()
     num_heads: int | None = None
+    record_path: bool = True
+    compile: bool = False
 
     def __post_init__(self) -> None:
         for field_name, value, valid in (
@@ -91,8 +101,9 @@ class SemiringResult:
             branch-selection value (``>= 0``); ``entropy``: ``H`` in nats (0 where ``Z = 0``).
         aux: extra per-source tensors: ``max``/``min`` (signed max-product), ``Z``/``E``
             (entropy: ``Z`` = abs-linearised gradient, ``E = -Σ p log p``).
-        computation: the traced computation (node values, modules) used for path recovery.
-        node_states: every node's state (kept only for ``max_product``).
+        computation: the traced computation (node values, modules) used for path recovery;
+            unless every state is kept (``record_path``), the pass releases its node values.
+        node_states: every node's state (kept only for ``max_product`` with ``record_path``).
     """
 
     config: SemiringConfig
@@ -102,19 +113,86 @@ class SemiringResult:
     node_states: dict[Node, State] = field(default_factory=dict)
 
 
+def _last_reads(comp: TracedComputation, order: list[Node]) -> dict[int, list[Node]]:
+    """Step of the reverse walk after which each stored value is no longer read.
+
+    Processing a live call node reads its own value and every argument of its op. Returns
+    ``step -> nodes to release`` (step ``-1``: never read; sources are never released).
+    """
+    last: dict[Node, int] = {}
+    for step, node in enumerate(order):
+        target_node = node.args[0] if node.target is operator.getitem else node
+        reads = [node, *(a for _, a in _node_args(target_node))]
+        for a in reads:
+            last[a] = step
+    keep = set(comp.sources.values())
+    release: dict[int, list[Node]] = {}
+    for node in comp.env:
+        if node not in keep and node.op != "get_attr":
+            release.setdefault(last.get(node, -1), []).append(node)
+    return release
+
+
+def _node_args(node: Node) -> list[tuple[int, Node]]:
+    out: list[tuple[int, Node]] = []
+    for i, a in enumerate(node.args):
+        if isinstance(a, Node):
+            out.append((i, a))
+        elif isinstance(a, (list, tuple)):
+            out.extend((i, b) for b in a if isinstance(b, Node))
+    return out
+
+
+def _held_bytes(tensors: list[object], exclude: set[int]) -> int:
+    """Bytes of distinct storages among ``tensors`` (nested tuples flattened), leaving out the
+    storages in ``exclude`` (parameters and buffers, and views of them such as ``W.t()``)."""
+    seen: set[int] = set(exclude)
+    total = 0
+    stack = list(tensors)
+    while stack:
+        t = stack.pop()
+        if isinstance(t, (tuple, list)):
+            stack.extend(t)
+        elif isinstance(t, Tensor):
+            storage = t.untyped_storage()
+            if storage.data_ptr() not in seen:
+                seen.add(storage.data_ptr())
+                total += storage.nbytes()
+    return total
+
+
 def _walk(
-    comp: TracedComputation, config: SemiringConfig, live_bytes: list[int] | None = None
+    comp: TracedComputation, config: SemiringConfig, held_bytes: list[int] | None = None
 ) -> dict[Node, State]:
-    """Reverse walk; if ``live_bytes`` is given, appends the bytes of live states per node."""
-    semiring = make_semiring(config.semiring, config.granularity)
-    keep_all = config.semiring == "max_product"
+    """Reverse walk over the gradient graph; returns the states it kept.
+
+    With ``config.record_path`` (max-product) every state and value is kept; otherwise each
+    state is dropped once its node is processed and each forward value once its last reader
+    is (liveness, as autograd frees saved tensors). If ``held_bytes`` is given, the bytes of
+    live states plus stored values (parameters excluded) are appended after every step.
+    """
+    semiring = make_semiring(config.semiring, config.granularity, compiled=config.compile)
+    keep_all = config.semiring == "max_product" and config.record_path
     root_value = comp.env[comp.root]
     states: dict[Node, State] = {comp.root: semiring.one(root_value.shape, root_value)}
     keep = set(comp.sources.values())
-    for node in reversed(list(comp.graph_module.graph.nodes)):
-        if node not in states or node.op != "call_function":
+    order = [
+        n
+        for n in reversed(list(comp.graph_module.graph.nodes))
+        if n in comp.live and n.op == "call_function"
+    ]
+    release = {} if keep_all else _last_reads(comp, order)
+    for node in release.get(-1, []):
+        comp.env.pop(node, None)
+    owned_elsewhere = {
+        v.untyped_storage().data_ptr()
+        for n, v in comp.env.items()
+        if n.op == "get_attr" and isinstance(v, Tensor)
+    }
+    for step, node in enumerate(order):
+        out_state = states.get(node)
+        if out_state is None:  # not reached (cannot happen for a consistent ``live`` set)
             continue
-        out_state = states[node]
         call = comp.call(node)
         for slot, arg in comp.slots[node]:
             if arg not in comp.live:
@@ -122,10 +200,15 @@ def _walk(
             contribution = slot_vjp(call, slot, out_state, semiring)
             prev = states.get(arg)
             states[arg] = contribution if prev is None else semiring.combine(prev, contribution)
-        if not keep_all and node not in keep:
-            del states[node]
-        if live_bytes is not None:
-            live_bytes.append(sum(t.nbytes for st in states.values() for t in st))
+        del call, out_state
+        if not keep_all:
+            if node not in keep:
+                del states[node]
+            for done in release.get(step, []):
+                comp.env.pop(done, None)
+        if held_bytes is not None:
+            values = [v for n, v in comp.env.items() if n.op != "get_attr"]
+            held_bytes.append(_held_bytes([*states.values(), *values], owned_elsewhere))
     return states
 
 
@@ -194,7 +277,7 @@ def semiring_backward(
     with torch.no_grad():
         states = _walk(comp, config)
         values, aux = _finish(comp, config, states)
-    kept = states if config.semiring == "max_product" else {}
+    kept = states if config.semiring == "max_product" and config.record_path else {}
     return SemiringResult(config, values, aux, comp, kept)
 
 

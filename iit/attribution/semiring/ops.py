@@ -27,6 +27,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
+from iit.attribution.semiring.kernels import DenseKind, dense_semiring_vjp
 from iit.attribution.semiring.semirings import Semiring, State
 from iit.errors import UnsupportedOpError
 
@@ -174,10 +175,54 @@ def _to_shape(semiring: Semiring, s: State, out_shape: torch.Size, shape: torch.
     return tuple(t.reshape(shape) for t in s)
 
 
+def _closed_form_derivative(call: OpCall, slot: Slot) -> Tensor | float | None:
+    """``∂out/∂arg`` elementwise for the most frequent ops (a tensor broadcastable to the
+    output, or a constant), or ``None`` to fall back to ``jvp``. Same formulas as autograd."""
+    name, pos, args = packet_name(call.target), slot[0], call.args
+    if slot[1] is not None or call.index is not None:
+        return None
+    alpha = call.kwargs.get("alpha", 1)
+    if name == "add":
+        return 1.0 if pos == 0 else alpha
+    if name == "sub":
+        return 1.0 if pos == 0 else -alpha
+    if name == "mul":
+        other = args[1 - pos]
+        return other if isinstance(other, Tensor) else float(other)
+    if name == "div" and not call.kwargs.get("rounding_mode"):
+        if pos == 0:
+            return 1.0 / args[1] if isinstance(args[1], Tensor) else 1.0 / float(args[1])
+        return -call.output / args[1]
+    if name == "neg":
+        return -1.0
+    if name in ("_to_copy", "to") and call.output.is_floating_point():
+        return 1.0
+    if name == "tanh":
+        return 1 - call.output * call.output
+    if name == "relu":
+        return (call.output > 0).to(call.output.dtype)
+    if name == "gelu":
+        x = args[0]
+        approximate = call.kwargs.get("approximate", args[1] if len(args) > 1 else "none")
+        return aten.gelu_backward(torch.ones_like(x), x, approximate=approximate)
+    if name == "where" and pos in (1, 2):
+        cond = args[0]
+        return (cond if pos == 1 else ~cond).to(call.output.dtype)
+    return None
+
+
 def _elementwise(call: OpCall, slot: Slot, s: State, semiring: Semiring) -> State:
     x = call.arg(slot)
-    _, d = torch.func.jvp(call.call_slot(slot), (x,), (torch.ones_like(x),))
-    return _to_shape(semiring, semiring.scale(d, s), d.shape, x.shape)
+    d = _closed_form_derivative(call, slot)
+    if d is None:
+        _, d = torch.func.jvp(call.call_slot(slot), (x,), (torch.ones_like(x),))
+    out_shape = call.output.shape if call.index is None else s[0].shape
+    if not isinstance(d, Tensor):
+        d = float(d)
+        if d == 1.0:
+            return _to_shape(semiring, s, out_shape, x.shape)
+        d = torch.tensor(d, dtype=s[0].dtype, device=s[0].device)
+    return _to_shape(semiring, semiring.scale(d, s), out_shape, x.shape)
 
 
 _RESHAPES = frozenset(
@@ -252,8 +297,8 @@ def _contraction(call: OpCall, slot: Slot, s: State, semiring: Semiring) -> Stat
     return semiring.contract(alpha * a, s, p + "ij", p + "ik", p + "jk")
 
 
-def _dense_jacobian(call: OpCall) -> tuple[Tensor, int]:
-    """Per-row Jacobian ``[rows, d_out, d_in]`` and the number of trailing dims it spans."""
+def _dense_inputs(call: OpCall) -> tuple[DenseKind, tuple[Tensor, ...], int]:
+    """Which per-row Jacobian, its inputs (rows first) and the trailing dims it spans."""
     name = packet_name(call.target)
     if name in ("_softmax", "_safe_softmax", "_log_softmax"):
         x, dim = call.args[0], call.args[1] % call.args[0].dim()
@@ -263,26 +308,17 @@ def _dense_jacobian(call: OpCall) -> tuple[Tensor, int]:
                 "dim is supported (softmax(..., dim=-1))"
             )
         sm = call.output if name != "_log_softmax" else call.output.exp()
-        sm = sm.reshape(-1, x.shape[-1])
-        eye = torch.eye(x.shape[-1], dtype=x.dtype, device=x.device)
-        if name != "_log_softmax":
-            return sm[:, :, None] * (eye - sm[:, None, :]), 1
-        return eye - sm[:, None, :], 1
+        kind: DenseKind = "log_softmax" if name == "_log_softmax" else "softmax"
+        return kind, (sm.reshape(-1, x.shape[-1]),), 1
     x, normalized_shape, weight = call.args[0], call.args[1], call.args[2]
-    k = len(normalized_shape)
     d = 1
     for n in normalized_shape:
         d *= n
     xs = x.reshape(-1, d)
-    eps = call.args[4]
     mean = xs.mean(-1, keepdim=True)
-    rstd = torch.rsqrt(xs.var(-1, unbiased=False, keepdim=True) + eps)
-    xhat = (xs - mean) * rstd
-    eye = torch.eye(d, dtype=x.dtype, device=x.device)
-    jac = rstd[:, :, None] * (eye - 1.0 / d - xhat[:, :, None] * xhat[:, None, :] / d)
-    if weight is not None:
-        jac = weight.reshape(1, d, 1) * jac
-    return jac, k
+    rstd = torch.rsqrt(xs.var(-1, unbiased=False, keepdim=True) + call.args[4])
+    gamma = weight.reshape(d) if weight is not None else xs.new_ones(1)
+    return "layer_norm", ((xs - mean) * rstd, rstd, gamma), len(normalized_shape)
 
 
 def _dense(call: OpCall, slot: Slot, s: State, semiring: Semiring) -> State:
@@ -292,10 +328,10 @@ def _dense(call: OpCall, slot: Slot, s: State, semiring: Semiring) -> State:
             f"got argument slot {slot} (a learnable parameter that depends on the sources?)"
         )
     x = call.arg(slot)
-    jac, k = _dense_jacobian(call)
-    rows = jac.shape[0]
+    kind, tensors, _ = _dense_inputs(call)
+    rows = tensors[0].shape[0]
     flat = tuple(t.reshape(rows, -1) for t in s)
-    out = semiring.contract(jac, flat, "rij", "ri", "rj")
+    out = dense_semiring_vjp(semiring.name, kind, tensors, flat, compiled=semiring.compiled)
     return tuple(t.reshape(x.shape) for t in out)
 
 

@@ -17,8 +17,8 @@ import torch
 from torch.fx import Node
 
 from iit.attribution.semiring.backward import SemiringResult
+from iit.attribution.semiring.kernels import signed_products
 from iit.attribution.semiring.ops import edge_weights, packet_name
-from iit.attribution.semiring.semirings import MaxProductSemiring
 from iit.errors import CoordinateError
 
 __all__ = ["PathStep", "GradientPath", "top_path", "best_source_index", "locate"]
@@ -140,6 +140,11 @@ def top_path(result: SemiringResult, source: str, index: tuple[int, ...]) -> Gra
     """
     if result.config.semiring != "max_product":
         raise ValueError(f"top_path needs a max_product result, got {result.config.semiring!r}")
+    if not result.config.record_path:
+        raise ValueError(
+            "top_path needs the node states, but this result was computed with "
+            "record_path=False; rerun with SemiringConfig(record_path=True)"
+        )
     comp = result.computation
     if source not in comp.sources:
         raise CoordinateError(f"unknown source {source!r}; sources: {list(comp.sources)}")
@@ -181,7 +186,7 @@ def top_path(result: SemiringResult, source: str, index: tuple[int, ...]) -> Gra
             cs = [t.reshape(-1) for t in states[consumer]]
             label = f"{call.name} arg {slot[0]}" + (f"[{slot[1]}]" if slot[1] is not None else "")
             if scalar:
-                hi, lo = MaxProductSemiring._candidates(w, cs[0], cs[1])
+                hi, lo = signed_products(w, cs[0], cs[1])
                 cand = hi if mode == 0 else -lo
                 cand = torch.where(w != 0, cand, torch.full_like(cand, -torch.inf))
                 o = int(cand.argmax())

@@ -36,6 +36,8 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from iit.attribution.semiring.kernels import max_product_reduce, signed_products
+
 State = tuple[Tensor, ...]
 SemiringName = Literal["real", "max_product", "entropy"]
 Granularity = Literal["scalar", "op"]
@@ -51,8 +53,6 @@ __all__ = [
     "EntropySemiring",
     "neg_xlogx",
 ]
-
-_CHUNK_ELEMENTS = 1 << 23
 
 
 def neg_xlogx(w: Tensor) -> Tensor:
@@ -74,6 +74,10 @@ class Semiring(ABC):
 
     name: str = "semiring"
     arity: int = 1
+
+    def __init__(self, *, compiled: bool = False) -> None:
+        #: fuse the heavy kernels (:mod:`.kernels`) with ``torch.compile``
+        self.compiled = compiled
 
     @abstractmethod
     def one(self, shape: torch.Size, like: Tensor) -> State:
@@ -195,18 +199,8 @@ class MaxProductSemiring(Semiring):
     def zero(self, shape: torch.Size, like: Tensor) -> State:
         return (like.new_full(shape, -torch.inf), like.new_full(shape, torch.inf))
 
-    @staticmethod
-    def _candidates(w: Tensor, mx: Tensor, mn: Tensor) -> tuple[Tensor, Tensor]:
-        """``(max, min)`` of ``w·mx`` and ``w·mn``: a negative ``w`` swaps them. ``0·∞`` (an
-        edge of weight 0 into an unreached element, stored as ``(-inf, +inf)``) is no path."""
-        pos = w >= 0
-        a, b = w * mx, w * mn
-        hi = torch.where(pos, a, b).nan_to_num_(nan=-torch.inf, posinf=torch.inf, neginf=-torch.inf)
-        lo = torch.where(pos, b, a).nan_to_num_(nan=torch.inf, posinf=torch.inf, neginf=-torch.inf)
-        return hi, lo
-
     def scale(self, w: Tensor, s: State) -> State:
-        return self._candidates(w, s[0], s[1])
+        return signed_products(w, s[0], s[1])
 
     def within(self, s: State, dims: tuple[int, ...]) -> State:
         if not dims:
@@ -228,17 +222,7 @@ class MaxProductSemiring(Semiring):
         wa = _align(w, w_sub, union)
         mx, mn = (_align(t, s_sub, union) for t in s)
         red = tuple(range(len(out_sub), len(union)))
-        full = torch.broadcast_shapes(wa.shape, mx.shape)
-        per_row = max(1, full.numel() // max(1, full[0]))
-        step = max(1, _CHUNK_ELEMENTS // per_row)
-        his, los = [], []
-        for start in range(0, full[0], step):
-            sl = slice(start, start + step)
-            pick = [(t[sl] if t.shape[0] != 1 else t) for t in (wa, mx, mn)]
-            hi, lo = self._candidates(*pick)
-            his.append(hi.amax(red) if red else hi)
-            los.append(lo.amin(red) if red else lo)
-        hi, lo = torch.cat(his), torch.cat(los)
+        hi, lo = max_product_reduce(wa, mx, mn, red, compiled=self.compiled)
         target = [max(wa.shape[i], mx.shape[i]) for i in range(len(out_sub))]
         return (hi.expand(target), lo.expand(target))
 
@@ -246,8 +230,11 @@ class MaxProductSemiring(Semiring):
         return (torch.maximum(a[0], b[0]), torch.minimum(a[1], b[1]))
 
 
-def make_semiring(name: SemiringName, granularity: Granularity) -> Semiring:
-    """Return the semiring object for ``name`` at ``granularity`` (``op`` only for max_product).
+def make_semiring(
+    name: SemiringName, granularity: Granularity, *, compiled: bool = False
+) -> Semiring:
+    """Return the semiring object for ``name`` at ``granularity`` (``op`` only for max_product);
+    ``compiled`` fuses its heavy kernels with ``torch.compile`` (see :mod:`.kernels`).
 
     Raises:
         ValueError: for an unknown name, or ``granularity="op"`` with ``real``/``entropy``.
@@ -255,16 +242,17 @@ def make_semiring(name: SemiringName, granularity: Granularity) -> Semiring:
     if granularity not in ("scalar", "op"):
         raise ValueError(f"granularity must be 'scalar' or 'op', got {granularity!r}")
     if name == "max_product":
-        return OpMaxProductSemiring() if granularity == "op" else MaxProductSemiring()
+        cls = OpMaxProductSemiring if granularity == "op" else MaxProductSemiring
+        return cls(compiled=compiled)
     if granularity == "op":
         raise ValueError(
             f"granularity='op' only changes the max_product semiring (max across op branches, "
             f"sum inside an op); {name!r} is computed on the scalar graph, use granularity='scalar'"
         )
     if name == "real":
-        return RealSemiring()
+        return RealSemiring(compiled=compiled)
     if name == "entropy":
-        return EntropySemiring()
+        return EntropySemiring(compiled=compiled)
     import difflib
 
     valid = ["real", "max_product", "entropy"]

@@ -1,0 +1,209 @@
+"""The heavy per-op kernels of a semiring backward pass, eager or fused with ``torch.compile``.
+
+Two rules dominate the cost of a semiring pass on a transformer:
+
+* the signed **max-product contraction** (a matmul's ⊕ over its inner index is a ``max``, which
+  no BLAS routine computes): eagerly it materialises ``[..., inner]`` products in chunks;
+* the **dense per-row Jacobians** of LayerNorm and softmax (``[rows, d, d]``), built and then
+  contracted with the output state.
+
+Each kernel here is one pure tensor function. With ``compiled=True`` it goes through
+``torch.compile`` (inductor: fused C++/OpenMP loops on CPU, Triton on GPU), so the products and
+Jacobian entries are generated inside the reduction and never stored. The first call of each
+kernel compiles (tens of seconds on CPU; inductor caches the code on disk), later calls reuse it.
+Compiled and eager kernels compute the same function (tested to float tolerance).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import cache
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "DenseKind",
+    "dense_jacobian",
+    "dense_semiring_vjp",
+    "max_product_reduce",
+    "kernel",
+    "signed_products",
+]
+
+DenseKind = Literal["softmax", "log_softmax", "layer_norm"]
+
+_CHUNK_ELEMENTS = 1 << 20
+_RECOMPILE_LIMIT = 64
+_INF = float("inf")
+
+
+def signed_products(w: Tensor, mx: Tensor, mn: Tensor) -> tuple[Tensor, Tensor]:
+    """``(max, min)`` of ``w·mx`` and ``w·mn`` (broadcast): a negative ``w`` swaps them.
+    ``0·∞`` (an edge of weight 0 into an unreached element, ``(-inf, +inf)``) is no path."""
+    pos = w >= 0
+    a, b = w * mx, w * mn
+    hi, lo = torch.where(pos, a, b), torch.where(pos, b, a)
+    # ``x != x`` marks NaN; fused, it is several times faster than ``nan_to_num``.
+    return torch.where(hi != hi, -_INF, hi), torch.where(lo != lo, _INF, lo)
+
+
+def _max_product_reduce(
+    w: Tensor, mx: Tensor, mn: Tensor, dims: tuple[int, ...]
+) -> tuple[Tensor, Tensor]:
+    hi, lo = signed_products(w, mx, mn)
+    return hi.amax(dims), lo.amin(dims)
+
+
+def _max_product_reduce_chunked(
+    w: Tensor, mx: Tensor, mn: Tensor, dims: tuple[int, ...]
+) -> tuple[Tensor, Tensor]:
+    """Eager version: chunks over dim 0 so at most ``_CHUNK_ELEMENTS`` products are live."""
+    full = torch.broadcast_shapes(w.shape, mx.shape, mn.shape)
+    per_row = max(1, full.numel() // max(1, full[0]))
+    step = max(1, _CHUNK_ELEMENTS // per_row)
+    his, los = [], []
+    for start in range(0, full[0], step):
+        sl = slice(start, start + step)
+        pick = [(t[sl] if t.shape[0] != 1 else t) for t in (w, mx, mn)]
+        hi, lo = _max_product_reduce(*pick, dims)
+        his.append(hi)
+        los.append(lo)
+    hi, lo = torch.cat(his), torch.cat(los)
+    shape = [n for i, n in enumerate(full) if i not in dims]
+    return hi.expand(shape), lo.expand(shape)
+
+
+def _eye(like: Tensor) -> Tensor:
+    """Identity ``[d, d]`` for the last dim of ``like``, as an index comparison (which
+    ``torch.compile`` fuses into the consumer instead of reading a stored matrix)."""
+    idx = torch.arange(like.shape[-1], device=like.device)
+    return (idx[:, None] == idx[None, :]).to(like.dtype)
+
+
+def dense_jacobian(kind: DenseKind, *tensors: Tensor) -> Tensor:
+    """Per-row transposed Jacobian ``Jt[r, j, i] = ∂out_i / ∂in_j``, ``[rows, d, d]``.
+
+    Transposed so that the ⊕ over outputs ``i`` runs along the contiguous last dim.
+    ``softmax`` / ``log_softmax``: ``tensors = (p,)``, the softmax output ``[rows, d]``.
+    ``layer_norm``: ``tensors = (xhat [rows, d], rstd [rows, 1], gamma [d] or [1])``.
+    """
+    if kind == "softmax":
+        (p,) = tensors
+        return p[:, None, :] * (_eye(p) - p[:, :, None])
+    if kind == "log_softmax":
+        (p,) = tensors
+        return _eye(p) - p[:, :, None]
+    xhat, rstd, gamma = tensors
+    d = xhat.shape[-1]
+    eye = _eye(xhat)
+    jac = eye - 1.0 / d - xhat[:, :, None] * xhat[:, None, :] / d
+    return (gamma.reshape(1, 1, -1) * rstd[:, :, None]) * jac
+
+
+def _dense_vjp(
+    semiring: str, kind: DenseKind, tensors: tuple[Tensor, ...], state: tuple[Tensor, ...]
+) -> tuple[Tensor, ...]:
+    """⊗ then ⊕ over the output index ``i`` of ``J[r, i, j]`` with the state ``[rows, d]``."""
+    jac = dense_jacobian(kind, *tensors)  # [rows, j, i]
+    spec = "rji,ri->rj"
+    if semiring == "real":
+        return (torch.einsum(spec, jac, state[0]),)
+    if semiring == "max_product_op":
+        return (torch.einsum(spec, jac.abs(), state[0]),)
+    if semiring == "entropy":  # written as reductions so that compile fuses one loop
+        a = jac.abs()
+        z_out, e_out = state[0][:, None, :], state[1][:, None, :]
+        z = (a * z_out).sum(-1)
+        e = (a * e_out - torch.xlogy(a, a) * z_out).sum(-1)
+        return (z, e)
+    mx, mn = state
+    return _max_product_reduce(jac, mx[:, None, :], mn[:, None, :], (2,))
+
+
+def _dense_vjp_chunked(
+    semiring: str, kind: DenseKind, tensors: tuple[Tensor, ...], state: tuple[Tensor, ...]
+) -> tuple[Tensor, ...]:
+    """Eager version: chunks over rows so at most ``_CHUNK_ELEMENTS`` Jacobian entries live."""
+    rows, d = state[0].shape
+    step = max(1, _CHUNK_ELEMENTS // max(1, d * d))
+    if step >= rows:
+        return _dense_vjp(semiring, kind, tensors, state)
+    parts = [
+        _dense_vjp(
+            semiring,
+            kind,
+            tuple(t[r : r + step] if t.dim() > 1 else t for t in tensors),
+            tuple(t[r : r + step] for t in state),
+        )
+        for r in range(0, rows, step)
+    ]
+    return tuple(torch.cat(ts) for ts in zip(*parts))
+
+
+@cache
+def kernel(name: str, compiled: bool) -> Callable[..., tuple[Tensor, ...]]:
+    """The kernel ``name`` (``"max_product_reduce"`` or ``"dense_vjp"``), eager or compiled.
+
+    Compiled kernels use ``torch.compile(dynamic=True)``: one compilation serves every shape.
+    """
+    if not compiled:
+        return {"max_product_reduce": _max_product_reduce_chunked, "dense_vjp": _dense_vjp_chunked}[
+            name
+        ]
+    fused = torch.compile(
+        {"max_product_reduce": _max_product_reduce, "dense_vjp": _dense_vjp}[name],
+        dynamic=True,
+        fullgraph=True,
+    )
+
+    def run(*args: object) -> tuple[Tensor, ...]:
+        # each rank / broadcast pattern / semiring is one specialisation; allow all of them
+        # (scoped: the user's dynamo settings are left as they are)
+        with torch._dynamo.config.patch(recompile_limit=_RECOMPILE_LIMIT):
+            return fused(*args)
+
+    return run
+
+
+def _fresh(t: Tensor) -> Tensor:
+    """A contiguous tensor that is not a view (stride-0 broadcast dims stay size-1 views of
+    the copy are not needed: the kernels broadcast themselves)."""
+    return t.clone(memory_format=torch.contiguous_format)
+
+
+def max_product_reduce(
+    w: Tensor, mx: Tensor, mn: Tensor, dims: tuple[int, ...], *, compiled: bool = False
+) -> tuple[Tensor, Tensor]:
+    """Signed max-product ⊗ then ⊕ over ``dims``: ``(max, min)`` over ``dims`` of the products
+    of ``w`` with ``mx`` / ``mn`` (all broadcast to one shape; ``dims`` are removed)."""
+    if compiled:  # fresh contiguous tensors: no view or stride guards, fewer recompilations
+        w, mx, mn = _fresh(w), _fresh(mx), _fresh(mn)
+    return kernel("max_product_reduce", compiled)(w, mx, mn, dims)  # type: ignore[return-value]
+
+
+def dense_semiring_vjp(
+    semiring: str,
+    kind: DenseKind,
+    tensors: tuple[Tensor, ...],
+    state: tuple[Tensor, ...],
+    *,
+    compiled: bool = False,
+) -> tuple[Tensor, ...]:
+    """Semiring VJP through per-row dense Jacobians (see :func:`dense_jacobian`).
+
+    Args:
+        semiring: ``"real"``, ``"max_product"``, ``"max_product_op"`` or ``"entropy"``.
+        kind: which Jacobian.
+        tensors: its inputs, rows first.
+        state: the output state, tensors ``[rows, d]``.
+        compiled: fuse with ``torch.compile``.
+
+    Returns:
+        The input state, tensors ``[rows, d]``.
+    """
+    if compiled:
+        tensors = tuple(_fresh(t) for t in tensors)
+        state = tuple(_fresh(t) for t in state)
+    return kernel("dense_vjp", compiled)(semiring, kind, tensors, state)
