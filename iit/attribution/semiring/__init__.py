@@ -3,6 +3,11 @@
 One reverse walk over an ATen-level trace of the model computes, per source element, the
 gradient (``real``), the top gradient path (``max_product``) or the gradient-graph entropy
 (``entropy``); see :mod:`.backward` for the granularities and :mod:`.paths` for reading paths.
+
+Speed and memory: the pass frees each state and forward value after its last use when no path
+is asked for (``SemiringConfig(record_path=False)``), and ``SemiringConfig(compile=True)`` fuses
+the heavy kernels (max-product contractions, LayerNorm/softmax Jacobians; :mod:`.kernels`) with
+``torch.compile``. ``python benchmarks/semiring.py`` prints both against autograd's backward.
 """
 
 from iit.attribution.semiring.backward import (

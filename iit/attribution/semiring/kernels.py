@@ -30,6 +30,7 @@ __all__ = [
     "max_product_reduce",
     "kernel",
     "signed_products",
+    "all_reached",
 ]
 
 DenseKind = Literal["softmax", "log_softmax", "layer_norm"]
@@ -39,25 +40,35 @@ _RECOMPILE_LIMIT = 64
 _INF = float("inf")
 
 
-def signed_products(w: Tensor, mx: Tensor, mn: Tensor) -> tuple[Tensor, Tensor]:
+def signed_products(
+    w: Tensor, mx: Tensor, mn: Tensor, all_reached: bool = False
+) -> tuple[Tensor, Tensor]:
     """``(max, min)`` of ``w·mx`` and ``w·mn`` (broadcast): a negative ``w`` swaps them.
-    ``0·∞`` (an edge of weight 0 into an unreached element, ``(-inf, +inf)``) is no path."""
+    ``0·∞`` (an edge of weight 0 into an unreached element, ``(-inf, +inf)``) is no path;
+    ``all_reached=True`` promises there is no such element and skips that check."""
     pos = w >= 0
     a, b = w * mx, w * mn
     hi, lo = torch.where(pos, a, b), torch.where(pos, b, a)
+    if all_reached:
+        return hi, lo
     # ``x != x`` marks NaN; fused, it is several times faster than ``nan_to_num``.
     return torch.where(hi != hi, -_INF, hi), torch.where(lo != lo, _INF, lo)
 
 
+def all_reached(mx: Tensor, mn: Tensor) -> bool:
+    """True when no element of a max-product state is unreached (no infinities)."""
+    return not bool(mx.isinf().any() or mn.isinf().any())
+
+
 def _max_product_reduce(
-    w: Tensor, mx: Tensor, mn: Tensor, dims: tuple[int, ...]
+    w: Tensor, mx: Tensor, mn: Tensor, dims: tuple[int, ...], reached: bool = False
 ) -> tuple[Tensor, Tensor]:
-    hi, lo = signed_products(w, mx, mn)
+    hi, lo = signed_products(w, mx, mn, reached)
     return hi.amax(dims), lo.amin(dims)
 
 
 def _max_product_reduce_chunked(
-    w: Tensor, mx: Tensor, mn: Tensor, dims: tuple[int, ...]
+    w: Tensor, mx: Tensor, mn: Tensor, dims: tuple[int, ...], reached: bool = False
 ) -> tuple[Tensor, Tensor]:
     """Eager version: chunks over dim 0 so at most ``_CHUNK_ELEMENTS`` products are live."""
     full = torch.broadcast_shapes(w.shape, mx.shape, mn.shape)
@@ -67,7 +78,7 @@ def _max_product_reduce_chunked(
     for start in range(0, full[0], step):
         sl = slice(start, start + step)
         pick = [(t[sl] if t.shape[0] != 1 else t) for t in (w, mx, mn)]
-        hi, lo = _max_product_reduce(*pick, dims)
+        hi, lo = _max_product_reduce(*pick, dims, reached)
         his.append(hi)
         los.append(lo)
     hi, lo = torch.cat(his), torch.cat(los)
@@ -103,7 +114,11 @@ def dense_jacobian(kind: DenseKind, *tensors: Tensor) -> Tensor:
 
 
 def _dense_vjp(
-    semiring: str, kind: DenseKind, tensors: tuple[Tensor, ...], state: tuple[Tensor, ...]
+    semiring: str,
+    kind: DenseKind,
+    tensors: tuple[Tensor, ...],
+    state: tuple[Tensor, ...],
+    reached: bool = False,
 ) -> tuple[Tensor, ...]:
     """⊗ then ⊕ over the output index ``i`` of ``J[r, i, j]`` with the state ``[rows, d]``."""
     jac = dense_jacobian(kind, *tensors)  # [rows, j, i]
@@ -119,23 +134,28 @@ def _dense_vjp(
         e = (a * e_out - torch.xlogy(a, a) * z_out).sum(-1)
         return (z, e)
     mx, mn = state
-    return _max_product_reduce(jac, mx[:, None, :], mn[:, None, :], (2,))
+    return _max_product_reduce(jac, mx[:, None, :], mn[:, None, :], (2,), reached)
 
 
 def _dense_vjp_chunked(
-    semiring: str, kind: DenseKind, tensors: tuple[Tensor, ...], state: tuple[Tensor, ...]
+    semiring: str,
+    kind: DenseKind,
+    tensors: tuple[Tensor, ...],
+    state: tuple[Tensor, ...],
+    reached: bool = False,
 ) -> tuple[Tensor, ...]:
     """Eager version: chunks over rows so at most ``_CHUNK_ELEMENTS`` Jacobian entries live."""
     rows, d = state[0].shape
     step = max(1, _CHUNK_ELEMENTS // max(1, d * d))
     if step >= rows:
-        return _dense_vjp(semiring, kind, tensors, state)
+        return _dense_vjp(semiring, kind, tensors, state, reached)
     parts = [
         _dense_vjp(
             semiring,
             kind,
             tuple(t[r : r + step] if t.dim() > 1 else t for t in tensors),
             tuple(t[r : r + step] for t in state),
+            reached,
         )
         for r in range(0, rows, step)
     ]
@@ -168,8 +188,10 @@ def kernel(name: str, compiled: bool) -> Callable[..., tuple[Tensor, ...]]:
 
 
 def _fresh(t: Tensor) -> Tensor:
-    """A contiguous tensor that is not a view (stride-0 broadcast dims stay size-1 views of
-    the copy are not needed: the kernels broadcast themselves)."""
+    """``t`` as a contiguous tensor that is not a view (copied only when needed): compiled
+    kernels then see one layout per rank and guard on nothing else."""
+    if t.is_contiguous() and t._base is None:
+        return t
     return t.clone(memory_format=torch.contiguous_format)
 
 
@@ -180,7 +202,8 @@ def max_product_reduce(
     of ``w`` with ``mx`` / ``mn`` (all broadcast to one shape; ``dims`` are removed)."""
     if compiled:  # fresh contiguous tensors: no view or stride guards, fewer recompilations
         w, mx, mn = _fresh(w), _fresh(mx), _fresh(mn)
-    return kernel("max_product_reduce", compiled)(w, mx, mn, dims)  # type: ignore[return-value]
+    reached = all_reached(mx, mn)
+    return kernel("max_product_reduce", compiled)(w, mx, mn, dims, reached)  # type: ignore[return-value]
 
 
 def dense_semiring_vjp(
@@ -206,4 +229,5 @@ def dense_semiring_vjp(
     if compiled:
         tensors = tuple(_fresh(t) for t in tensors)
         state = tuple(_fresh(t) for t in state)
-    return kernel("dense_vjp", compiled)(semiring, kind, tensors, state)
+    reached = semiring == "max_product" and all_reached(*state)
+    return kernel("dense_vjp", compiled)(semiring, kind, tensors, state, reached)
