@@ -6,16 +6,19 @@ Model: 4-layer BERT encoder (hidden 256, 4 heads, FFN 1024), 32 tokens, batch 1,
 sources = the input embeddings. Times are medians of ``--repeats`` runs (``torch.set_num_threads(2)``),
 all measured side by side in this one run:
 
-* autograd: ``loss.backward()`` only (parameters require grad, as in training);
+* autograd: the backward alone, ``torch.autograd.grad(loss, source)`` with frozen parameters
+  (the same quantity the semiring pass computes; the ratios' unit); a training
+  ``loss.backward()`` that also fills every parameter's gradient is printed beside it;
 * walk: the semiring reverse walk only, on an already traced and executed graph, with
   ``record_path=False`` (values only); ``eager`` = plain PyTorch ops, ``compiled`` = the heavy
   kernels fused by ``torch.compile`` (compiled once in a warm-up walk, not timed);
 * total: trace (make_fx) + forward + walk, i.e. one ``semiring_backward`` call.
 
-Memory: bytes held for the backward pass. autograd: its saved tensors (parameters excluded);
-semiring: the peak, over the walk, of live states plus stored forward values (each released after
-its last reader), with ``record_path=False``; for max-product also with ``record_path=True``
-(every node's state kept for path recovery).
+Memory: bytes held for the backward pass. autograd: its saved tensors (parameters excluded) with
+frozen parameters (printed beside: with parameter gradients); semiring: the peak, over the walk,
+of live states plus stored forward values (each released after its last reader), with
+``record_path=False``; for max-product also with ``record_path=True`` (every node's state kept
+for path recovery). Transient temporaries inside one op are not counted on either side.
 """
 
 from __future__ import annotations
@@ -53,7 +56,8 @@ def target(out):
     return out.last_hidden_state[:, 0].sum(-1)
 
 
-def autograd_backward(model, inputs) -> float:
+def _source_forward(model, inputs):
+    """Forward with the word-embedding output as a fresh leaf; returns (loss, leaf)."""
     captured = []
     h = model.embeddings.word_embeddings.register_forward_hook(
         lambda _m, _a, o: captured.append(o.detach().requires_grad_()) or captured[-1]
@@ -62,10 +66,27 @@ def autograd_backward(model, inputs) -> float:
         loss = target(model(**inputs)).sum()
     finally:
         h.remove()
-    t = time.perf_counter()
-    loss.backward()
-    sync()
-    return time.perf_counter() - t
+    return loss, captured[0]
+
+
+def autograd_backward(model, inputs, with_params: bool = False) -> float:
+    """Seconds of autograd's backward alone: ``torch.autograd.grad`` to the source (what the
+    semiring pass computes) with frozen parameters, or ``with_params`` an ordinary training
+    ``backward`` that also fills every parameter's gradient."""
+    model.requires_grad_(with_params)
+    try:
+        loss, leaf = _source_forward(model, inputs)
+        sync()
+        t = time.perf_counter()
+        if with_params:
+            loss.backward()
+        else:
+            torch.autograd.grad(loss, leaf)
+        sync()
+        return time.perf_counter() - t
+    finally:
+        model.zero_grad(set_to_none=True)
+        model.requires_grad_(False)
 
 
 def sync() -> None:
@@ -82,8 +103,10 @@ def tensor_bytes(tensors) -> int:
     return total
 
 
-def autograd_saved_bytes(model, inputs) -> int:
-    """Bytes of the tensors autograd saves for the backward (parameters excluded)."""
+def autograd_saved_bytes(model, inputs, with_params: bool = False) -> int:
+    """Bytes of the tensors autograd saves for the backward (parameters excluded); with frozen
+    parameters (source gradient only) or ``with_params`` (training: also the layer inputs that
+    the weight gradients need)."""
     params = {p.untyped_storage().data_ptr() for p in model.parameters()}
     saved = []
 
@@ -92,15 +115,12 @@ def autograd_saved_bytes(model, inputs) -> int:
             saved.append(t)
         return t
 
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        captured = []
-        h = model.embeddings.word_embeddings.register_forward_hook(
-            lambda _m, _a, o: captured.append(o.detach().requires_grad_()) or captured[-1]
-        )
-        try:
-            target(model(**inputs)).sum()
-        finally:
-            h.remove()
+    model.requires_grad_(with_params)
+    try:
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            _source_forward(model, inputs)
+    finally:
+        model.requires_grad_(False)
     return tensor_bytes(saved)
 
 
@@ -143,9 +163,13 @@ def main() -> None:
             )
             with torch.no_grad():
                 _walk(trace_computation(model, inputs, target, (SOURCE,)), config)
+    for with_params in (False, True):
+        autograd_backward(model, inputs, with_params)  # warm-up
     ref: list[float] = []
+    ref_params: list[float] = []
     for _ in range(repeats):  # interleaved, so drift hits every method alike
         ref.append(autograd_backward(model, inputs))
+        ref_params.append(autograd_backward(model, inputs, with_params=True))
         for compiled in modes:
             for name, (semiring, granularity) in CONFIGS.items():
                 key = f"{name}, {'compiled' if compiled else 'eager'}"
@@ -163,7 +187,11 @@ def main() -> None:
                 total.setdefault(key, []).append(t2 - t0)
     base = statistics.median(ref)
     print(f"device={device} layers={layers} hidden={hidden} seq={seq} repeats={repeats}")
-    print(f"autograd backward: {base * 1e3:.1f} ms (median)")
+    print(
+        f"autograd backward: {base * 1e3:.1f} ms (median; autograd.grad to the source, frozen "
+        f"parameters = the ratio's unit); with parameter gradients (loss.backward()): "
+        f"{statistics.median(ref_params) * 1e3:.1f} ms"
+    )
     print(
         f"{'semiring backward':<34} {'walk ms':>9} {'x autograd':>11} {'total ms':>9} {'x autograd':>11}"
     )
@@ -171,7 +199,11 @@ def main() -> None:
         w, t = statistics.median(walk[key]), statistics.median(total[key])
         print(f"{key:<34} {w * 1e3:>9.1f} {w / base:>11.2f} {t * 1e3:>9.1f} {t / base:>11.2f}")
     saved = autograd_saved_bytes(model, inputs)
-    print(f"\nheld for the backward: autograd saved tensors {saved / 2**20:.2f} MiB")
+    saved_params = autograd_saved_bytes(model, inputs, with_params=True)
+    print(
+        f"\nheld for the backward: autograd saved tensors {saved / 2**20:.2f} MiB (the unit; "
+        f"{saved_params / 2**20:.2f} MiB when parameter gradients are needed too)"
+    )
     rows = [(name, s, g, False) for name, (s, g) in CONFIGS.items()]
     rows.append(("max_product (scalar), record_path", "max_product", "scalar", True))
     for name, semiring, granularity, record in rows:

@@ -80,3 +80,14 @@ def test_compiled_kernels_equal_eager_on_tiny_bert(semiring: str, granularity: s
     eager, fused = results[False], results[True]
     scale = eager.abs().max()
     torch.testing.assert_close(fused, eager, rtol=1e-5, atol=1e-6 * float(scale))
+
+
+def test_an_infinite_weight_on_a_zero_state_is_no_path() -> None:
+    w = torch.tensor([[torch.inf, 2.0, -1.0]], dtype=torch.float64)  # [1, 3]
+    mx = torch.tensor([[0.0, 3.0, 1.0]], dtype=torch.float64)
+    mn = torch.tensor([[0.0, 3.0, -5.0]], dtype=torch.float64)
+    hi, lo = max_product_reduce(w, mx, mn, (1,))
+    # paths: inf·0 (no path), 2·3 = 6, -1·{1, -5} -> {-1, 5}
+    assert hi.item() == 6.0 and lo.item() == -1.0
+    same, _ = max_product_reduce(w, mx, mn, ())  # nothing reduced: elementwise products
+    assert same.shape == (1, 3) and same[0, 0] == -torch.inf

@@ -36,6 +36,7 @@ CASES: dict[str, tuple[tuple[int, ...], Callable[[torch.Tensor], torch.Tensor]]]
                                                         torch.sub(B3, x, alpha=0.5), x / 3, 2 * x,
                                                         -x])),
     "div_by_input": ((2, 3), lambda x: B3 / (x.abs() + 1)),
+    "mul_by_bool_mask": ((2, 3), lambda x: x * MASK),
     "tanh_relu_gelu_tanh": ((2, 3), lambda x: torch.stack([F.gelu(x, approximate="tanh"),
                                                            F.relu(x + 9).tanh()])),
     "sum_mean": ((2, 3, 4), lambda x: torch.cat([x.sum(1, keepdim=True).flatten(), x.mean(-1).flatten()])),
@@ -59,6 +60,9 @@ CASES: dict[str, tuple[tuple[int, ...], Callable[[torch.Tensor], torch.Tensor]]]
     "layer_norm_no_affine": ((3, 4), lambda x: F.layer_norm(x, (4,))),
 }  # fmt: skip
 
+
+#: elementwise cases with derivative-0 edges (kept in the scalar graph, absent from the Jacobian)
+ZERO_EDGES = {"where", "where_other_slot", "mul_by_bool_mask"}
 
 #: cases where x feeds several ops / argument slots (op granularity takes a max across them)
 MULTI_BRANCH = {"alpha_scalar_ops", "tanh_relu_gelu_tanh", "tanh_sigmoid_exp", "gelu_relu_pow", "sum_mean", "slice_select", "cat_stack",
@@ -97,7 +101,7 @@ def test_op_rules_against_the_exact_jacobian(name: str) -> None:
     mp = _run(model, x, "max_product").aux["input"]
     # every (e, o) pair with a nonzero partial derivative is one edge; none: max=-inf, min=+inf
     edge = jac != 0
-    if name.startswith("where"):  # an elementwise op keeps its edge where the derivative is 0
+    if name in ZERO_EDGES:  # an elementwise op keeps its edge where the derivative is 0
         edge = torch.eye(jac.shape[0], dtype=torch.bool)
     ref_max = torch.where(edge, terms, torch.full_like(terms, -torch.inf)).amax(0)
     ref_min = torch.where(edge, terms, torch.full_like(terms, torch.inf)).amin(0)

@@ -133,9 +133,11 @@ def _last_reads(comp: TracedComputation, order: list[Node]) -> dict[int, list[No
     return release
 
 
-def _node_args(node: Node) -> list[tuple[int, Node]]:
-    out: list[tuple[int, Node]] = []
-    for i, a in enumerate(node.args):
+def _node_args(node: Node) -> list[tuple[int | str, Node]]:
+    """Graph nodes among a node's positional and keyword arguments (lists flattened)."""
+    out: list[tuple[int | str, Node]] = []
+    items: list[tuple[int | str, object]] = [*enumerate(node.args), *node.kwargs.items()]
+    for i, a in items:
         if isinstance(a, Node):
             out.append((i, a))
         elif isinstance(a, (list, tuple)):

@@ -7,11 +7,16 @@ Two rules dominate the cost of a semiring pass on a transformer:
 * the **dense per-row Jacobians** of LayerNorm and softmax (``[rows, d, d]``), built and then
   contracted with the output state.
 
-Each kernel here is one pure tensor function. With ``compiled=True`` it goes through
-``torch.compile`` (inductor: fused C++/OpenMP loops on CPU, Triton on GPU), so the products and
-Jacobian entries are generated inside the reduction and never stored. The first call of each
-kernel compiles (tens of seconds on CPU; inductor caches the code on disk), later calls reuse it.
-Compiled and eager kernels compute the same function (tested to float tolerance).
+Each kernel here is one pure tensor function. Eagerly it runs in chunks over its first dim of
+about 2**20 products (at least one slice of that dim). With ``compiled=True`` it goes through ``torch.compile``
+(inductor: fused C++/OpenMP loops on CPU, Triton on GPU), so the products and Jacobian entries
+are generated inside the reduction and never stored. The first call of each kernel compiles
+(tens of seconds on CPU; inductor caches the code on disk), later calls reuse it. Compiled and
+eager kernels compute the same function (tested to float tolerance).
+
+Unreached elements of a max-product state are ``(-inf, +inf)``, and an edge of weight 0 into one
+(``0·∞ = NaN``) is no path; when neither the state nor the weights hold an infinity
+(:func:`all_reached`), no such product can occur and the kernels skip that check.
 """
 
 from __future__ import annotations
@@ -55,23 +60,27 @@ def signed_products(
     return torch.where(hi != hi, -_INF, hi), torch.where(lo != lo, _INF, lo)
 
 
-def all_reached(mx: Tensor, mn: Tensor) -> bool:
-    """True when no element of a max-product state is unreached (no infinities)."""
-    return not bool(mx.isinf().any() or mn.isinf().any())
+def all_reached(*tensors: Tensor) -> bool:
+    """True when none of ``tensors`` (a max-product state, and the weights it meets) holds an
+    infinity, so no ``0·∞`` product can occur."""
+    return not any(bool(t.isinf().any()) for t in tensors)
 
 
 def _max_product_reduce(
     w: Tensor, mx: Tensor, mn: Tensor, dims: tuple[int, ...], reached: bool = False
 ) -> tuple[Tensor, Tensor]:
     hi, lo = signed_products(w, mx, mn, reached)
-    return hi.amax(dims), lo.amin(dims)
+    return (hi.amax(dims), lo.amin(dims)) if dims else (hi, lo)
 
 
 def _max_product_reduce_chunked(
     w: Tensor, mx: Tensor, mn: Tensor, dims: tuple[int, ...], reached: bool = False
 ) -> tuple[Tensor, Tensor]:
-    """Eager version: chunks over dim 0 so at most ``_CHUNK_ELEMENTS`` products are live."""
+    """Eager version: chunks over dim 0 (about ``_CHUNK_ELEMENTS`` products at a time, at least
+    one slice); in one piece when dim 0 is reduced."""
     full = torch.broadcast_shapes(w.shape, mx.shape, mn.shape)
+    if 0 in dims or not full:
+        return _max_product_reduce(w, mx, mn, dims, reached)
     per_row = max(1, full.numel() // max(1, full[0]))
     step = max(1, _CHUNK_ELEMENTS // per_row)
     his, los = [], []
@@ -122,12 +131,13 @@ def _dense_vjp(
 ) -> tuple[Tensor, ...]:
     """⊗ then ⊕ over the output index ``i`` of ``J[r, i, j]`` with the state ``[rows, d]``."""
     jac = dense_jacobian(kind, *tensors)  # [rows, j, i]
-    spec = "rji,ri->rj"
+    # written as products reduced with sum/amax (not einsum, which compile lowers to a batched
+    # matmul over a stored Jacobian), so that compile generates the Jacobian inside one loop
     if semiring == "real":
-        return (torch.einsum(spec, jac, state[0]),)
+        return ((jac * state[0][:, None, :]).sum(-1),)
     if semiring == "max_product_op":
-        return (torch.einsum(spec, jac.abs(), state[0]),)
-    if semiring == "entropy":  # written as reductions so that compile fuses one loop
+        return ((jac.abs() * state[0][:, None, :]).sum(-1),)
+    if semiring == "entropy":
         a = jac.abs()
         z_out, e_out = state[0][:, None, :], state[1][:, None, :]
         z = (a * z_out).sum(-1)
@@ -144,7 +154,8 @@ def _dense_vjp_chunked(
     state: tuple[Tensor, ...],
     reached: bool = False,
 ) -> tuple[Tensor, ...]:
-    """Eager version: chunks over rows so at most ``_CHUNK_ELEMENTS`` Jacobian entries live."""
+    """Eager version: chunks over rows (about ``_CHUNK_ELEMENTS`` Jacobian entries at a time,
+    at least one row)."""
     rows, d = state[0].shape
     step = max(1, _CHUNK_ELEMENTS // max(1, d * d))
     if step >= rows:
@@ -178,10 +189,14 @@ def kernel(name: str, compiled: bool) -> Callable[..., tuple[Tensor, ...]]:
         fullgraph=True,
     )
 
+    # the dynamo setting that caps recompilations (renamed in newer torch releases)
+    config = torch._dynamo.config
+    limit_key = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"
+
     def run(*args: object) -> tuple[Tensor, ...]:
         # each rank / broadcast pattern / semiring is one specialisation; allow all of them
         # (scoped: the user's dynamo settings are left as they are)
-        with torch._dynamo.config.patch(recompile_limit=_RECOMPILE_LIMIT):
+        with config.patch(**{limit_key: _RECOMPILE_LIMIT}):
             return fused(*args)
 
     return run
@@ -202,7 +217,7 @@ def max_product_reduce(
     of ``w`` with ``mx`` / ``mn`` (all broadcast to one shape; ``dims`` are removed)."""
     if compiled:  # fresh contiguous tensors: no view or stride guards, fewer recompilations
         w, mx, mn = _fresh(w), _fresh(mx), _fresh(mn)
-    reached = all_reached(mx, mn)
+    reached = all_reached(w, mx, mn)
     return kernel("max_product_reduce", compiled)(w, mx, mn, dims, reached)  # type: ignore[return-value]
 
 
@@ -229,5 +244,5 @@ def dense_semiring_vjp(
     if compiled:
         tensors = tuple(_fresh(t) for t in tensors)
         state = tuple(_fresh(t) for t in state)
-    reached = semiring == "max_product" and all_reached(*state)
+    reached = semiring == "max_product" and all_reached(*state, *tensors)
     return kernel("dense_vjp", compiled)(semiring, kind, tensors, state, reached)

@@ -188,11 +188,14 @@ def _closed_form_derivative(call: OpCall, slot: Slot) -> Tensor | float | None:
         return 1.0 if pos == 0 else -alpha
     if name == "mul":
         other = args[1 - pos]
-        return other if isinstance(other, Tensor) else float(other)
+        return other.to(call.output.dtype) if isinstance(other, Tensor) else float(other)
     if name == "div" and not call.kwargs.get("rounding_mode"):
+        divisor = args[1]
+        if pos == 0 and isinstance(divisor, Tensor):
+            return 1.0 / divisor.to(call.output.dtype)
         if pos == 0:
-            return 1.0 / args[1] if isinstance(args[1], Tensor) else 1.0 / float(args[1])
-        return -call.output / args[1]
+            return 1.0 / float(divisor) if float(divisor) != 0 else None  # x/0: leave to jvp
+        return -call.output / divisor
     if name == "neg":
         return -1.0
     if name in ("_to_copy", "to") and call.output.is_floating_point():
