@@ -91,3 +91,30 @@ def test_an_infinite_weight_on_a_zero_state_is_no_path() -> None:
     assert hi.item() == 6.0 and lo.item() == -1.0
     same, _ = max_product_reduce(w, mx, mn, ())  # nothing reduced: elementwise products
     assert same.shape == (1, 3) and same[0, 0] == -torch.inf
+
+
+@pytest.mark.parametrize("semiring", ["real", "max_product_op"])
+@pytest.mark.parametrize("kind", ["softmax", "log_softmax", "layer_norm"])
+def test_closed_form_dense_vjps_equal_the_dense_jacobian(semiring: str, kind: str) -> None:
+    from iit.attribution.semiring.kernels import _dense_vjp, _structured_vjp
+
+    rows, d = 7, 9
+    x = _rand(rows, d)
+    x[0, 3] = x[0, 0]  # a tie in the sort
+    if kind == "layer_norm":
+        x[1] = torch.linspace(-2, 2, d, dtype=torch.float64)  # x̂ = 0 at the middle element
+        mean, var = x.mean(-1, keepdim=True), x.var(-1, unbiased=False, keepdim=True)
+        rstd = torch.rsqrt(var + 1e-5)
+        tensors: tuple[torch.Tensor, ...] = ((x - mean) * rstd, rstd, _rand(d))  # gamma < 0 too
+    else:
+        tensors = (x.softmax(-1),)
+    state = (_rand(rows, d).abs() if semiring == "max_product_op" else _rand(rows, d),)
+    fast = _structured_vjp(semiring, kind, tensors, state)
+    assert fast is not None
+    torch.testing.assert_close(fast[0], _dense_vjp(semiring, kind, tensors, state)[0])
+    if kind == "layer_norm":  # and without an affine weight
+        no_affine = (tensors[0], tensors[1], torch.ones(1, dtype=torch.float64))
+        torch.testing.assert_close(
+            _structured_vjp(semiring, kind, no_affine, state)[0],
+            _dense_vjp(semiring, kind, no_affine, state)[0],
+        )

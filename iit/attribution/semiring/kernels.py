@@ -14,6 +14,12 @@ are generated inside the reduction and never stored. The first call of each kern
 (tens of seconds on CPU; inductor caches the code on disk), later calls reuse it. Compiled and
 eager kernels compute the same function (tested to float tolerance).
 
+Where the semiring sums over the Jacobian (``real``) or its absolute value (the op-granular
+max-product), LayerNorm and softmax need no dense Jacobian: closed forms in ``O(d)`` per row
+(softmax, log-softmax, LayerNorm for ``real``) and ``O(d log d)`` (``|J|`` of LayerNorm, from
+prefix sums over the sorted normalised inputs) replace it. The scalar max-product and entropy
+semirings need every entry (a ``max``, or ``|J| log |J|``, has no such structure).
+
 Unreached elements of a max-product state are ``(-inf, +inf)``, and an edge of weight 0 into one
 (``0·∞ = NaN``) is no path; when neither the state nor the weights hold an infinity
 (:func:`all_reached`), no such product can occur and the kernels skip that check.
@@ -42,6 +48,8 @@ DenseKind = Literal["softmax", "log_softmax", "layer_norm"]
 
 _CHUNK_ELEMENTS = 1 << 20
 _RECOMPILE_LIMIT = 64
+#: with compile=True, the op-granular LayerNorm rule uses the dense fused kernel up to this width
+_SORT_RULE_MIN_D = 512
 _INF = float("inf")
 
 
@@ -221,6 +229,64 @@ def max_product_reduce(
     return kernel("max_product_reduce", compiled)(w, mx, mn, dims, reached)  # type: ignore[return-value]
 
 
+def _layer_norm_abs_vjp(xhat: Tensor, rstd: Tensor, gamma: Tensor, b: Tensor) -> Tensor:
+    """``Σ_i |J_ji| b_i`` for LayerNorm (``b >= 0``, ``[rows, d]``) in ``O(d log d)`` per row.
+
+    Off the diagonal ``|J_ji| = a'_i |1 + x̂_i x̂_j| / d`` with ``a'_i = |γ_i| rstd``. For a fixed
+    ``t = x̂_j`` the sign of ``1 + x̂_i t`` flips once along sorted ``x̂_i`` (at ``-1/t``), so the
+    sum is ``(A - 2 A⁻) + t (B - 2 B⁻)`` from prefix sums of ``a_i`` and ``a_i x̂_i`` over the
+    negative part. The ``i = j`` term is then swapped for the true diagonal
+    ``a'_j |1 - (1 + x̂_j²) / d|``.
+    """
+    d = xhat.shape[-1]
+    scale = gamma.abs().reshape(1, -1) * rstd  # a'_i, [rows, d] (gamma may be [1])
+    a = scale * b / d
+    xs, order = xhat.sort(-1)
+    a_sorted = a.gather(-1, order)
+    zero = a.new_zeros(a.shape[0], 1)
+    pa = torch.cat([zero, a_sorted.cumsum(-1)], -1)  # [rows, d + 1]
+    pb = torch.cat([zero, (a_sorted * xs).cumsum(-1)], -1)
+    total_a, total_b = pa[:, -1:], pb[:, -1:]
+    t = xhat
+    flip = torch.where(t != 0, -1.0 / t, torch.zeros_like(t))
+    k_left = torch.searchsorted(xs, flip, side="left")  # t > 0: x̂_i < -1/t
+    k_right = torch.searchsorted(xs, flip, side="right")  # t < 0: x̂_i > -1/t
+    neg_a = torch.where(t > 0, pa.gather(-1, k_left), total_a - pa.gather(-1, k_right))
+    neg_b = torch.where(t > 0, pb.gather(-1, k_left), total_b - pb.gather(-1, k_right))
+    neg_a = torch.where(t == 0, torch.zeros_like(neg_a), neg_a)
+    neg_b = torch.where(t == 0, torch.zeros_like(neg_b), neg_b)
+    off = (total_a - 2 * neg_a) + t * (total_b - 2 * neg_b)
+    sq = 1 + t * t
+    return off - a * sq + scale * b * (1 - sq / d).abs()
+
+
+def _structured_vjp(
+    semiring: str, kind: DenseKind, tensors: tuple[Tensor, ...], state: tuple[Tensor, ...]
+) -> tuple[Tensor, ...] | None:
+    """``O(d)`` / ``O(d log d)`` closed forms of the dense VJP where the semiring's ⊕ is a sum
+    over the Jacobian (``real``) or its absolute value (``max_product_op``); else ``None``."""
+    if semiring not in ("real", "max_product_op"):
+        return None
+    s = state[0]
+    if kind == "layer_norm":
+        xhat, rstd, gamma = tensors
+        if semiring == "max_product_op":
+            return (_layer_norm_abs_vjp(xhat, rstd, gamma, s),)
+        gs = gamma.reshape(1, -1) * s  # Σ_i J_ji s_i = rstd (γs_j - mean(γs) - x̂_j mean(γs x̂))
+        return (
+            rstd * (gs - gs.mean(-1, keepdim=True) - xhat * (gs * xhat).mean(-1, keepdim=True)),
+        )
+    (p,) = tensors
+    if kind == "softmax":  # J_ji = p_i (δ_ij - p_j)
+        if semiring == "real":
+            return (p * (s - (p * s).sum(-1, keepdim=True)),)
+        weighted = (p * s).sum(-1, keepdim=True)  # |J_ji| = p_i p_j off the diagonal
+        return (p * (weighted - p * s) + p * (1 - p) * s,)
+    if semiring == "real":  # log_softmax: J_ji = δ_ij - p_j
+        return (s - p * s.sum(-1, keepdim=True),)
+    return (p * (s.sum(-1, keepdim=True) - s) + (1 - p).abs() * s,)
+
+
 def dense_semiring_vjp(
     semiring: str,
     kind: DenseKind,
@@ -241,6 +307,13 @@ def dense_semiring_vjp(
     Returns:
         The input state, tensors ``[rows, d]``.
     """
+    # closed forms first; the sort-based LayerNorm rule of the op granularity only when the
+    # compiled dense kernel would be slower (it is for small d: sort/searchsorted are not cheap)
+    sort_based = semiring == "max_product_op" and kind == "layer_norm"
+    if not (sort_based and compiled and state[0].shape[-1] <= _SORT_RULE_MIN_D):
+        structured = _structured_vjp(semiring, kind, tensors, state)
+        if structured is not None:
+            return structured
     if compiled:
         tensors = tuple(_fresh(t) for t in tensors)
         state = tuple(_fresh(t) for t in state)
