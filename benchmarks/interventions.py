@@ -43,7 +43,7 @@ torch.set_num_threads(2)
 
 
 class _Stop(Exception):
-    pass
+    """Raised by the hand-written read hooks to stop a source run after the read layer."""
 
 
 def bench(fns: dict[str, Callable[[], Any]], reps: int) -> dict[str, list[float]]:

@@ -32,7 +32,7 @@ import torch
 
 sys.path.insert(0, ".")
 from iit.attribution.semiring import SemiringConfig  # noqa: E402
-from iit.attribution.semiring.backward import _walk  # noqa: E402
+from iit.attribution.semiring.backward import _held_bytes, _walk  # noqa: E402
 from iit.attribution.semiring.trace import trace_computation  # noqa: E402
 
 SOURCE = "embeddings.word_embeddings"
@@ -94,15 +94,6 @@ def sync() -> None:
         torch.cuda.synchronize()
 
 
-def tensor_bytes(tensors) -> int:
-    seen, total = set(), 0
-    for t in tensors:
-        if isinstance(t, torch.Tensor) and t.untyped_storage().data_ptr() not in seen:
-            seen.add(t.untyped_storage().data_ptr())
-            total += t.untyped_storage().nbytes()
-    return total
-
-
 def autograd_saved_bytes(model, inputs, with_params: bool = False) -> int:
     """Bytes of the tensors autograd saves for the backward (parameters excluded); with frozen
     parameters (source gradient only) or ``with_params`` (training: also the layer inputs that
@@ -111,8 +102,7 @@ def autograd_saved_bytes(model, inputs, with_params: bool = False) -> int:
     saved = []
 
     def pack(t):
-        if t.untyped_storage().data_ptr() not in params:
-            saved.append(t)
+        saved.append(t)
         return t
 
     model.requires_grad_(with_params)
@@ -121,7 +111,7 @@ def autograd_saved_bytes(model, inputs, with_params: bool = False) -> int:
             _source_forward(model, inputs)
     finally:
         model.requires_grad_(False)
-    return tensor_bytes(saved)
+    return _held_bytes(saved, params)
 
 
 def semiring_peak_bytes(model, inputs, config: SemiringConfig) -> int:

@@ -64,8 +64,9 @@ def find_module(modules: Mapping[str, nn.Module], path: str) -> nn.Module:
         raise CoordinateError(f"the model has no module {path!r}; {hint}") from None
 
 
-class _StopForward(Exception):
-    """Raised by a read hook once every requested value is collected."""
+class StopForward(Exception):
+    """Raised by a read hook once every requested value is collected; the code that runs the
+    forward catches it (the rest of the model never runs)."""
 
 
 @dataclass
@@ -232,7 +233,7 @@ class HookRun:
         if site.reads:
             self._pending_reads -= 1
             if self.stop_early and self._pending_reads == 0:
-                raise _StopForward
+                raise StopForward
 
     def _output_hook(self, site: _Site) -> Callable:
         def hook(module: nn.Module, args: tuple, output: Any) -> Any:
@@ -283,7 +284,7 @@ class HookRun:
                     )
             try:
                 output = forward()
-            except _StopForward:
+            except StopForward:
                 return None
         finally:
             for handle in handles:

@@ -34,6 +34,7 @@ from iit.attribution._layers import (
 from iit.attribution.targets import Target, target_scores
 from iit.coordinates import Coordinate
 from iit.errors import CoordinateError, TargetError
+from iit.hooks import StopForward
 
 Reduction = Literal["sum", "abs_sum", "abs_of_sum", "l2", "mean", "abs_mean", "clip"]
 OutputKind = Literal["place", "tokens"]
@@ -181,10 +182,6 @@ def place_value(ref: LayerRef, forward: ForwardFn, inputs: Inputs) -> tuple[Tens
     return captured[0], out
 
 
-class _PlaceReached(Exception):
-    """Raised by :func:`place_tensor`'s hook to stop the forward once the place is read."""
-
-
 def place_tensor(ref: LayerRef, forward: ForwardFn, inputs: Inputs) -> Tensor:
     """The tensor at ``ref`` for ``inputs`` (detached), running the forward only up to it.
 
@@ -200,12 +197,12 @@ def place_tensor(ref: LayerRef, forward: ForwardFn, inputs: Inputs) -> Tensor:
 
     def keep(t: Tensor) -> Tensor:
         captured.append(t.detach())
-        raise _PlaceReached
+        raise StopForward
 
     with torch.no_grad(), replace_at(ref, keep) as calls:
         try:
             forward(inputs)
-        except _PlaceReached:
+        except StopForward:
             pass
     check_fired(ref, calls)
     return captured[0]
