@@ -18,10 +18,10 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch._decomp import get_decompositions
 from torch.fx import GraphModule, Interpreter, Node
 from torch.fx.experimental.proxy_tensor import get_proxy_mode, make_fx
 
+from iit.attribution.semiring.decompositions import DECOMPOSITIONS
 from iit.attribution.semiring.ops import NO_GRAD_OPS, OpCall, Slot, op_kind, packet_name
 from iit.attribution.targets import Target, target_scores
 from iit.errors import CoordinateError, HookFiringError, TargetError, UnsupportedOpError
@@ -30,14 +30,6 @@ __all__ = ["TracedComputation", "trace_computation"]
 
 _getitem = operator.getitem
 aten = torch.ops.aten
-#: fused attention kernels are decomposed to matmul/softmax while tracing.
-_DECOMPOSITIONS = get_decompositions(
-    [
-        aten._scaled_dot_product_flash_attention_for_cpu,
-        aten._scaled_dot_product_efficient_attention,
-        aten._scaled_dot_product_flash_attention,
-    ]
-)
 
 
 @dataclass
@@ -202,7 +194,7 @@ def trace_computation(
             handles.append(m.register_forward_hook(lambda _m, _a, _o, n=n: replacement[n]))
         with torch.no_grad():
             tracer = make_fx(
-                fn, decomposition_table=_DECOMPOSITIONS, _error_on_data_dependent_ops=False
+                fn, decomposition_table=DECOMPOSITIONS, _error_on_data_dependent_ops=False
             )
             gm = tracer(*flat)
     finally:
