@@ -18,6 +18,7 @@ from collections import defaultdict
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from iit.attribution.semiring import SemiringConfig, semiring_backward, top_path
@@ -95,10 +96,77 @@ def attention_edges(m: ToyAttention, x: torch.Tensor) -> list[Edge]:
         e.append((("k", u, h), ("s", t, u), float(q[t, h]), "qk"))
         e.append((("a", t, u), ("o", t, h), float(v[u, h]), "av"))
         e.append((("v", u, h), ("o", t, h), float(a[t, u]), "av"))
-    for t, i, j in itertools.product(range(T), range(T), range(T)):
-        e.append((("s", t, j), ("a", t, i), float(a[t, i] * (float(i == j) - a[t, j])), "softmax"))
+    # softmax as the tracer decomposes it: u = s - max (detached), e = exp(u), S = Σ e, a = e / S
+    scores = q @ k.T
+    ex = torch.exp(scores - scores.amax(-1, keepdim=True))
+    total = ex.sum(-1)
+    for t, j in itertools.product(range(T), range(T)):
+        e.append((("s", t, j), ("u", t, j), 1.0, "sub"))
+        e.append((("u", t, j), ("e", t, j), float(ex[t, j]), "exp"))
+        e.append((("e", t, j), ("a", t, j), float(1 / total[t]), "div"))
+        e.append((("e", t, j), ("S", t), 1.0, "sum"))
+        e.append((("S", t), ("a", t, j), float(-ex[t, j] / total[t] ** 2), "div"))
     for t, h in itertools.product(range(T), range(D)):
         e.append((("o", t, h), ("y",), float(m.c[t, h]), "readout"))
+    return e
+
+
+class RowOp(nn.Module):
+    """``y = Σ_i c_i f(x)_i`` with ``f`` = LayerNorm (affine), softmax or log-softmax."""
+
+    def __init__(self, kind: str, seed: int, d: int = 3) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.kind = kind
+        self.c, self.gamma, self.beta = (torch.randn(d, dtype=torch.float64, generator=g) for _ in range(3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, d] -> [B]
+        if self.kind == "layer_norm":
+            f = F.layer_norm(x, x.shape[-1:], self.gamma, self.beta, 1e-5)
+        else:
+            f = torch.softmax(x, -1) if self.kind == "softmax" else torch.log_softmax(x, -1)
+        return (f * self.c).sum(-1)
+
+
+@torch.no_grad()
+def row_op_edges(m: RowOp, x: torch.Tensor) -> list[Edge]:
+    """Scalar graph of ``RowOp`` for one row ``x`` ``[d]``, written from the decompositions the
+    tracer applies (LayerNorm: mean, centre, square, mean, rsqrt, scale; softmax: exp of the
+    max-shifted input over its sum; log-softmax: shifted input minus log of the sum)."""
+    d = x.shape[0]
+    e: list[Edge] = []
+    if m.kind == "layer_norm":
+        c = x - x.mean()
+        r = float(torch.rsqrt((c**2).mean() + 1e-5))
+        e.append((("v",), ("r",), -0.5 * r**3, "rsqrt"))
+        for j in range(d):
+            e += [
+                (("x", j), ("mu",), 1 / d, "mean"),
+                (("x", j), ("c", j), 1.0, "sub"),
+                (("mu",), ("c", j), -1.0, "sub"),
+                (("c", j), ("q", j), float(2 * c[j]), "pow"),
+                (("q", j), ("v",), 1 / d, "mean"),
+                (("c", j), ("n", j), r, "mul"),
+                (("r",), ("n", j), float(c[j]), "mul"),
+                (("n", j), ("o", j), float(m.gamma[j]), "affine"),
+                (("o", j), ("y",), float(m.c[j]), "readout"),
+            ]
+        return e
+    ex = torch.exp(x - x.max())
+    total = float(ex.sum())
+    for j in range(d):
+        e += [(("x", j), ("u", j), 1.0, "sub"), (("u", j), ("e", j), float(ex[j]), "exp")]
+        e.append((("e", j), ("S",), 1.0, "sum"))
+        if m.kind == "softmax":
+            e.append((("e", j), ("p", j), 1 / total, "div"))
+            e.append((("S",), ("p", j), float(-ex[j] / total**2), "div"))
+            e.append((("p", j), ("y",), float(m.c[j]), "readout"))
+        else:
+            e.append((("u", j), ("o", j), 1.0, "sub_log"))
+            e.append((("L",), ("o", j), -1.0, "sub_log"))
+            e.append((("o", j), ("y",), float(m.c[j]), "readout"))
+    if m.kind == "log_softmax":
+        e.append((("S",), ("L",), 1 / total, "log"))
     return e
 
 
@@ -132,8 +200,11 @@ def brute_entropy(paths: list[list[Edge]]) -> tuple[float, float]:
     return z, h
 
 
-def brute_op_level(edges: list[Edge], src: tuple) -> float:
-    """Max over branch policies of the pruned graph's abs path sum."""
+def brute_op_level(edges: list[Edge], src: tuple, src_branch: str | None = None) -> float:
+    """Max over branch policies of the pruned graph's abs path sum (``src_branch``: the
+    source's own branch is fixed)."""
+    if src_branch is not None:
+        edges = [e for e in edges if e[0] != src or e[3] == src_branch]
     branches: dict[tuple, set[str]] = defaultdict(set)
     for e in edges:
         branches[e[0]].add(e[3])
@@ -152,11 +223,17 @@ def non_unit_weights(weights: list[float]) -> list[float]:
 
 
 def _models() -> list[tuple[str, nn.Module, torch.Tensor, object, list[Edge], list[tuple]]]:
+    """(name, model, input, target, hand-written scalar graph, source nodes)."""
     mlp = BranchyMLP(seed=3)
     xm = torch.randn(1, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
     att = ToyAttention(seed=5)
     xa = torch.randn(1, 3, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(6))
-    return [
+    rows = []
+    for seed, kind in enumerate(("layer_norm", "softmax", "log_softmax")):
+        op = RowOp(kind, seed=10 + seed)
+        xr = torch.randn(1, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+        rows.append((kind, op, xr, lambda out: out, row_op_edges(op, xr[0]), [("x", i) for i in range(3)]))
+    return rows + [
         ("mlp", mlp, xm, 0, mlp_edges(mlp, xm[0]), [("x", i) for i in range(3)]),
         (
             "attention",
@@ -170,6 +247,7 @@ def _models() -> list[tuple[str, nn.Module, torch.Tensor, object, list[Edge], li
 
 
 MODELS = _models()
+BY_NAME = {case[0]: case for case in MODELS}
 
 
 @pytest.mark.parametrize("case", MODELS, ids=[c[0] for c in MODELS])
@@ -218,7 +296,7 @@ def test_op_level_max_product_matches_policy_enumeration(case) -> None:
 
 
 def test_op_level_picks_the_branch_of_the_best_policy() -> None:
-    _, model, x, target, edges, srcs = MODELS[1]
+    _, model, x, target, edges, srcs = BY_NAME["attention"]
     res = semiring_backward(model, x, target, SemiringConfig("max_product", "op"))
     vals = res.values["input"].reshape(-1)
     chosen: set[str] = set()
@@ -226,8 +304,7 @@ def test_op_level_picks_the_branch_of_the_best_policy() -> None:
     for flat, src in enumerate(srcs):
         per_branch = {}
         for b in names:
-            kept = [e for e in edges if e[0] != src or e[3] == b]
-            per_branch[b] = sum(abs(product(p)) for p in enumerate_paths(kept, src))
+            per_branch[b] = brute_op_level(edges, src, src_branch=b)
         best = max(per_branch, key=per_branch.get)
         chosen.add(best)
         assert vals[flat].item() == pytest.approx(per_branch[best], rel=1e-10)
@@ -244,7 +321,7 @@ def test_op_level_picks_the_branch_of_the_best_policy() -> None:
 
 def test_op_level_differs_from_scalar_level_on_a_summed_contraction() -> None:
     """Summing a matmul's inner index (op) exceeds the best single path (scalar)."""
-    model, x, target = MODELS[0][1], MODELS[0][2], 0
+    model, x, target = BY_NAME["mlp"][1], BY_NAME["mlp"][2], 0
     op = semiring_backward(model, x, target, SemiringConfig("max_product", "op")).values["input"]
     sc = semiring_backward(model, x, target, SemiringConfig("max_product")).values["input"]
     assert (op >= sc.abs() - 1e-12).all() and (op > sc.abs() + 1e-6).any()
@@ -272,7 +349,7 @@ def test_closed_forms_single_path_and_parallel_paths() -> None:
 
 
 def test_entropy_z_is_the_abs_linearised_gradient() -> None:
-    model, x = MODELS[0][1], MODELS[0][2]
+    model, x = BY_NAME["mlp"][1], BY_NAME["mlp"][2]
     res = semiring_backward(model, x, 0, SemiringConfig("entropy"))
     with torch.no_grad():
         h = torch.tanh(model.l1(x[0]))

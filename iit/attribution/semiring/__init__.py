@@ -6,8 +6,8 @@ gradient (``real``), the top gradient path (``max_product``) or the gradient-gra
 
 Speed and memory: the pass frees each state and forward value after its last use when no path
 is asked for (``SemiringConfig(record_path=False)``), and ``SemiringConfig(compile=True)`` fuses
-the heavy kernels (max-product contractions, LayerNorm/softmax Jacobians; :mod:`.kernels`) with
-``torch.compile``. ``python benchmarks/semiring.py`` prints both against autograd's backward.
+the scalar max-product matrix products (:mod:`.kernels`) with ``torch.compile``.
+``python benchmarks/semiring.py`` prints both against autograd's backward.
 """
 
 from iit.attribution.semiring.backward import (
@@ -20,6 +20,7 @@ from iit.attribution.semiring.backward import (
 from iit.attribution.semiring.ops import supported_op_names
 from iit.attribution.semiring.paths import GradientPath, PathStep, best_source_index, top_path
 from iit.attribution.semiring.semirings import Granularity, SemiringName
+from iit.attribution.semiring.weights import clear_weight_cache
 
 __all__ = [
     "SemiringBackprop",
@@ -34,4 +35,5 @@ __all__ = [
     "supported_op_names",
     "Granularity",
     "SemiringName",
+    "clear_weight_cache",
 ]

@@ -1,8 +1,12 @@
 """Semiring backpropagation on ordinary PyTorch models (Du et al., ACL 2023), one reverse walk.
 
-The model and target are traced to an ATen graph (:mod:`.trace`), every node's value is stored,
-and the nodes are visited in reverse topological order; each op passes its output's semiring
-state to its arguments through the rules of :mod:`.ops`, and fan-in is combined with ⊕.
+The model and target are traced to an ATen graph (:mod:`.trace`; LayerNorm and softmax are
+decomposed into primitive ops as the paper's code computes them, see :mod:`.decompositions`),
+every node's value is stored, and the nodes are visited in reverse topological order; each op
+passes its output's semiring state to its arguments through the rules of :mod:`.ops`, and
+fan-in is combined with ⊕. Every op's rule costs about what autograd's rule for it costs (a
+matmul is a matrix product in the real, entropy and op-level semirings), except the scalar
+max-product matmul, whose ⊕ is a ``max`` (:mod:`.kernels`).
 
 Granularity (``SemiringConfig.granularity``) only changes ``max_product``:
 
@@ -19,16 +23,17 @@ Granularity (``SemiringConfig.granularity``) only changes ``max_product``:
 from __future__ import annotations
 
 import difflib
+import functools
 import operator
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import get_args
+from typing import Any, get_args
 
 import torch
 from torch import Tensor, nn
 from torch.fx import Node
 
-from iit.attribution.semiring.ops import slot_vjp
+from iit.attribution.semiring.ops import slot_vjp, value_reads
 from iit.attribution.semiring.semirings import (
     Granularity,
     SemiringName,
@@ -61,9 +66,10 @@ class SemiringConfig:
             :func:`~.paths.top_path` can read the path out (memory: one state per node).
             ``False`` frees each state and forward value after its last use (values only).
             ``real`` and ``entropy`` always free them.
-        compile: fuse the heavy kernels (max-product contractions, LayerNorm/softmax
-            Jacobians) with ``torch.compile`` (:mod:`.kernels`): much faster on large layers,
-            but the first call compiles (tens of seconds on CPU, cached on disk).
+        compile: fuse the scalar max-product matrix products with ``torch.compile``
+            (:mod:`.kernels`): faster on large layers, but the first call compiles (tens of
+            seconds on CPU, cached on disk). The other semirings run BLAS matrix products and
+            are not affected.
     """
 
     semiring: SemiringName = "max_product"
@@ -116,21 +122,47 @@ class SemiringResult:
 def _last_reads(comp: TracedComputation, order: list[Node]) -> dict[int, list[Node]]:
     """Step of the reverse walk after which each stored value is no longer read.
 
-    Processing a live call node reads its own value and every argument of its op. Returns
-    ``step -> nodes to release`` (step ``-1``: never read; sources are never released).
+    Processing a live call node reads the values its rule needs (:func:`~.ops.value_reads`:
+    e.g. a matmul reads the other operand, ``exp`` its output, a view nothing); every other
+    value is read for its shape only. Returns ``step -> nodes to release`` (step ``-1``: read
+    for the shape only, ``-2``: never read; sources are never released).
     """
     last: dict[Node, int] = {}
+    shaped: set[Node] = set(order)  # read for their shape at least
     for step, node in enumerate(order):
         target_node = node.args[0] if node.target is operator.getitem else node
-        reads = [node, *(a for _, a in _node_args(target_node))]
-        for a in reads:
-            last[a] = step
+        live_slots = [slot[0] for slot, a in comp.slots[node] if a in comp.live]
+        positions, output = value_reads(target_node.target, live_slots)
+        if output:
+            last[node] = step
+        for i, a in _node_args(target_node):
+            shaped.add(a)
+            if positions is None or not isinstance(i, int) or i in positions:
+                last[a] = step
     keep = set(comp.sources.values())
     release: dict[int, list[Node]] = {}
     for node in comp.env:
         if node not in keep and node.op != "get_attr":
-            release.setdefault(last.get(node, -1), []).append(node)
+            # -2: never read at all (dropped), -1: read for the shape only (a stand-in)
+            step = last.get(node, -1 if node in shaped else -2)
+            release.setdefault(step, []).append(node)
     return release
+
+
+def _stand_in(value: Any) -> Any:
+    """A value's shape, dtype and device without its data: a one-element tensor expanded to
+    the shape (NaN for floats, so that a rule reading it by mistake poisons the result)."""
+    if isinstance(value, (tuple, list)):
+        return type(value)(_stand_in(v) for v in value)
+    if not isinstance(value, Tensor):
+        return value
+    return _filler(value.dtype, value.device).expand(value.shape)
+
+
+@functools.cache
+def _filler(dtype: torch.dtype, device: torch.device) -> Tensor:
+    fill = float("nan") if dtype.is_floating_point or dtype.is_complex else 0
+    return torch.full((), fill, dtype=dtype, device=device)
 
 
 def _node_args(node: Node) -> list[tuple[int | str, Node]]:
@@ -184,8 +216,10 @@ def _walk(
         if n in comp.live and n.op == "call_function"
     ]
     release = {} if keep_all else _last_reads(comp, order)
+    for node in release.get(-2, []):
+        del comp.env[node]
     for node in release.get(-1, []):
-        comp.env.pop(node, None)
+        comp.env[node] = _stand_in(comp.env[node])
     owned_elsewhere = {
         v.untyped_storage().data_ptr()
         for n, v in comp.env.items()
@@ -207,7 +241,7 @@ def _walk(
             if node not in keep:
                 del states[node]
             for done in release.get(step, []):
-                comp.env.pop(done, None)
+                comp.env[done] = _stand_in(comp.env[done])
         if held_bytes is not None:
             values = [v for n, v in comp.env.items() if n.op != "get_attr"]
             held_bytes.append(_held_bytes([*states.values(), *values], owned_elsewhere))

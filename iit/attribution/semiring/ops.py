@@ -1,16 +1,20 @@
 """Per-op semiring VJP rules for ATen-level graphs (the op table of semiring backpropagation).
 
-Every supported op falls in one of five kinds; each kind has one generic rule, written only in
+Every supported op falls in one of four kinds; each kind has one generic rule, written only in
 terms of the :class:`~iit.attribution.semiring.semirings.Semiring` primitives:
 
-* ``elementwise`` (with broadcasting): local derivatives come from ``torch.func.jvp`` with an
-  all-ones tangent (each output element depends on exactly one element of the argument), then
-  ⊕ over broadcast dims;
+* ``elementwise`` (with broadcasting): local derivatives in closed form for the frequent ops,
+  else from ``torch.func.jvp`` with an all-ones tangent (each output element depends on exactly
+  one element of the argument), then ⊕ over broadcast dims;
 * ``structural`` (views, permutes, slices, cat, gather, ...): each output element copies one
-  input element with weight 1; the copy map comes from running the op on ``arange``;
+  input element with weight 1; slices, selects, cat and split write the state into an empty
+  one, the others take the copy map from running the op on ``arange``;
 * ``reduction`` (sum, mean): weight 1 (or ``1/n``) from each input element to its output;
-* ``contraction`` (mm, bmm, addmm, baddbmm): edge ``A[i,j] -> C[i,k]`` has weight ``B[j,k]``;
-* ``dense`` (softmax, log_softmax, layer_norm): explicit per-row Jacobians ``[rows, d, d]``.
+* ``contraction`` (mm, bmm, addmm, baddbmm): edge ``A[i,j] -> C[i,k]`` has weight ``B[j,k]``
+  (a semiring matrix product with the other operand).
+
+LayerNorm and softmax are not ops of this table: the tracer decomposes them into primitive ops
+(:mod:`.decompositions`), as the paper's code computes them.
 
 At the scalar granularity each (input element, output element) pair of one argument slot is
 one edge whose weight is the partial derivative, so :func:`edge_weights` (a ``jvp`` with a
@@ -20,6 +24,8 @@ one-hot tangent) returns the exact out-edges of one element; path recovery uses 
 from __future__ import annotations
 
 import difflib
+import functools
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -27,16 +33,18 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from iit.attribution.semiring.kernels import DenseKind, dense_semiring_vjp
 from iit.attribution.semiring.semirings import Semiring, State
 from iit.errors import UnsupportedOpError
 
 aten = torch.ops.aten
 
-OpKind = Literal["elementwise", "structural", "reduction", "contraction", "dense"]
+OpKind = Literal["elementwise", "structural", "reduction", "contraction"]
 Slot = tuple[int, int | None]  # (argument position, index inside a list argument or None)
 
-__all__ = ["OpCall", "OpKind", "Slot", "op_kind", "supported_op_names", "slot_vjp", "edge_weights"]
+__all__ = [
+    "OpCall", "OpKind", "Slot", "op_kind", "supported_op_names", "slot_vjp", "edge_weights",
+    "value_reads",
+]  # fmt: skip
 
 _ELEMENTWISE = [
     "add", "sub", "rsub", "mul", "div", "neg", "tanh", "relu", "gelu", "sigmoid", "silu", "exp",
@@ -52,7 +60,6 @@ _STRUCTURAL = [
 ]  # fmt: skip
 _REDUCTION = ["sum", "mean"]
 _CONTRACTION = ["mm", "bmm", "addmm", "baddbmm"]
-_DENSE = ["_softmax", "_safe_softmax", "_log_softmax", "native_layer_norm"]
 
 _KIND: dict[str, OpKind] = {}
 for _names, _kind in (
@@ -60,7 +67,6 @@ for _names, _kind in (
     (_STRUCTURAL, "structural"),
     (_REDUCTION, "reduction"),
     (_CONTRACTION, "contraction"),
-    (_DENSE, "dense"),
 ):
     for _n in _names:
         _KIND[_n] = _kind  # type: ignore[assignment]
@@ -74,6 +80,7 @@ def supported_op_names() -> list[str]:
     return sorted(_KIND)
 
 
+@functools.cache
 def packet_name(target: Any) -> str:
     """The ATen overload-packet name of an FX node target (``aten.addmm.default -> "addmm"``)."""
     packet = getattr(target, "overloadpacket", None)
@@ -103,12 +110,16 @@ def op_kind(target: Any, where: str = "") -> OpKind:
 class OpCall:
     """One traced op application: ``target(*args, **kwargs)``, then ``[index]`` for getitem."""
 
-    name: str
     target: Callable[..., Any]
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
     index: int | None
     output: Tensor
+
+    @property
+    def name(self) -> str:
+        """The op's name, e.g. ``"aten.addmm.default"`` (``"...[0]"`` for a getitem)."""
+        return str(self.target) + (f"[{self.index}]" if self.index is not None else "")
 
     @property
     def kind(self) -> OpKind:
@@ -167,6 +178,8 @@ def edge_weights(call: OpCall, slot: Slot, flat_index: int) -> Tensor:
 
 def _to_shape(semiring: Semiring, s: State, out_shape: torch.Size, shape: torch.Size) -> State:
     """⊕ a state of ``out_shape`` over the dims that ``shape`` was broadcast along."""
+    if out_shape == shape:
+        return s
     lead = len(out_shape) - len(shape)
     dims = tuple(range(lead)) + tuple(
         lead + i for i, n in enumerate(shape) if n == 1 and out_shape[lead + i] != 1
@@ -175,42 +188,69 @@ def _to_shape(semiring: Semiring, s: State, out_shape: torch.Size, shape: torch.
     return tuple(t.reshape(shape) for t in s)
 
 
+def _float_of(value: Any, dtype: torch.dtype) -> Tensor | float:
+    return value.to(dtype) if isinstance(value, Tensor) else float(value)
+
+
 def _closed_form_derivative(call: OpCall, slot: Slot) -> Tensor | float | None:
-    """``∂out/∂arg`` elementwise for the most frequent ops (a tensor broadcastable to the
-    output, or a constant), or ``None`` to fall back to ``jvp``. Same formulas as autograd."""
-    name, pos, args = packet_name(call.target), slot[0], call.args
+    """``∂out/∂arg`` elementwise for the frequent ops (a tensor broadcastable to the output, or
+    a constant), or ``None`` to fall back to ``jvp``. Same formulas as autograd's."""
+    name, pos, args, out = packet_name(call.target), slot[0], call.args, call.output
     if slot[1] is not None or call.index is not None:
         return None
     alpha = call.kwargs.get("alpha", 1)
+    if name in ("addmm", "baddbmm"):  # the bias slot (the matrix slots are contractions)
+        return float(call.kwargs.get("beta", 1))
     if name == "add":
-        return 1.0 if pos == 0 else alpha
+        return 1.0 if pos == 0 else float(alpha)
     if name == "sub":
-        return 1.0 if pos == 0 else -alpha
+        return 1.0 if pos == 0 else -float(alpha)
+    if name == "rsub":  # other - alpha * self (alpha is positional in this schema)
+        alpha = args[2] if len(args) > 2 else alpha
+        return -float(alpha) if pos == 0 else 1.0
     if name == "mul":
-        other = args[1 - pos]
-        return other.to(call.output.dtype) if isinstance(other, Tensor) else float(other)
+        return _float_of(args[1 - pos], out.dtype)
     if name == "div" and not call.kwargs.get("rounding_mode"):
         divisor = args[1]
         if pos == 0 and isinstance(divisor, Tensor):
-            return 1.0 / divisor.to(call.output.dtype)
+            return 1.0 / divisor.to(out.dtype)
         if pos == 0:
             return 1.0 / float(divisor) if float(divisor) != 0 else None  # x/0: leave to jvp
-        return -call.output / divisor
+        return -out / divisor
     if name == "neg":
         return -1.0
-    if name in ("_to_copy", "to") and call.output.is_floating_point():
-        return 1.0
+    if name in ("_to_copy", "to"):
+        return 1.0 if out.is_floating_point() else None
     if name == "tanh":
-        return 1 - call.output * call.output
+        return 1 - out * out
     if name == "relu":
-        return (call.output > 0).to(call.output.dtype)
+        return (out > 0).to(out.dtype)
+    if name == "exp":
+        return out
+    if name == "log":
+        return 1.0 / args[0]
+    if name == "rsqrt":
+        return -0.5 * out * out * out
+    if name == "sqrt":
+        return 0.5 / out
+    if name == "reciprocal":
+        return -out * out
+    if name == "sigmoid":
+        return out * (1 - out)
+    if name == "pow" and pos == 0 and not isinstance(args[1], Tensor):
+        n = float(args[1])
+        if n == 2.0:
+            return 2.0 * args[0]
+        return n * args[0].pow(n - 1) if n != 0 else 0.0
+    if name == "masked_fill" and pos == 0:
+        return (~args[1]).to(out.dtype)
     if name == "gelu":
         x = args[0]
         approximate = call.kwargs.get("approximate", args[1] if len(args) > 1 else "none")
         return aten.gelu_backward(torch.ones_like(x), x, approximate=approximate)
     if name == "where" and pos in (1, 2):
         cond = args[0]
-        return (cond if pos == 1 else ~cond).to(call.output.dtype)
+        return (cond if pos == 1 else ~cond).to(out.dtype)
     return None
 
 
@@ -234,6 +274,59 @@ _RESHAPES = frozenset(
 )  # fmt: skip
 
 
+def _written_into(
+    semiring: Semiring, s: State, shape: torch.Size, like: Tensor, write: Callable[[Tensor, Tensor], Tensor]
+) -> State:
+    """An empty state of ``shape`` with ``s`` written in by ``write(empty_tensor, state_tensor)``
+    (the inverse of an injective copy such as a slice)."""
+    empty = semiring.zero(shape, like)
+    return tuple(write(e, t) for e, t in zip(empty, s))
+
+
+def _injective_copy(call: OpCall, slot: Slot, s: State, semiring: Semiring) -> State | None:
+    """Slices, selects, cat and split pieces: each input element is copied at most once, so
+    the input state is the output state written into an empty state; ``None`` for other ops."""
+    name, x, args = packet_name(call.target), call.arg(slot), call.args
+    like = s[0]
+    if name == "slice" and call.index is None:
+        dim = args[1] if len(args) > 1 else 0
+        start = args[2] if len(args) > 2 else None
+        end = args[3] if len(args) > 3 else None
+        step = args[4] if len(args) > 4 else 1
+        return _written_into(
+            semiring, s, x.shape, like,
+            lambda e, t: torch.slice_scatter(e, t, dim % x.dim(), start, end, step),
+        )  # fmt: skip
+    if name == "select" and call.index is None:
+        dim, index = args[1] % x.dim(), args[2]
+        return _written_into(semiring, s, x.shape, like, lambda e, t: e.select_scatter(t, dim, index))
+    if name == "cat" and call.index is None and slot[1] is not None:
+        dim = args[1] if len(args) > 1 else 0
+        parts = [t for t in args[0] if not (t.dim() == 1 and t.shape[0] == 0)]
+        if len(parts) != len(args[0]) or x.dim() == 0:
+            return None
+        dim %= x.dim()
+        offset = sum(int(t.shape[dim]) for t in args[0][: slot[1]])
+        return tuple(t.narrow(dim, offset, x.shape[dim]) for t in s)
+    if name in ("split", "split_with_sizes") and call.index is not None:
+        dim = (args[2] if len(args) > 2 else 0) % x.dim()
+        if name == "split":
+            offset = call.index * int(args[1])
+        else:
+            offset = sum(int(n) for n in args[1][: call.index])
+        size = s[0].shape[dim]
+        return _written_into(
+            semiring, s, x.shape, like,
+            lambda e, t: torch.slice_scatter(e, t, dim, offset, offset + size),
+        )  # fmt: skip
+    if name == "unbind" and call.index is not None:
+        dim = (args[1] if len(args) > 1 else 0) % x.dim()
+        return _written_into(
+            semiring, s, x.shape, like, lambda e, t: e.select_scatter(t, dim, call.index)
+        )
+    return None
+
+
 def _structural(call: OpCall, slot: Slot, s: State, semiring: Semiring) -> State:
     x = call.arg(slot)
     name = packet_name(call.target)
@@ -252,6 +345,9 @@ def _structural(call: OpCall, slot: Slot, s: State, semiring: Semiring) -> State
         return tuple(t.permute(inverse) for t in s)
     if name == "expand" and call.index is None:
         return _to_shape(semiring, s, call.output.shape, x.shape)
+    copied = _injective_copy(call, slot, s, semiring)
+    if copied is not None:
+        return copied
     src_ids = torch.arange(x.numel(), device=x.device, dtype=torch.float64).reshape(x.shape)
     args = call.with_slot(
         slot, src_ids, others=lambda t: torch.full_like(t, -1, dtype=torch.float64)
@@ -275,67 +371,31 @@ def _reduction(call: OpCall, slot: Slot, s: State, semiring: Semiring) -> State:
             for d in dims:
                 t = t.unsqueeze(d)
         states.append(t.expand(x.shape))
-    n = 1
-    for d in dims:
-        n *= x.shape[d]
-    weight = 1.0 / n if packet_name(call.target) == "mean" else 1.0
-    return semiring.scale(torch.full_like(x, weight), tuple(states))
+    if packet_name(call.target) != "mean":
+        return tuple(states)
+    n = math.prod(x.shape[d] for d in dims)
+    weight = torch.tensor(1.0 / n, dtype=s[0].dtype, device=s[0].device)
+    return semiring.scale(weight, tuple(states))
 
 
 def _contraction(call: OpCall, slot: Slot, s: State, semiring: Semiring) -> State:
     name = packet_name(call.target)
     pos = slot[0]
+    alpha = 1.0
     if name in ("addmm", "baddbmm"):
         if pos == 0:
             return _elementwise(call, slot, s, semiring)
-        alpha = call.kwargs.get("alpha", 1)
+        alpha = float(call.kwargs.get("alpha", 1))
         a, b = call.args[1], call.args[2]
         pos -= 1
     else:
-        alpha = 1
         a, b = call.args[0], call.args[1]
-    p = "b" if a.dim() == 3 else ""
-    if pos == 0:  # edge A[i,j] -> C[i,k] has weight B[j,k]
-        return semiring.contract(alpha * b, s, p + "jk", p + "ik", p + "ij")
-    return semiring.contract(alpha * a, s, p + "ij", p + "ik", p + "jk")
-
-
-def _dense_inputs(call: OpCall) -> tuple[DenseKind, tuple[Tensor, ...], int]:
-    """Which per-row Jacobian, its inputs (rows first) and the trailing dims it spans."""
-    name = packet_name(call.target)
-    if name in ("_softmax", "_safe_softmax", "_log_softmax"):
-        x, dim = call.args[0], call.args[1] % call.args[0].dim()
-        if dim != x.dim() - 1:
-            raise UnsupportedOpError(
-                f"{call.name}: softmax over dim {dim} of a {x.dim()}-d tensor; only the last "
-                "dim is supported (softmax(..., dim=-1))"
-            )
-        sm = call.output if name != "_log_softmax" else call.output.exp()
-        kind: DenseKind = "log_softmax" if name == "_log_softmax" else "softmax"
-        return kind, (sm.reshape(-1, x.shape[-1]),), 1
-    x, normalized_shape, weight = call.args[0], call.args[1], call.args[2]
-    d = 1
-    for n in normalized_shape:
-        d *= n
-    xs = x.reshape(-1, d)
-    mean = xs.mean(-1, keepdim=True)
-    rstd = torch.rsqrt(xs.var(-1, unbiased=False, keepdim=True) + call.args[4])
-    gamma = weight.reshape(d) if weight is not None else xs.new_ones(1)
-    return "layer_norm", ((xs - mean) * rstd, rstd, gamma), len(normalized_shape)
-
-
-def _dense(call: OpCall, slot: Slot, s: State, semiring: Semiring) -> State:
-    if slot != (0, None) or (packet_name(call.target) == "native_layer_norm" and call.index != 0):
-        raise UnsupportedOpError(
-            f"{call.name}: only the input slot of softmax/layer_norm (output 0) is supported; "
-            f"got argument slot {slot} (a learnable parameter that depends on the sources?)"
-        )
-    x = call.arg(slot)
-    kind, tensors, _ = _dense_inputs(call)
-    rows = tensors[0].shape[0]
-    flat = tuple(t.reshape(rows, -1) for t in s)
-    out = dense_semiring_vjp(semiring.name, kind, tensors, flat, compiled=semiring.compiled)
-    return tuple(t.reshape(x.shape) for t in out)
+    if pos == 0:  # edge A[i,j] -> C[i,k] has weight B[j,k]: s [i,k] (x) B^T [k,j]
+        w = b.mT
+        return semiring.matmul(s, w if alpha == 1.0 else alpha * w)
+    # edge B[j,k] -> C[i,k] has weight A[i,j]: (s^T [k,i] (x) A [i,j])^T
+    out = semiring.matmul(tuple(t.mT for t in s), a if alpha == 1.0 else alpha * a)
+    return tuple(t.mT for t in out)
 
 
 _RULES: dict[OpKind, Callable[[OpCall, Slot, State, Semiring], State]] = {
@@ -343,7 +403,6 @@ _RULES: dict[OpKind, Callable[[OpCall, Slot, State, Semiring], State]] = {
     "structural": _structural,
     "reduction": _reduction,
     "contraction": _contraction,
-    "dense": _dense,
 }
 
 
@@ -362,4 +421,35 @@ def slot_vjp(call: OpCall, slot: Slot, s: State, semiring: Semiring) -> State:
     Raises:
         UnsupportedOpError: if the op (or that argument slot of it) has no rule.
     """
-    return _RULES[call.kind](call, slot, s, semiring)
+    return _RULES[op_kind(call.target)](call, slot, s, semiring)
+
+
+#: ops whose rule reads no argument or output values, only shapes
+_SHAPE_ONLY = frozenset(
+    {"add", "sub", "rsub", "neg", "_to_copy", "to", "sum", "mean", "expand", "t", "transpose",
+     "permute", "slice", "select", "cat", "split", "split_with_sizes", "unbind"} | _RESHAPES
+)  # fmt: skip
+#: elementwise ops whose derivative is a function of their output alone
+_OUTPUT_ONLY = frozenset({"tanh", "relu", "exp", "rsqrt", "sqrt", "reciprocal", "sigmoid"})
+
+
+def value_reads(target: Any, slots: list[int]) -> tuple[frozenset[int] | None, bool]:
+    """Which values the rule of ``target`` reads when it runs for the argument positions
+    ``slots``: ``(argument positions, whether the output value is read)``. Everything else is
+    read for its shape, dtype and device only, so the walk may keep a stand-in of it (as
+    autograd saves only what a backward formula needs). Conservative: an op without an entry
+    here reads every argument (``None``) and its output."""
+    name = packet_name(target)
+    if name in _SHAPE_ONLY:
+        return frozenset(), False
+    if name in _OUTPUT_ONLY:
+        return frozenset(), True
+    if name == "mul":
+        return frozenset(1 - p for p in slots if p in (0, 1)), False
+    if name in ("mm", "bmm"):
+        return frozenset(1 - p for p in slots), False
+    if name in ("addmm", "baddbmm"):
+        return frozenset(3 - p for p in slots if p in (1, 2)), False
+    if name in ("where", "masked_fill"):
+        return frozenset({0, 1, 2} - set(slots)), False
+    return None, True

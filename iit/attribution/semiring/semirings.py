@@ -7,8 +7,8 @@ handful of vectorised primitives the reverse walk needs:
 * ``scale(w, s)``: multiply a state by elementwise local derivatives ``w`` (⊗ along one edge);
 * ``within(s, dims)``: ⊕ over dims *inside one op* (broadcast fan-out, a summed index);
 * ``scatter(s, index, numel)``: ⊕ of output elements into the input element they copy;
-* ``contract(w, s, w_sub, s_sub, out_sub)``: ⊗ then ⊕ over a contracted index (matmul, dense
-  Jacobians), written as einsum subscripts;
+* ``matmul(s, w)``: ⊗ then ⊕ over a contracted index: a state ``[..., i, j]`` times the edge
+  weights ``[..., j, k]`` (a matmul's other operand), ``[..., i, k]``;
 * ``combine(a, b)``: ⊕ across *branches* (one tensor feeding several ops or argument slots).
 
 Semirings:
@@ -36,7 +36,8 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from iit.attribution.semiring.kernels import max_product_reduce, signed_products
+from iit.attribution.semiring.kernels import max_product_matmul, signed_products
+from iit.attribution.semiring.weights import cached_transform
 
 State = tuple[Tensor, ...]
 SemiringName = Literal["real", "max_product", "entropy"]
@@ -57,16 +58,12 @@ __all__ = [
 
 def neg_xlogx(w: Tensor) -> Tensor:
     """``-|w| log |w|`` elementwise with ``0 · log 0 = 0``; same shape as ``w``."""
-    a = w.abs()
-    return -torch.xlogy(a, a)
+    return _neg_alog(w.abs())
 
 
-def _align(x: Tensor, sub: str, union: str) -> Tensor:
-    """View ``x`` (subscripts ``sub``) with dims ordered as ``union``, size 1 where missing."""
-    order = "".join(c for c in union if c in sub)
-    x = torch.einsum(f"{sub}->{order}", x) if order != sub else x
-    shape = [x.shape[order.index(c)] if c in order else 1 for c in union]
-    return x.reshape(shape)
+def _neg_alog(a: Tensor) -> Tensor:
+    """``-a log a`` for ``a >= 0`` with ``0 · log 0 = 0`` (about twice as fast as ``xlogy``)."""
+    return torch.where(a > 0, a * a.log(), 0.0).neg_()
 
 
 class Semiring(ABC):
@@ -100,8 +97,8 @@ class Semiring(ABC):
         """⊕ of flat output elements into input element ``index[o]`` (``-1`` = none); ``[numel]``."""
 
     @abstractmethod
-    def contract(self, w: Tensor, s: State, w_sub: str, s_sub: str, out_sub: str) -> State:
-        """⊗ then ⊕ over the indices missing from ``out_sub`` (einsum subscripts)."""
+    def matmul(self, s: State, w: Tensor) -> State:
+        """⊕ over ``j`` of ``s[..., i, j] ⊗ w[..., j, k]`` (batch dims broadcast), ``[..., i, k]``."""
 
     @abstractmethod
     def combine(self, a: State, b: State) -> State:
@@ -138,8 +135,8 @@ class RealSemiring(_SumSemiring):
     def scale(self, w: Tensor, s: State) -> State:
         return (w * s[0],)
 
-    def contract(self, w: Tensor, s: State, w_sub: str, s_sub: str, out_sub: str) -> State:
-        return (torch.einsum(f"{w_sub},{s_sub}->{out_sub}", w, s[0]),)
+    def matmul(self, s: State, w: Tensor) -> State:
+        return (torch.matmul(s[0], w),)
 
     def combine(self, a: State, b: State) -> State:
         return (a[0] + b[0],)
@@ -156,8 +153,8 @@ class OpMaxProductSemiring(_SumSemiring):
     def scale(self, w: Tensor, s: State) -> State:
         return (w.abs() * s[0],)
 
-    def contract(self, w: Tensor, s: State, w_sub: str, s_sub: str, out_sub: str) -> State:
-        return (torch.einsum(f"{w_sub},{s_sub}->{out_sub}", w.abs(), s[0]),)
+    def matmul(self, s: State, w: Tensor) -> State:
+        return (torch.matmul(s[0], cached_transform("abs", w, torch.abs)),)
 
     def combine(self, a: State, b: State) -> State:
         return (torch.maximum(a[0], b[0]),)
@@ -174,14 +171,13 @@ class EntropySemiring(_SumSemiring):
 
     def scale(self, w: Tensor, s: State) -> State:
         a = w.abs()
-        return (a * s[0], a * s[1] + neg_xlogx(w) * s[0])
+        return (a * s[0], torch.addcmul(a * s[1], _neg_alog(a), s[0]))
 
-    def contract(self, w: Tensor, s: State, w_sub: str, s_sub: str, out_sub: str) -> State:
-        a = w.abs()
-        spec = f"{w_sub},{s_sub}->{out_sub}"
-        z = torch.einsum(spec, a, s[0])
-        e = torch.einsum(spec, a, s[1]) + torch.einsum(spec, neg_xlogx(w), s[0])
-        return (z, e)
+    def matmul(self, s: State, w: Tensor) -> State:
+        a = cached_transform("abs", w, torch.abs)
+        h = cached_transform("neg_alog", w, lambda t: _neg_alog(t.abs()))
+        both = torch.matmul(torch.stack(torch.broadcast_tensors(*s)), a)  # [Z; E] (x) |w|
+        return (both[0], both[1].add_(torch.matmul(s[0], h)))
 
     def combine(self, a: State, b: State) -> State:
         return (a[0] + b[0], a[1] + b[1])
@@ -216,15 +212,8 @@ class MaxProductSemiring(Semiring):
         lo.scatter_reduce_(0, idx, s[1].reshape(-1)[keep], "amin", include_self=True)
         return (hi, lo)
 
-    def contract(self, w: Tensor, s: State, w_sub: str, s_sub: str, out_sub: str) -> State:
-        reduced = "".join(c for c in dict.fromkeys(w_sub + s_sub) if c not in out_sub)
-        union = out_sub + reduced
-        wa = _align(w, w_sub, union)
-        mx, mn = (_align(t, s_sub, union) for t in s)
-        red = tuple(range(len(out_sub), len(union)))
-        hi, lo = max_product_reduce(wa, mx, mn, red, compiled=self.compiled)
-        target = [max(wa.shape[i], mx.shape[i]) for i in range(len(out_sub))]
-        return (hi.expand(target), lo.expand(target))
+    def matmul(self, s: State, w: Tensor) -> State:
+        return max_product_matmul(s[0], s[1], w, compiled=self.compiled)
 
     def combine(self, a: State, b: State) -> State:
         return (torch.maximum(a[0], b[0]), torch.minimum(a[1], b[1]))
