@@ -264,7 +264,6 @@ def _elementwise(call: OpCall, slot: Slot, s: State, semiring: Semiring) -> Stat
         d = float(d)
         if d == 1.0:
             return _to_shape(semiring, s, out_shape, x.shape)
-        d = torch.tensor(d, dtype=s[0].dtype, device=s[0].device)
     return _to_shape(semiring, semiring.scale(d, s), out_shape, x.shape)
 
 
@@ -373,9 +372,7 @@ def _reduction(call: OpCall, slot: Slot, s: State, semiring: Semiring) -> State:
         states.append(t.expand(x.shape))
     if packet_name(call.target) != "mean":
         return tuple(states)
-    n = math.prod(x.shape[d] for d in dims)
-    weight = torch.tensor(1.0 / n, dtype=s[0].dtype, device=s[0].device)
-    return semiring.scale(weight, tuple(states))
+    return semiring.scale(1.0 / math.prod(x.shape[d] for d in dims), tuple(states))
 
 
 def _contraction(call: OpCall, slot: Slot, s: State, semiring: Semiring) -> State:

@@ -30,6 +30,7 @@ with ``Z = Σ_π p(π)`` and ``E = -Σ_π p(π) log p(π)``, ``p(π) = Π_e |w_e
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from typing import Literal
 
@@ -85,8 +86,9 @@ class Semiring(ABC):
         """The empty accumulator 0̄ (no path), tensors of ``shape``."""
 
     @abstractmethod
-    def scale(self, w: Tensor, s: State) -> State:
-        """⊗ of a state with elementwise local derivatives ``w`` (same shape)."""
+    def scale(self, w: Tensor | float, s: State) -> State:
+        """⊗ of a state with elementwise local derivatives ``w`` (broadcastable to the state's
+        shape, or one constant for every element)."""
 
     @abstractmethod
     def within(self, s: State, dims: tuple[int, ...]) -> State:
@@ -132,8 +134,8 @@ class RealSemiring(_SumSemiring):
     def one(self, shape: torch.Size, like: Tensor) -> State:
         return (like.new_ones(shape),)
 
-    def scale(self, w: Tensor, s: State) -> State:
-        return (w * s[0],)
+    def scale(self, w: Tensor | float, s: State) -> State:
+        return (s[0] * w,)
 
     def matmul(self, s: State, w: Tensor) -> State:
         return (torch.matmul(s[0], w),)
@@ -150,8 +152,8 @@ class OpMaxProductSemiring(_SumSemiring):
     def one(self, shape: torch.Size, like: Tensor) -> State:
         return (like.new_ones(shape),)
 
-    def scale(self, w: Tensor, s: State) -> State:
-        return (w.abs() * s[0],)
+    def scale(self, w: Tensor | float, s: State) -> State:
+        return (s[0] * abs(w),)
 
     def matmul(self, s: State, w: Tensor) -> State:
         return (torch.matmul(s[0], cached_transform("abs", w, torch.abs)),)
@@ -169,7 +171,11 @@ class EntropySemiring(_SumSemiring):
     def one(self, shape: torch.Size, like: Tensor) -> State:
         return (like.new_ones(shape), like.new_zeros(shape))
 
-    def scale(self, w: Tensor, s: State) -> State:
+    def scale(self, w: Tensor | float, s: State) -> State:
+        if not isinstance(w, Tensor):
+            a = abs(float(w))
+            h = -a * math.log(a) if a > 0 else 0.0
+            return (s[0] * a, torch.add(s[1] * a, s[0], alpha=h))
         a = w.abs()
         return (a * s[0], torch.addcmul(a * s[1], _neg_alog(a), s[0]))
 
@@ -195,7 +201,12 @@ class MaxProductSemiring(Semiring):
     def zero(self, shape: torch.Size, like: Tensor) -> State:
         return (like.new_full(shape, -torch.inf), like.new_full(shape, torch.inf))
 
-    def scale(self, w: Tensor, s: State) -> State:
+    def scale(self, w: Tensor | float, s: State) -> State:
+        if not isinstance(w, Tensor) and w != 0:  # no 0·∞: unreached stays (-inf, +inf)
+            a, b = s[0] * w, s[1] * w
+            return (a, b) if w > 0 else (b, a)
+        if not isinstance(w, Tensor):
+            w = torch.tensor(float(w), dtype=s[0].dtype, device=s[0].device)
         return signed_products(w, s[0], s[1])
 
     def within(self, s: State, dims: tuple[int, ...]) -> State:
