@@ -63,8 +63,8 @@ def neg_xlogx(w: Tensor) -> Tensor:
 
 
 def _neg_alog(a: Tensor) -> Tensor:
-    """``-a log a`` for ``a >= 0`` with ``0 · log 0 = 0`` (about twice as fast as ``xlogy``)."""
-    return torch.where(a > 0, a * a.log(), 0.0).neg_()
+    """``-a log a`` for ``a >= 0`` with ``0 · log 0 = 0`` (``torch.special.entr``, one kernel)."""
+    return torch.special.entr(a)
 
 
 class Semiring(ABC):
