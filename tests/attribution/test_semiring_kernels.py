@@ -1,4 +1,4 @@
-"""The max-product kernels: chunked == one shot == brute force, bit for bit, and the
+"""The max-product kernels: every backend (and chunk size) == brute force, bit for bit, and the
 ``torch.compile`` path against the eager one on a tiny BERT."""
 
 from __future__ import annotations
@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from iit.attribution.semiring import SemiringConfig, kernels, semiring_backward
-from iit.attribution.semiring.kernels import max_product_matmul, max_product_reduce
+from iit.attribution.semiring import SemiringConfig, semiring_backward, tropical
+from iit.attribution.semiring.kernels import max_product_matmul, signed_products
 from tests.attribution.conftest import tiny_bert
 
 g = torch.Generator().manual_seed(0)
@@ -48,9 +48,11 @@ def test_max_product_matmul_equals_brute_force(batched: bool, monkeypatch) -> No
     w[..., 2, 0] = 0.0  # a zero edge into it: no path
     mx[..., 3, :], mn[..., 3, :] = -torch.inf, torch.inf  # a row with no path at all
     ref = _brute_matmul(mx, mn, w)
-    for chunk in (1 << 20, 8):  # one shot, and one row per chunk
-        monkeypatch.setattr(kernels, "_CHUNK_ELEMENTS", chunk)
-        for ours, theirs in zip(max_product_matmul(mx, mn, w), ref):
+    for ours, theirs in zip(max_product_matmul(mx, mn, w), ref):  # the default backend
+        torch.testing.assert_close(ours, theirs, rtol=0, atol=0)
+    for chunk in (1 << 20, 8):  # the torch ops: one shot, and one row per chunk
+        monkeypatch.setattr(tropical, "_CHUNK_ELEMENTS", chunk)
+        for ours, theirs in zip(tropical.signed_max_product_matmul(mx, mn, w, backend="torch"), ref):
             torch.testing.assert_close(ours, theirs, rtol=0, atol=0)
     reached = (mx[..., :3, :], mn[..., :3, :])
     mx2 = reached[0].clone()
@@ -65,10 +67,10 @@ def test_an_infinite_weight_on_a_zero_state_is_no_path() -> None:
     w = torch.tensor([[torch.inf, 2.0, -1.0]], dtype=torch.float64)  # [1, 3]
     mx = torch.tensor([[0.0, 3.0, 1.0]], dtype=torch.float64)
     mn = torch.tensor([[0.0, 3.0, -5.0]], dtype=torch.float64)
-    hi, lo = max_product_reduce(w, mx, mn, (1,))
+    hi, lo = max_product_matmul(mx, mn, w.T)  # state [1, 3] (x) weights [3, 1]
     # paths: inf·0 (no path), 2·3 = 6, -1·{1, -5} -> {-1, 5}
     assert hi.item() == 6.0 and lo.item() == -1.0
-    same, _ = max_product_reduce(w, mx, mn, ())  # nothing reduced: elementwise products
+    same, _ = signed_products(w, mx, mn)  # nothing reduced: elementwise products
     assert same.shape == (1, 3) and same[0, 0] == -torch.inf
 
 

@@ -181,7 +181,7 @@ class EntropySemiring(_SumSemiring):
 
     def matmul(self, s: State, w: Tensor) -> State:
         a = cached_transform("abs", w, torch.abs)
-        h = cached_transform("neg_alog", w, lambda t: _neg_alog(t.abs()))
+        h = cached_transform("neg_alog", w, lambda _: _neg_alog(a))
         both = torch.matmul(torch.stack(torch.broadcast_tensors(*s)), a)  # [Z; E] (x) |w|
         return (both[0], both[1].add_(torch.matmul(s[0], h)))
 
