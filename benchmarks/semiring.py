@@ -10,8 +10,10 @@ all measured side by side in this one run:
   (the same quantity the semiring pass computes; the ratios' unit); a training
   ``loss.backward()`` that also fills every parameter's gradient is printed beside it;
 * walk: the semiring reverse walk only, on an already traced and executed graph, with
-  ``record_path=False`` (values only); ``eager`` = plain PyTorch ops, ``compiled`` = the heavy
-  kernels fused by ``torch.compile`` (compiled once in a warm-up walk, not timed);
+  ``record_path=False`` (values only); ``eager`` = plain PyTorch ops, ``compiled`` = the whole
+  walk as one program fused by ``torch.compile`` (``SemiringConfig(compile=True)``; compiled
+  once per semiring in a warm-up call, not timed; a timed call includes finding the program
+  for its graph structure and its inputs);
 * total: one ``semiring_backward`` call (the recorded forward + the walk), against autograd's
   forward with the source requiring grad + its backward (``x fwd+bwd``).
 
@@ -33,7 +35,7 @@ import torch
 
 sys.path.insert(0, ".")
 from iit.attribution.semiring import SemiringConfig  # noqa: E402
-from iit.attribution.semiring.backward import _held_bytes, _walk  # noqa: E402
+from iit.attribution.semiring.backward import _held_bytes, _walk, run_walk  # noqa: E402
 from iit.attribution.semiring.trace import trace_computation  # noqa: E402
 
 SOURCE = "embeddings.word_embeddings"
@@ -148,7 +150,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="2 layers, 2 repeats")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--layers", type=int, default=4)
-    parser.add_argument("--no-compile", action="store_true", help="eager kernels only")
+    parser.add_argument("--no-compile", action="store_true", help="eager walks only")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -160,13 +162,15 @@ def main() -> None:
     modes = (False,) if args.no_compile else (False, True)
     walk: dict[str, list[float]] = {}
     total: dict[str, list[float]] = {}
-    for compiled in modes:  # warm-up: compiles the fused kernels once (not timed)
-        for semiring, granularity in CONFIGS.values():
+    for compiled in modes:  # warm-up: builds the kernel, compiles the walks (not timed)
+        for name, (semiring, granularity) in CONFIGS.items():
+            if compiled:
+                print(f"compiling the {name} walk (once) ...", flush=True)
             config = SemiringConfig(
                 semiring, granularity, sources=(SOURCE,), record_path=False, compile=compiled
             )
             with torch.no_grad():
-                _walk(trace_computation(model, inputs, target, (SOURCE,)), config)
+                run_walk(trace_computation(model, inputs, target, (SOURCE,)), config)
     for with_params in (False, True):
         autograd_backward(model, inputs, with_params)  # warm-up
     ref: list[float] = []
@@ -186,7 +190,7 @@ def main() -> None:
                 comp = trace_computation(model, inputs, target, (SOURCE,))
                 t1 = time.perf_counter()
                 with torch.no_grad():
-                    _walk(comp, config)
+                    run_walk(comp, config)
                 sync()
                 t2 = time.perf_counter()
                 walk.setdefault(key, []).append(t2 - t1)

@@ -1,14 +1,14 @@
 """The max-product kernels: every backend (and chunk size) == brute force, bit for bit, and the
-``torch.compile`` path against the eager one on a tiny BERT."""
+custom op that compiled walks call."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+from torch._subclasses.fake_tensor import FakeTensorMode
 
-from iit.attribution.semiring import SemiringConfig, semiring_backward, tropical
+from iit.attribution.semiring import tropical
 from iit.attribution.semiring.kernels import max_product_matmul, signed_products
-from tests.attribution.conftest import tiny_bert
 
 g = torch.Generator().manual_seed(0)
 
@@ -52,7 +52,9 @@ def test_max_product_matmul_equals_brute_force(batched: bool, monkeypatch) -> No
         torch.testing.assert_close(ours, theirs, rtol=0, atol=0)
     for chunk in (1 << 20, 8):  # the torch ops: one shot, and one row per chunk
         monkeypatch.setattr(tropical, "_CHUNK_ELEMENTS", chunk)
-        for ours, theirs in zip(tropical.signed_max_product_matmul(mx, mn, w, backend="torch"), ref):
+        for ours, theirs in zip(
+            tropical.signed_max_product_matmul(mx, mn, w, backend="torch"), ref
+        ):
             torch.testing.assert_close(ours, theirs, rtol=0, atol=0)
     reached = (mx[..., :3, :], mn[..., :3, :])
     mx2 = reached[0].clone()
@@ -74,19 +76,50 @@ def test_an_infinite_weight_on_a_zero_state_is_no_path() -> None:
     assert same.shape == (1, 3) and same[0, 0] == -torch.inf
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize(
-    ("semiring", "granularity"),
-    [("real", "scalar"), ("max_product", "scalar"), ("max_product", "op"), ("entropy", "scalar")],
-)
-def test_compiled_kernels_equal_eager_on_tiny_bert(semiring: str, granularity: str) -> None:
-    model = tiny_bert(seed=4)
-    ids = torch.randint(2, 40, (2, 6), generator=torch.Generator().manual_seed(5))
-    src = "bert.embeddings.word_embeddings"
-    results = {}
-    for compiled in (False, True):
-        config = SemiringConfig(
-            semiring, granularity=granularity, sources=(src,), record_path=False, compile=compiled
+def _brute_signed(w: torch.Tensor, mx: torch.Tensor, mn: torch.Tensor):
+    """Element by element: the extremes of ``w·p`` over the path products ``p ∈ {mx, mn}``
+    (none where unreached), ``0·∞`` no path."""
+    hi, lo = torch.empty_like(mx), torch.empty_like(mx)
+    for i in range(mx.numel()):
+        wi, a, b = w.reshape(-1)[i].item(), mx.reshape(-1)[i].item(), mn.reshape(-1)[i].item()
+        products = [] if a == -torch.inf and b == torch.inf else [wi * a, wi * b]
+        products = [p for p in products if p == p]  # NaN: 0·inf
+        hi.reshape(-1)[i] = max(products, default=-torch.inf)
+        lo.reshape(-1)[i] = min(products, default=torch.inf)
+    return hi, lo
+
+
+@pytest.mark.parametrize("unreached", [False, True])
+def test_signed_products_fast_and_branch_free_forms_equal_brute_force(unreached: bool) -> None:
+    """The fast form (taken when every product is finite) and the branch-free one (recorded
+    into compiled walks) both equal an element-by-element reference."""
+    a, b = _rand(4, 6), _rand(4, 6)
+    mx, mn = torch.maximum(a, b), torch.minimum(a, b)
+    w = _rand(4, 6)
+    w[0, :3] = 0.0
+    if unreached:
+        mx[1:3, 2:] = -torch.inf
+        mn[1:3, 2:] = torch.inf
+        w[1, 4] = 0.0
+    want = _brute_signed(w, mx, mn)
+    for branch_free in (False, True):
+        got = signed_products(w, mx, mn, branch_free=branch_free)
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+def test_custom_op_equals_the_function_and_has_a_shape_rule() -> None:
+    """``torch.ops.iit.signed_max_product_matmul`` (what compiled walks record) returns the
+    kernel's result, and its fake implementation the broadcast output shape and dtype."""
+    mx = _rand(3, 4, 5)
+    mn = mx - _rand(3, 4, 5).abs()
+    w = _rand(5, 2)
+    want = max_product_matmul(mx, mn, w)
+    got = max_product_matmul(mx, mn, w, compiled=True)
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+    with FakeTensorMode():
+        hi, lo = torch.ops.iit.signed_max_product_matmul(
+            torch.empty(2, 1, 4, 5),
+            torch.empty(2, 1, 4, 5),
+            torch.empty(3, 5, 2, dtype=torch.float64),
         )
-        results[compiled] = semiring_backward(model, {"input_ids": ids}, 1, config).values[src]
-    torch.testing.assert_close(results[True], results[False], rtol=0, atol=0)
+    assert hi.shape == lo.shape == (2, 3, 4, 2) and hi.dtype == torch.float64

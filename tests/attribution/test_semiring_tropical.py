@@ -122,6 +122,22 @@ def test_unreached_rows_and_zero_weights(backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+def test_unreached_row_tiles_are_filled(backend):
+    """Whole tiles of unreached rows (the C++ kernel fills them without computing): a full
+    4-row tile in one batch element, the ragged last tile in another, and one row less than a
+    tile, against brute force."""
+    if backend == "cpp":
+        cpp_or_skip()
+    s_max, s_min = state((3, 11, 37), ints=True)
+    for b, rows in ((0, slice(4, 8)), (1, slice(8, 11)), (2, slice(0, 3))):
+        s_max[b, rows], s_min[b, rows] = -INF, INF
+    w = weights((3, 37, 45), ints=True, zeros=0.3)
+    hi, lo = signed_max_product_matmul(s_max, s_min, w, backend=backend)
+    assert_exact((hi, lo), reference(s_max, s_min, w))
+    assert (hi[0, 4:8] == -INF).all() and (lo[1, 8:] == INF).all() and (hi[2, 3] > -INF).all()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_negative_weight_swaps(backend):
     if backend == "cpp":
         cpp_or_skip()

@@ -5,8 +5,9 @@ gradient (``real``), the top gradient path (``max_product``) or the gradient-gra
 (``entropy``); see :mod:`.backward` for the granularities and :mod:`.paths` for reading paths.
 
 Speed and memory: the pass frees each state and forward value after its last use when no path
-is asked for (``SemiringConfig(record_path=False)``), and ``SemiringConfig(compile=True)`` fuses
-the scalar max-product matrix products (:mod:`.kernels`) with ``torch.compile``.
+is asked for (``SemiringConfig(record_path=False)``), and ``SemiringConfig(compile=True)`` runs
+the walk as one program compiled by ``torch.compile`` once per graph structure
+(:mod:`.compiled_walk`; ``clear_compiled_walks()`` drops the programs).
 ``python benchmarks/semiring.py`` prints both against autograd's backward.
 """
 
@@ -17,6 +18,7 @@ from iit.attribution.semiring.backward import (
     gradient_graph_entropy,
     semiring_backward,
 )
+from iit.attribution.semiring.compiled_walk import clear_compiled_walks
 from iit.attribution.semiring.ops import supported_op_names
 from iit.attribution.semiring.paths import GradientPath, PathStep, best_source_index, top_path
 from iit.attribution.semiring.semirings import Granularity, SemiringName
@@ -36,4 +38,5 @@ __all__ = [
     "Granularity",
     "SemiringName",
     "clear_weight_cache",
+    "clear_compiled_walks",
 ]

@@ -8,9 +8,16 @@ The scalar max-product semiring's ⊕ is a ``max``, which no BLAS routine comput
 
 Unreached elements of a max-product state are ``(-inf, +inf)``, and an edge of weight 0 into one
 (``0·∞ = NaN``) is no path (:func:`signed_products`, the elementwise ⊗).
+
+For the compiled walk (:mod:`.compiled_walk`) the matrix product is also the custom op
+``torch.ops.iit.signed_max_product_matmul`` (so that a recorded program calls the kernel
+instead of freezing its result), and :func:`signed_products` has a form without branches on
+the data.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import Tensor
@@ -22,10 +29,20 @@ __all__ = ["max_product_matmul", "signed_products"]
 _INF = float("inf")
 
 
-def signed_products(w: Tensor, mx: Tensor, mn: Tensor) -> tuple[Tensor, Tensor]:
+def signed_products(
+    w: Tensor, mx: Tensor, mn: Tensor, *, branch_free: bool = False
+) -> tuple[Tensor, Tensor]:
     """``(max, min)`` of ``w·mx`` and ``w·mn`` (broadcast): a negative ``w`` swaps them.
-    ``0·∞`` (an edge of weight 0 into an unreached element, ``(-inf, +inf)``) is no path."""
+    ``0·∞`` (an edge of weight 0 into an unreached element, ``(-inf, +inf)``) is no path.
+
+    ``branch_free``: skip the fast path taken when every product is finite (it reads the data
+    to choose, which a recorded program would freeze); the result is the same."""
     a, b = w * mx, w * mn
+    if not branch_free and math.isfinite(float(a.sum()) + float(b.sum())):
+        # all products finite, so every element is reached (``mx >= mn``): the sign-selected
+        # products are the larger and the smaller one (sums: fast reductions, where the
+        # comparisons and ``fmax`` below are several times slower elementwise passes)
+        return torch.maximum(a, b), torch.minimum(a, b)
     pos = w >= 0
     hi, lo = torch.where(pos, a, b), torch.where(pos, b, a)
     # fmax / fmin ignore NaN (a 0·∞ product), so these turn it into "no path" in one op each
@@ -39,5 +56,22 @@ def max_product_matmul(
     (batch dims broadcast): ``(max, min)`` over ``j`` of ``w[j, k] · state[i, j]``,
     ``[..., i, k]``. Unreached elements (``-inf, +inf``) and ``0·∞`` products are no path.
     Computed by :func:`~.tropical.signed_max_product_matmul` (a register-tiled C++ kernel on
-    CPU, a ``torch.compile`` reduction with ``compiled=True``)."""
-    return signed_max_product_matmul(mx, mn, w, compiled=compiled)
+    CPU, a ``torch.compile`` reduction elsewhere with ``compiled=True``). ``compiled`` also
+    calls it through the custom op ``torch.ops.iit.signed_max_product_matmul``, which
+    recorded programs keep as a call."""
+    if compiled:
+        return torch.ops.iit.signed_max_product_matmul(mx, mn, w)
+    return signed_max_product_matmul(mx, mn, w)
+
+
+@torch.library.custom_op("iit::signed_max_product_matmul", mutates_args=())
+def _max_product_matmul_op(s_max: Tensor, s_min: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
+    return signed_max_product_matmul(s_max, s_min, w, compiled=True)
+
+
+@_max_product_matmul_op.register_fake
+def _max_product_matmul_shape(s_max: Tensor, s_min: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
+    batch = torch.broadcast_shapes(s_max.shape[:-2], w.shape[:-2])
+    dtype = torch.promote_types(torch.promote_types(s_max.dtype, s_min.dtype), w.dtype)
+    hi = s_max.new_empty((*batch, s_max.shape[-2], w.shape[-1]), dtype=dtype)
+    return hi, torch.empty_like(hi)

@@ -43,7 +43,7 @@ Slot = tuple[int, int | None]  # (argument position, index inside a list argumen
 
 __all__ = [
     "OpCall", "OpKind", "Slot", "op_kind", "supported_op_names", "slot_vjp", "edge_weights",
-    "value_reads",
+    "value_reads", "is_contraction",
 ]  # fmt: skip
 
 _ELEMENTWISE = [
@@ -87,6 +87,11 @@ def packet_name(target: Any) -> str:
     if packet is not None:
         return str(packet.__name__)
     return getattr(target, "__name__", str(target))
+
+
+def is_contraction(target: Any) -> bool:
+    """Whether an FX node target is a matrix product with a contraction rule."""
+    return _KIND.get(packet_name(target)) == "contraction"
 
 
 def op_kind(target: Any, where: str = "") -> OpKind:
@@ -224,7 +229,7 @@ def _closed_form_derivative(call: OpCall, slot: Slot) -> Tensor | float | None:
     if name == "tanh":
         return 1 - out * out
     if name == "relu":
-        return (out > 0).to(out.dtype)
+        return torch.sign(out)  # 0 or 1 (out >= 0); one pass, where a comparison is slow
     if name == "exp":
         return out
     if name == "log":
@@ -274,7 +279,11 @@ _RESHAPES = frozenset(
 
 
 def _written_into(
-    semiring: Semiring, s: State, shape: torch.Size, like: Tensor, write: Callable[[Tensor, Tensor], Tensor]
+    semiring: Semiring,
+    s: State,
+    shape: torch.Size,
+    like: Tensor,
+    write: Callable[[Tensor, Tensor], Tensor],
 ) -> State:
     """An empty state of ``shape`` with ``s`` written in by ``write(empty_tensor, state_tensor)``
     (the inverse of an injective copy such as a slice)."""
@@ -298,7 +307,9 @@ def _injective_copy(call: OpCall, slot: Slot, s: State, semiring: Semiring) -> S
         )  # fmt: skip
     if name == "select" and call.index is None:
         dim, index = args[1] % x.dim(), args[2]
-        return _written_into(semiring, s, x.shape, like, lambda e, t: e.select_scatter(t, dim, index))
+        return _written_into(
+            semiring, s, x.shape, like, lambda e, t: e.select_scatter(t, dim, index)
+        )
     if name == "cat" and call.index is None and slot[1] is not None:
         dim = args[1] if len(args) > 1 else 0
         parts = [t for t in args[0] if not (t.dim() == 1 and t.shape[0] == 0)]
@@ -375,7 +386,9 @@ def _reduction(call: OpCall, slot: Slot, s: State, semiring: Semiring) -> State:
     return semiring.scale(1.0 / math.prod(x.shape[d] for d in dims), tuple(states))
 
 
-def _contraction(call: OpCall, slot: Slot, s: State, semiring: Semiring) -> State:
+def _contraction(
+    call: OpCall, slot: Slot, s: State, semiring: Semiring, rows: Tensor | None = None
+) -> State:
     name = packet_name(call.target)
     pos = slot[0]
     alpha = 1.0
@@ -387,10 +400,18 @@ def _contraction(call: OpCall, slot: Slot, s: State, semiring: Semiring) -> Stat
         pos -= 1
     else:
         a, b = call.args[0], call.args[1]
+    if rows is not None:  # only these rows i of C (dim -2) are reached: the rest is zero
+        s = tuple(t.index_select(-2, rows) for t in s)
     if pos == 0:  # edge A[i,j] -> C[i,k] has weight B[j,k]: s [i,k] (x) B^T [k,j]
         w = b.mT
-        return semiring.matmul(s, w if alpha == 1.0 else alpha * w)
-    # edge B[j,k] -> C[i,k] has weight A[i,j]: (s^T [k,i] (x) A [i,j])^T
+        part = semiring.matmul(s, w if alpha == 1.0 else alpha * w)
+        if rows is None:
+            return part
+        empty = semiring.zero(a.shape, part[0])
+        return tuple(e.index_copy(-2, rows, p) for e, p in zip(empty, part))
+    # edge B[j,k] -> C[i,k] has weight A[i,j]: (s^T [k,i] (x) A [i,j])^T, over reached i only
+    if rows is not None:
+        a = a.index_select(-2, rows)
     out = semiring.matmul(tuple(t.mT for t in s), a if alpha == 1.0 else alpha * a)
     return tuple(t.mT for t in out)
 
@@ -403,7 +424,9 @@ _RULES: dict[OpKind, Callable[[OpCall, Slot, State, Semiring], State]] = {
 }
 
 
-def slot_vjp(call: OpCall, slot: Slot, s: State, semiring: Semiring) -> State:
+def slot_vjp(
+    call: OpCall, slot: Slot, s: State, semiring: Semiring, rows: Tensor | None = None
+) -> State:
     """Semiring VJP of one op through one argument slot.
 
     Args:
@@ -411,6 +434,9 @@ def slot_vjp(call: OpCall, slot: Slot, s: State, semiring: Semiring) -> State:
         slot: which argument receives the contribution.
         s: the output's state (tensors of the output's shape).
         semiring: the semiring to use.
+        rows: for a contraction, the indices along dim -2 of the output outside which its
+            state is known to be the semiring zero (no path reaches them): the matrix
+            products then run on those rows only. ``None``: all rows.
 
     Returns:
         The contribution to the argument's state, tensors of the argument's shape.
@@ -418,7 +444,10 @@ def slot_vjp(call: OpCall, slot: Slot, s: State, semiring: Semiring) -> State:
     Raises:
         UnsupportedOpError: if the op (or that argument slot of it) has no rule.
     """
-    return _RULES[op_kind(call.target)](call, slot, s, semiring)
+    kind = op_kind(call.target)
+    if kind == "contraction":
+        return _contraction(call, slot, s, semiring, rows)
+    return _RULES[kind](call, slot, s, semiring)
 
 
 #: ops whose rule reads no argument or output values, only shapes

@@ -13,8 +13,10 @@ Three implementations compute the same function (``backend``, ``compiled``):
   or without ``compiled``): AVX-512 register tiles of 4 rows x 32 columns (float32) held across
   the whole ``j`` loop, three multiplies, a max and a min per vector of 16 candidates, threads
   from PyTorch's pool (``torch.set_num_threads``); about 2-3x ``torch.mm`` on the shapes of a
-  BERT layer. Built by ``torch.utils.cpp_extension.load_inline`` on first use (about 30 s,
-  once: then cached on disk); where it cannot be built (no compiler) a warning is issued and
+  BERT layer. Tiles of rows that are entirely unreached are filled, not computed (after a
+  target that reads one token, most rows of the last layer). Built by
+  ``torch.utils.cpp_extension.load_inline`` on first use (about 30 s, once: then cached on
+  disk); where it cannot be built (no compiler) a warning is issued and
   the torch paths below serve instead. ``IIT_TROPICAL_CPP=0`` never builds it;
 * ``compiled=True`` (GPU tensors, ``backend="torch"``, or no C++ kernel): one
   ``torch.compile(dynamic=True)`` reduction (inductor: C++/OpenMP on CPU, Triton on GPU) that
@@ -364,6 +366,7 @@ _CPP_SOURCE = r"""
 #include <algorithm>
 #include <cstdint>
 #include <limits>
+#include <vector>
 #ifdef __AVX512F__
 #include <immintrin.h>
 #endif
@@ -495,6 +498,16 @@ void launch(const T* sx, const T* sn, const T* w, int64_t w_batch_stride, T* hi,
   constexpr int W = lanes<T>();
   constexpr int KT = NV * W;  // columns per tile
   const int64_t ni = (I + MR - 1) / MR, nk = (K + KT - 1) / KT;
+  const T inf = std::numeric_limits<T>::infinity();
+  // row blocks whose rows are all unreached ((-inf, +inf) throughout: every candidate is
+  // -inf / +inf or NaN) have an unreached result: filled, not computed (exact)
+  std::vector<char> empty_block(B * ni, 1);
+  for (int64_t r = 0; r < B * I; ++r) {
+    const T* x = sx + r * J; const T* n = sn + r * J;
+    int64_t j = 0;
+    while (j < J && x[j] == -inf && n[j] == inf) ++j;
+    if (j < J) empty_block[(r / I) * ni + (r % I) / MR] = 0;
+  }
   // about 2**16 candidates per task at least: small products stay on one thread
   const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 16) / std::max<int64_t>(1, MR * KT * J));
   at::parallel_for(0, B * ni * nk, grain, [&](int64_t t0, int64_t t1) {
@@ -504,6 +517,13 @@ void launch(const T* sx, const T* sn, const T* w, int64_t w_batch_stride, T* hi,
       const int64_t i0 = ib * MR, k0 = kb * KT;
       const int rows = (int)std::min<int64_t>(MR, I - i0);
       const int64_t cols = std::min<int64_t>(KT, K - k0);
+      if (empty_block[b * ni + ib]) {
+        for (int r = 0; r < rows; ++r) {
+          std::fill_n(hi + (b * I + i0 + r) * K + k0, cols, -inf);
+          std::fill_n(lo + (b * I + i0 + r) * K + k0, cols, inf);
+        }
+        continue;
+      }
       const int nv = (int)((cols + W - 1) / W);
       const int tail = (int)(cols - (int64_t)(nv - 1) * W);
       const int64_t s_off = (b * I + i0) * J, o_off = (b * I + i0) * K + k0;

@@ -13,13 +13,17 @@ past that, transforms are computed per call.
 
 from __future__ import annotations
 
+import contextlib
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["CACHE_LIMIT_BYTES", "cached_transform", "clear_weight_cache", "cached_bytes"]
+__all__ = [
+    "CACHE_LIMIT_BYTES", "cached_transform", "clear_weight_cache", "cached_bytes",
+    "intercept_transforms",
+]  # fmt: skip
 
 #: upper bound of the bytes the cache holds (a BERT-base's weight matrices are about 340 MiB)
 CACHE_LIMIT_BYTES = 1 << 30
@@ -27,6 +31,8 @@ CACHE_LIMIT_BYTES = 1 << 30
 _Key = tuple[object, ...]
 _entries: dict[_Key, tuple[weakref.ref, int, Tensor]] = {}
 _keys_of: dict[int, set[_Key]] = {}
+#: while set (:func:`intercept_transforms`), answers every request for a parameter's transform
+_interceptor: list[Callable[[str, Tensor, Callable[[Tensor], Tensor]], Tensor]] = []
 
 
 def _forget(owner_id: int) -> None:
@@ -56,6 +62,8 @@ def cached_transform(name: str, w: Tensor, fn: Callable[[Tensor], Tensor]) -> Te
     Returns:
         ``fn(w)``, shaped like ``w``.
     """
+    if _interceptor:
+        return _interceptor[-1](name, w, fn)
     owner = w._base if w._base is not None else w
     if not isinstance(owner, nn.Parameter):
         return fn(w)
@@ -71,3 +79,17 @@ def cached_transform(name: str, w: Tensor, fn: Callable[[Tensor], Tensor]) -> Te
         _entries[key] = (ref, owner._version, out)
         _keys_of.setdefault(owner_id, set()).add(key)
     return out
+
+
+@contextlib.contextmanager
+def intercept_transforms(
+    handler: Callable[[str, Tensor, Callable[[Tensor], Tensor]], Tensor],
+) -> Iterator[None]:
+    """While active, every :func:`cached_transform` call returns ``handler(name, w, fn)``
+    instead. The compiled walk (:mod:`.compiled_walk`) uses it to make the transforms of
+    parameters inputs of the program it records."""
+    _interceptor.append(handler)
+    try:
+        yield
+    finally:
+        _interceptor.pop()

@@ -1,0 +1,302 @@
+"""The reverse walk compiled into one fused program (``SemiringConfig(compile=True)``).
+
+The eager walk (:func:`.backward._walk`) issues a few small tensor ops per graph node, and on a
+small model most of its time goes to launching them. For one traced graph the walk is a fixed
+sequence of tensor ops on the stored forward values, so this module records that sequence once
+(``make_fx``) as a program. Its inputs are
+
+* the stored value of every node (the forward's activations, the model's parameters),
+* the cached transforms of the parameters (``|W|``, ``-|W| log |W|``; :mod:`.weights`), so that
+  the program follows in-place parameter updates without recomputing them per call.
+
+The recorded walk multiplies only the rows of each matrix product that some path reaches. They
+are found once per structure from the max-product's unreached marker; after a target that reads
+one token, the rows of the other tokens in the last layer are left out. ``torch.compile``
+(inductor) then fuses the elementwise chains into a few C++/OpenMP or Triton loops; the matrix
+products and the max-product kernel (``torch.ops.iit.signed_max_product_matmul``) stay library
+calls.
+
+The program is reused for every later call whose traced graph has the same *structure*: the
+same ops with the same constant arguments, the same value shapes, strides and dtypes, the same
+live set, sources and configuration. Another model of the same architecture reuses it too,
+since parameters are inputs. The first call of a structure compiles (tens of seconds on a CPU
+for a 4-layer BERT). Up to :data:`MAX_PROGRAMS` programs are kept, least recently used out
+first; :func:`clear_compiled_walks` drops them.
+
+While recorded, the walk takes no branch on the data (the semiring's ``compiled`` form). A walk
+that reads a tensor's value into Python, which the program would freeze, raises
+``UnsupportedOpError``.
+
+Results equal the eager walk's up to floating-point rounding inside fused loops (sums in another
+order, local derivatives such as GELU's from inductor's formulas): about 1e-7 relative.
+Memory: the program holds the forward values it reads until it returns, where the eager walk
+drops each after its last reader; inductor frees its own temporaries after their last use.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.fx import Node
+from torch.fx.experimental.proxy_tensor import make_fx
+from torch.utils._pytree import tree_flatten, tree_unflatten
+
+from iit.attribution.semiring.ops import is_contraction
+from iit.attribution.semiring.semirings import State
+from iit.attribution.semiring.trace import TracedComputation
+from iit.attribution.semiring.weights import cached_transform, intercept_transforms
+from iit.errors import UnsupportedOpError
+
+__all__ = ["MAX_PROGRAMS", "compiled_walk", "clear_compiled_walks", "compiled_walk_count"]
+
+_log = logging.getLogger(__name__)
+
+#: compiled programs kept at once (each holds its generated code and the parameters it reads)
+MAX_PROGRAMS = 8
+
+#: ``walk(comp, config, rows=...)``: the eager walk (:func:`.backward._walk`)
+_WalkFn = Callable[..., dict[Node, State]]
+
+
+@dataclasses.dataclass
+class _TransformRequest:
+    """One parameter transform the walk asks for: ``fn`` of a view of parameter ``param``
+    (an index into the program's parameter list) with the given size, stride and offset."""
+
+    name: str
+    fn: Callable[[Tensor], Tensor]
+    param: int
+    view: tuple[tuple[int, ...], tuple[int, ...], int]
+
+
+@dataclasses.dataclass
+class _Program:
+    run: Callable[..., Any]
+    transforms: list[_TransformRequest]
+    #: (position among the graph's nodes, number of state tensors) of each returned state
+    outputs: list[tuple[int, int]]
+
+
+_programs: OrderedDict[tuple, _Program] = OrderedDict()
+
+
+def clear_compiled_walks() -> None:
+    """Drop every compiled walk program (the next call of each structure compiles again)."""
+    _programs.clear()
+
+
+def compiled_walk_count() -> int:
+    """Number of compiled walk programs held now."""
+    return len(_programs)
+
+
+def compiled_walk(comp: TracedComputation, config: Any, walk: _WalkFn) -> dict[Node, State]:
+    """Run ``walk(comp, config)`` as a compiled program: compiled on the first call of this
+    graph structure (see the module docs), reused afterwards.
+
+    Args:
+        comp: a traced computation (:func:`~.trace.trace_computation`).
+        config: the :class:`~.backward.SemiringConfig` (``compile=True``).
+        walk: the eager walk, recorded once per structure.
+
+    Returns:
+        The states ``walk`` keeps (the sources', or every node's with ``record_path``), keyed by
+        ``comp``'s nodes. ``comp``'s values are released as the eager walk releases them.
+
+    Raises:
+        UnsupportedOpError: an op without a rule (from the walk), or a walk that reads a
+            tensor's value into Python, which a compiled program cannot repeat.
+    """
+    nodes = [n for n in comp.graph_module.graph.nodes if n in comp.env]
+    position = {n: i for i, n in enumerate(nodes)}
+    leaves, spec = tree_flatten([comp.env[n] for n in nodes])
+    tensor_at = [i for i, leaf in enumerate(leaves) if isinstance(leaf, Tensor)]
+    # plain detached tensors: the program runs without autograd, and whether the model's
+    # parameters require grad must not matter to it (a compiled program checks the type)
+    leaves = [
+        t.detach() if isinstance(t, Tensor) and (t.requires_grad or isinstance(t, nn.Parameter))
+        else t
+        for t in leaves
+    ]  # fmt: skip
+    tensors = [leaves[i] for i in tensor_at]
+    params = [comp.env[n] for n in nodes if n.op == "get_attr" and isinstance(comp.env[n], Tensor)]
+    key = _structure_key(comp, config, nodes, position, leaves)
+    program = _programs.get(key)
+    if program is None:
+        program = _record(comp, config, walk, nodes, position, leaves, spec, tensor_at, params)
+        _programs[key] = program
+        while len(_programs) > MAX_PROGRAMS:
+            _programs.popitem(last=False)
+    else:
+        _programs.move_to_end(key)
+    transforms = _transform_inputs(program.transforms, params)
+    with torch.no_grad():
+        flat = program.run(*tensors, *transforms)
+    states: dict[Node, State] = {}
+    offset = 0
+    for pos, arity in program.outputs:
+        states[nodes[pos]] = tuple(flat[offset : offset + arity])
+        offset += arity
+    _release(comp, config)
+    return states
+
+
+def _transform_inputs(requests: list[_TransformRequest], params: list[Tensor]) -> list[Tensor]:
+    """This call's value of each requested parameter transform (from the weight cache)."""
+    return [cached_transform(r.name, params[r.param].as_strided(*r.view), r.fn) for r in requests]
+
+
+def _release(comp: TracedComputation, config: Any) -> None:
+    """Leave ``comp``'s values as a values-only eager walk leaves them: shape-only stand-ins
+    for everything but the sources and parameters (kept as they are with ``record_path``)."""
+    from iit.attribution.semiring.backward import _stand_in
+
+    if config.semiring == "max_product" and config.record_path:
+        return
+    keep = set(comp.sources.values())
+    for node, value in comp.env.items():
+        if node not in keep and node.op != "get_attr":
+            comp.env[node] = _stand_in(value)
+
+
+def _structure_key(
+    comp: TracedComputation,
+    config: Any,
+    nodes: list[Node],
+    position: dict[Node, int],
+    leaves: list[Any],
+) -> tuple:
+    """Everything the recorded program depends on besides the tensor data. Node arguments
+    enter through their ``repr`` (nodes print as their names, which FX derives from the
+    graph's structure; floats print exactly)."""
+    graph = tuple(
+        (n.op, n.target, repr(n.args), repr(n.kwargs) if n.kwargs else "")
+        for n in comp.graph_module.graph.nodes
+    )
+    values = tuple(
+        (v.shape, v.stride(), v.dtype, v.device) if isinstance(v, Tensor) else ("c", v)
+        for v in leaves
+    )
+    live = tuple(sorted(position[n] for n in comp.live if n in position))
+    sources = tuple((name, position[n]) for name, n in comp.sources.items())
+    semiring = (config.semiring, config.granularity, config.record_path)
+    return graph, values, live, sources, position[comp.root], semiring
+
+
+def _record(
+    comp: TracedComputation,
+    config: Any,
+    walk: _WalkFn,
+    nodes: list[Node],
+    position: dict[Node, int],
+    leaves: list[Any],
+    spec: Any,
+    tensor_at: list[int],
+    params: list[Tensor],
+) -> _Program:
+    """Record the walk as an FX graph (twice: the first run finds which parameter transforms
+    it asks for, the second takes them as inputs), check it, and compile it."""
+    # parameters by storage: the program's inputs are detached (no link to the Parameter)
+    param_index: dict[int, int] = {}
+    for i, p in enumerate(params):
+        if isinstance(p, nn.Parameter) and p.untyped_storage().nbytes():
+            param_index.setdefault(p.untyped_storage().data_ptr(), i)
+    n_tensors = len(tensor_at)
+    outputs: list[tuple[int, int]] = []
+    rows = _reached_rows(comp, config, walk)
+
+    def program(*inputs: Tensor) -> list[Tensor]:
+        values = list(leaves)
+        for i, t in zip(tensor_at, inputs[:n_tensors]):
+            values[i] = t
+        env = dict(zip(nodes, tree_unflatten(values, spec)))
+        states = walk(dataclasses.replace(comp, env=env), config, rows=rows)
+        outputs.clear()
+        flat: list[Tensor] = []
+        for node, state in states.items():
+            outputs.append((position[node], len(state)))
+            flat.extend(state)
+        return flat
+
+    requests: list[_TransformRequest] = []
+
+    def discover(name: str, w: Tensor, fn: Callable[[Tensor], Tensor]) -> Tensor:
+        index = param_index.get(w.untyped_storage().data_ptr())
+        if index is not None:
+            view = (tuple(w.shape), tuple(w.stride()), w.storage_offset())
+            requests.append(_TransformRequest(name, fn, index, view))
+        return fn(w)  # (an activation's transform stays in the program)
+
+    tensors = [leaves[i] for i in tensor_at]
+    with _frozen_reads_refused(config), intercept_transforms(discover):
+        make_fx(program)(*tensors)
+    transforms = _transform_inputs(requests, params)
+    served = iter(range(len(requests)))
+
+    def program_with_transforms(*inputs: Tensor) -> list[Tensor]:
+        given = inputs[n_tensors:]
+
+        def serve(name: str, w: Tensor, fn: Callable[[Tensor], Tensor]) -> Tensor:
+            if w.untyped_storage().data_ptr() not in param_index:
+                return fn(w)
+            k = next(served)
+            if requests[k].name != name:  # pragma: no cover - the walk is deterministic
+                raise RuntimeError(f"transform request {k} changed: {requests[k].name} -> {name}")
+            return given[k]
+
+        with intercept_transforms(serve):
+            return program(*inputs[:n_tensors])
+
+    with _frozen_reads_refused(config):
+        gm = make_fx(program_with_transforms)(*tensors, *transforms)
+    _log.info(
+        "compiling the %s walk (%d graph nodes, %d program ops); this takes a while once",
+        config.semiring, len(nodes), len(gm.graph.nodes),
+    )  # fmt: skip
+    run = torch.compile(gm, dynamic=False)
+    return _Program(run, requests, list(outputs))
+
+
+def _reached_rows(comp: TracedComputation, config: Any, walk: _WalkFn) -> dict[Node, Tensor]:
+    """Contraction node -> the rows (dim -2) of its output that some path reaches, where that
+    is fewer than all (e.g. after a target that reads one token): from one eager scalar
+    max-product walk, whose unreached marker ``(-inf, +inf)`` depends on the graph's structure
+    only. The recorded program then multiplies those rows only (:func:`~.ops.slot_vjp`)."""
+    probe = dataclasses.replace(
+        config, semiring="max_product", granularity="scalar", record_path=True, compile=False
+    )
+    with torch.no_grad():
+        states = walk(comp, probe)
+    found: dict[Node, Tensor] = {}
+    for node, state in states.items():
+        if node.op != "call_function" or not is_contraction(node.target) or len(state) != 2:
+            continue
+        mx, mn = state
+        reached = ~((mx == -torch.inf) & (mn == torch.inf))
+        per_row = reached.movedim(-2, 0).reshape(mx.shape[-2], -1).any(1)
+        if not bool(per_row.all()):
+            found[node] = per_row.nonzero().squeeze(1)
+    return found
+
+
+@contextlib.contextmanager
+def _frozen_reads_refused(config: Any) -> Iterator[None]:
+    """No autograd while recording; ``make_fx``'s error for a read of a tensor's value into
+    Python (which the program would freeze) becomes an :class:`UnsupportedOpError`."""
+    try:
+        with torch.no_grad():
+            yield
+    except RuntimeError as err:
+        if "_local_scalar_dense" not in str(err) and "data-dependent" not in str(err):
+            raise
+        raise UnsupportedOpError(
+            f"the {config.semiring} walk reads a tensor value into Python (a branch on the "
+            f"data), which a compiled program would freeze; use SemiringConfig(compile=False)"
+        ) from err
