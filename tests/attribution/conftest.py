@@ -31,7 +31,7 @@ def tiny_bert(*, zero_bias: bool = False, layers: int = 2, seed: int = 0) -> nn.
     return model
 
 
-def tiny_gpt2(*, zero_bias: bool = False, seed: int = 0) -> nn.Module:
+def tiny_gpt2(*, zero_bias: bool = False, seed: int = 0, layers: int = 2) -> nn.Module:
     """GPT2ForSequenceClassification, 2 layers, hidden 16, 4 heads, 3 labels (pad id 0)."""
     from transformers import GPT2Config, GPT2ForSequenceClassification
 
@@ -39,7 +39,7 @@ def tiny_gpt2(*, zero_bias: bool = False, seed: int = 0) -> nn.Module:
     config = GPT2Config(
         vocab_size=VOCAB,
         n_embd=16,
-        n_layer=2,
+        n_layer=layers,
         n_head=4,
         n_positions=32,
         num_labels=3,

@@ -8,7 +8,9 @@ import pytest
 import torch
 
 from iit.attribution.semiring import SemiringConfig, semiring_backward, top_path
+from iit.attribution.semiring.backward import _walk
 from iit.attribution.semiring.compiled_walk import (
+    _reached_rows,
     clear_compiled_walks,
     compiled_walk,
     compiled_walk_count,
@@ -18,6 +20,7 @@ from iit.errors import UnsupportedOpError
 from tests.attribution.conftest import tiny_bert, tiny_gpt2
 
 SRC = "bert.embeddings.word_embeddings"
+aten = torch.ops.aten
 pytestmark = pytest.mark.slow  # each graph structure compiles once (about 10 s here)
 
 
@@ -57,18 +60,39 @@ def test_compiled_walk_equals_eager(semiring: str, granularity: str) -> None:
     assert compiled.computation.env[compiled.computation.sources[SRC]].shape == (2, 6, 16)
 
 
-def test_compiled_walk_equals_eager_on_gpt2() -> None:
+def test_compiled_walk_equals_eager_on_gpt2_with_other_padding() -> None:
     """GPT-2 (entropy): Conv1D matrix products (untransposed weights as transform inputs), the
-    causal mask's where, and a target that reads the last token of each row. (Compiling this
-    2-layer graph takes about 80 s here.)"""
-    model = tiny_gpt2(seed=2)
-    out = []
-    for compile_ in (False, True):
-        config = SemiringConfig(
-            "entropy", sources=("transformer.wte",), record_path=False, compile=compile_
-        )
-        out.append(semiring_backward(model, _ids(), 2, config))
-    _assert_results_close(*out)
+    causal mask's where, and a target that reads the last non-padding token, an index
+    computed from the data: the second padding reuses the program recorded for the first
+    (same structure) and still equals the eager walk. (Compiling this one-layer graph takes
+    about 40 s here.)"""
+    model = tiny_gpt2(seed=2, layers=1)
+    clear_compiled_walks()
+    for pad_from in ((4, 6), (3, 5)):  # pad id 0 from these positions on, per row
+        ids = _ids()["input_ids"]
+        for row, start in enumerate(pad_from):
+            ids[row, start:] = 0
+        out = []
+        for compile_ in (False, True):
+            config = SemiringConfig(
+                "entropy", sources=("transformer.wte",), record_path=False, compile=compile_
+            )
+            out.append(semiring_backward(model, {"input_ids": ids}, 2, config))
+        _assert_results_close(*out)
+    assert compiled_walk_count() == 1
+
+
+def test_reached_rows_only_where_the_structure_fixes_them() -> None:
+    """BERT's [CLS] target fixes the reached rows of the last layer; GPT-2's last-token target
+    picks them by an index tensor, so all rows are kept."""
+    bert = trace_computation(tiny_bert(seed=4, layers=1), _ids(), 1, (SRC,))
+    config = SemiringConfig("real", sources=(SRC,))
+    rows = _reached_rows(bert, config, _walk)
+    assert rows and all(
+        r.tolist() == [0, 6] for n, r in rows.items() if n.target is aten.addmm.default
+    )
+    gpt2 = trace_computation(tiny_gpt2(seed=2, layers=1), _ids(), 2, ("transformer.wte",))
+    assert _reached_rows(gpt2, config, _walk) == {}
 
 
 def test_one_program_per_structure_and_parameters_are_inputs() -> None:

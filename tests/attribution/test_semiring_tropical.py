@@ -289,3 +289,22 @@ def test_portable_cpp_tile():
             got = module.signed_max_product_matmul(s_max[None], s_min[None], w[None])
             want = reference(s_max, s_min, w)
             assert_exact((got[0][0], got[1][0]), want)
+
+
+def test_a_stale_build_lock_is_removed_and_a_fresh_one_kept(monkeypatch, tmp_path):
+    """An interrupted build leaves a lock that ``load_inline`` would wait for forever."""
+    import os
+    import time
+
+    import torch.utils.cpp_extension as ext
+
+    monkeypatch.setattr(ext, "_get_build_directory", lambda name, verbose: str(tmp_path))
+    lock = tmp_path / "lock"
+    lock.touch()
+    old = time.time() - tropical._STALE_LOCK_SECONDS - 60
+    os.utime(lock, (old, old))
+    tropical._clear_stale_build_lock("any")
+    assert not lock.exists()
+    lock.touch()  # a build in progress in another process
+    tropical._clear_stale_build_lock("any")
+    assert lock.exists()

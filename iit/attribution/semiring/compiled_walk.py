@@ -11,7 +11,8 @@ sequence of tensor ops on the stored forward values, so this module records that
 
 The recorded walk multiplies only the rows of each matrix product that some path reaches. They
 are found once per structure from the max-product's unreached marker; after a target that reads
-one token, the rows of the other tokens in the last layer are left out. ``torch.compile``
+one token, the rows of the other tokens in the last layer are left out (unless an op on the
+gradient graph picks elements by an index tensor, see :func:`_reached_rows`). ``torch.compile``
 (inductor) then fuses the elementwise chains into a few C++/OpenMP or Triton loops; the matrix
 products and the max-product kernel (``torch.ops.iit.signed_max_product_matmul``) stay library
 calls.
@@ -28,9 +29,11 @@ that reads a tensor's value into Python, which the program would freeze, raises
 ``UnsupportedOpError``.
 
 Results equal the eager walk's up to floating-point rounding inside fused loops (sums in another
-order, local derivatives such as GELU's from inductor's formulas): about 1e-7 relative.
-Memory: the program holds the forward values it reads until it returns, where the eager walk
-drops each after its last reader; inductor frees its own temporaries after their last use.
+order, local derivatives such as GELU's from inductor's formulas; about 1e-7 relative in the
+tests).
+Memory: the values the program does not read are released before it runs; the ones it reads are
+held until it returns, where the eager walk drops each after its last reader; inductor frees its
+own temporaries after their last use.
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ from torch.fx import Node
 from torch.fx.experimental.proxy_tensor import make_fx
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
-from iit.attribution.semiring.ops import is_contraction
+from iit.attribution.semiring.ops import is_contraction, packet_name
 from iit.attribution.semiring.semirings import State
 from iit.attribution.semiring.trace import TracedComputation
 from iit.attribution.semiring.weights import cached_transform, intercept_transforms
@@ -58,7 +61,7 @@ __all__ = ["MAX_PROGRAMS", "compiled_walk", "clear_compiled_walks", "compiled_wa
 
 _log = logging.getLogger(__name__)
 
-#: compiled programs kept at once (each holds its generated code and the parameters it reads)
+#: compiled programs kept at once (torch.compile's own caches keep the generated code)
 MAX_PROGRAMS = 8
 
 #: ``walk(comp, config, rows=...)``: the eager walk (:func:`.backward._walk`)
@@ -80,6 +83,8 @@ class _TransformRequest:
 class _Program:
     run: Callable[..., Any]
     transforms: list[_TransformRequest]
+    #: which of (stored tensors..., transforms...) the program reads, in its argument order
+    inputs: list[int]
     #: (position among the graph's nodes, number of state tensors) of each returned state
     outputs: list[tuple[int, int]]
 
@@ -136,15 +141,18 @@ def compiled_walk(comp: TracedComputation, config: Any, walk: _WalkFn) -> dict[N
             _programs.popitem(last=False)
     else:
         _programs.move_to_end(key)
-    transforms = _transform_inputs(program.transforms, params)
+    given = [*tensors, *_transform_inputs(program.transforms, params)]
+    args = [given[i] for i in program.inputs]
+    del given, tensors, leaves
+    _release(comp, config)  # values the program does not read go now, the rest after it
     with torch.no_grad():
-        flat = program.run(*tensors, *transforms)
+        flat = program.run(*args)
+    del args
     states: dict[Node, State] = {}
     offset = 0
     for pos, arity in program.outputs:
         states[nodes[pos]] = tuple(flat[offset : offset + arity])
         offset += arity
-    _release(comp, config)
     return states
 
 
@@ -184,10 +192,18 @@ def _structure_key(
         (v.shape, v.stride(), v.dtype, v.device) if isinstance(v, Tensor) else ("c", v)
         for v in leaves
     )
+    # which parameters share a storage, and where in it they start (transform inputs are
+    # views of a parameter's storage)
+    first_of: dict[int, int] = {}
+    storages = tuple(
+        (first_of.setdefault(v.untyped_storage().data_ptr(), i), v.storage_offset())
+        for i, v in enumerate(comp.env[n] for n in nodes if n.op == "get_attr")
+        if isinstance(v, Tensor)
+    )
     live = tuple(sorted(position[n] for n in comp.live if n in position))
     sources = tuple((name, position[n]) for name, n in comp.sources.items())
     semiring = (config.semiring, config.granularity, config.record_path)
-    return graph, values, live, sources, position[comp.root], semiring
+    return graph, values, storages, live, sources, position[comp.root], semiring
 
 
 def _record(
@@ -256,19 +272,37 @@ def _record(
 
     with _frozen_reads_refused(config):
         gm = make_fx(program_with_transforms)(*tensors, *transforms)
+    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    inputs = [i for i, n in enumerate(placeholders) if n.users]
+    for n in placeholders:  # values read for their shape only, or not at all
+        if not n.users:
+            gm.graph.erase_node(n)
+    gm.recompile()
     _log.info(
         "compiling the %s walk (%d graph nodes, %d program ops); this takes a while once",
         config.semiring, len(nodes), len(gm.graph.nodes),
     )  # fmt: skip
     run = torch.compile(gm, dynamic=False)
-    return _Program(run, requests, list(outputs))
+    return _Program(run, requests, inputs, list(outputs))
+
+
+#: ops that pick elements by an index tensor (whose values a structure key does not hold)
+_DATA_INDEXED = frozenset({"index", "index_select", "gather", "embedding"})
 
 
 def _reached_rows(comp: TracedComputation, config: Any, walk: _WalkFn) -> dict[Node, Tensor]:
     """Contraction node -> the rows (dim -2) of its output that some path reaches, where that
     is fewer than all (e.g. after a target that reads one token): from one eager scalar
-    max-product walk, whose unreached marker ``(-inf, +inf)`` depends on the graph's structure
-    only. The recorded program then multiplies those rows only (:func:`~.ops.slot_vjp`)."""
+    max-product walk, where unreached elements are ``(-inf, +inf)``. The recorded program
+    then multiplies those rows only (:func:`~.ops.slot_vjp`).
+
+    Reachability follows from the graph's structure, unless a live op picks elements by an
+    index tensor (``index``, ``gather``, ...: e.g. GPT-2's last non-padding token, or a
+    target of per-row classes): then every row is kept. (An infinite weight on an unreached,
+    zero row is NaN in the eager real and entropy walks, and zero here.)"""
+    data_indexed = [n for n in comp.live if packet_name(n.target) in _DATA_INDEXED]
+    if data_indexed:  # which rows are reached may depend on the data: all rows, every call
+        return {}
     probe = dataclasses.replace(
         config, semiring="max_product", granularity="scalar", record_path=True, compile=False
     )

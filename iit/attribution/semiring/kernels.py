@@ -38,7 +38,8 @@ def signed_products(
     ``branch_free``: skip the fast path taken when every product is finite (it reads the data
     to choose, which a recorded program would freeze); the result is the same."""
     a, b = w * mx, w * mn
-    if not branch_free and math.isfinite(float(a.sum()) + float(b.sum())):
+    cpu = a.device.type == "cpu"  # (reading the sums would wait for a GPU: no fast path there)
+    if not branch_free and cpu and math.isfinite(float(a.sum()) + float(b.sum())):
         # all products finite, so every element is reached (``mx >= mn``): the sign-selected
         # products are the larger and the smaller one (sums: fast reductions, where the
         # comparisons and ``fmax`` below are several times slower elementwise passes)

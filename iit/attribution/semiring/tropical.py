@@ -40,6 +40,7 @@ import logging
 import math
 import os
 import threading
+import time
 import warnings
 from collections.abc import Callable
 from functools import cache
@@ -592,6 +593,7 @@ def _cpp_module() -> Any | None:
                 from torch.utils.cpp_extension import load_inline
 
                 _log.info("loading (on the first use here: building, ~30 s) the C++ kernel")
+                _clear_stale_build_lock(f"iit_tropical_{tag}")
                 module = load_inline(
                     name=f"iit_tropical_{tag}",
                     cpp_sources=[_CPP_SOURCE],
@@ -611,6 +613,24 @@ def _cpp_module() -> Any | None:
         _CPP_STATE["module"] = module
         _CPP_STATE["built"] = True
         return module
+
+
+#: a build lock older than this is left by an interrupted build (a build takes about 30 s)
+_STALE_LOCK_SECONDS = 600
+
+
+def _clear_stale_build_lock(name: str) -> None:
+    """Remove the build lock of extension ``name`` if an interrupted build left it behind:
+    ``torch.utils.cpp_extension`` would otherwise wait for it forever."""
+    try:
+        from torch.utils.cpp_extension import _get_build_directory
+
+        lock = os.path.join(_get_build_directory(name, verbose=False), "lock")
+        if time.time() - os.path.getmtime(lock) > _STALE_LOCK_SECONDS:
+            _log.warning("removing the stale build lock %s (an interrupted build)", lock)
+            os.remove(lock)
+    except (ImportError, OSError):  # no lock (the usual case), or another torch layout
+        pass
 
 
 def cpp_kernel_available() -> bool:

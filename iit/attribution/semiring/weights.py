@@ -14,6 +14,7 @@ past that, transforms are computed per call.
 from __future__ import annotations
 
 import contextlib
+import threading
 import weakref
 from collections.abc import Callable, Iterator
 
@@ -31,8 +32,8 @@ CACHE_LIMIT_BYTES = 1 << 30
 _Key = tuple[object, ...]
 _entries: dict[_Key, tuple[weakref.ref, int, Tensor]] = {}
 _keys_of: dict[int, set[_Key]] = {}
-#: while set (:func:`intercept_transforms`), answers every request for a parameter's transform
-_interceptor: list[Callable[[str, Tensor, Callable[[Tensor], Tensor]], Tensor]] = []
+#: per thread, while set (:func:`intercept_transforms`): answers every request
+_local = threading.local()
 
 
 def _forget(owner_id: int) -> None:
@@ -62,8 +63,9 @@ def cached_transform(name: str, w: Tensor, fn: Callable[[Tensor], Tensor]) -> Te
     Returns:
         ``fn(w)``, shaped like ``w``.
     """
-    if _interceptor:
-        return _interceptor[-1](name, w, fn)
+    handlers = getattr(_local, "handlers", None)
+    if handlers:
+        return handlers[-1](name, w, fn)
     owner = w._base if w._base is not None else w
     if not isinstance(owner, nn.Parameter):
         return fn(w)
@@ -85,11 +87,13 @@ def cached_transform(name: str, w: Tensor, fn: Callable[[Tensor], Tensor]) -> Te
 def intercept_transforms(
     handler: Callable[[str, Tensor, Callable[[Tensor], Tensor]], Tensor],
 ) -> Iterator[None]:
-    """While active, every :func:`cached_transform` call returns ``handler(name, w, fn)``
-    instead. The compiled walk (:mod:`.compiled_walk`) uses it to make the transforms of
+    """While active, every :func:`cached_transform` call in this thread returns
+    ``handler(name, w, fn)`` instead. The compiled walk (:mod:`.compiled_walk`) uses it to make the transforms of
     parameters inputs of the program it records."""
-    _interceptor.append(handler)
+    if not hasattr(_local, "handlers"):
+        _local.handlers = []
+    _local.handlers.append(handler)
     try:
         yield
     finally:
-        _interceptor.pop()
+        _local.handlers.pop()
