@@ -140,9 +140,10 @@ def semiring_peak_bytes(model, inputs, config: SemiringConfig) -> int:
 
 def compiled_peak_bytes(model, inputs, config: SemiringConfig) -> int:
     """Peak bytes of a compiled walk: its recorded program run op by op (each temporary freed
-    after its last use, every input held until the end; parameters and their cached
-    transforms excluded). Inductor's fused code materialises fewer temporaries, so this is
-    an estimate from above of what the compiled program holds."""
+    after its last use, every input and the sources held until the end, measured while each
+    op's inputs and output coexist; parameters and their cached transforms excluded).
+    Inductor's fused code materialises fewer temporaries, so this is an estimate from above
+    of what the compiled program holds."""
     from torch.utils._pytree import tree_flatten
 
     from iit.attribution.semiring import compiled_walk as cw
@@ -162,6 +163,7 @@ def compiled_peak_bytes(model, inputs, config: SemiringConfig) -> int:
     owned = {t.untyped_storage().data_ptr() for t in [*params, *transforms]}
     last = {a: i for i, n in enumerate(gm.graph.nodes) for a in n.all_input_nodes}
     args = iter([given[i] for i in program.inputs])
+    outside = [comp.env[n] for n in comp.sources.values()]  # the caller keeps the sources
     env, live, peak = {}, {}, 0
     with torch.no_grad():
         for i, n in enumerate(gm.graph.nodes):
@@ -176,10 +178,10 @@ def compiled_peak_bytes(model, inputs, config: SemiringConfig) -> int:
                 a = torch.fx.node.map_arg(n.args, env.__getitem__)
                 k = torch.fx.node.map_arg(n.kwargs, env.__getitem__)
                 env[n] = live[n] = n.target(*a, **k)
+            peak = max(peak, _held_bytes([*live.values(), *outside], owned))  # inputs + output
             for x in n.all_input_nodes:
                 if last.get(x) == i and x.op != "placeholder":
                     live.pop(x, None)
-            peak = max(peak, _held_bytes(list(live.values()), owned))
     return peak
 
 

@@ -113,7 +113,8 @@ def compiled_walk(comp: TracedComputation, config: Any, walk: _WalkFn) -> dict[N
 
     Returns:
         The states ``walk`` keeps (the sources', or every node's with ``record_path``), keyed by
-        ``comp``'s nodes. ``comp``'s values are released as the eager walk releases them.
+        ``comp``'s nodes. ``comp``'s values are released as the eager walk releases them
+        (before the program runs, so also when it raises: trace again to retry).
 
     Raises:
         UnsupportedOpError: an op without a rule (from the walk), or a walk that reads a
@@ -300,7 +301,9 @@ def _reached_rows(comp: TracedComputation, config: Any, walk: _WalkFn) -> dict[N
     index tensor (``index``, ``gather``, ...: e.g. GPT-2's last non-padding token, or a
     target of per-row classes): then every row is kept. (An infinite weight on an unreached,
     zero row is NaN in the eager real and entropy walks, and zero here.)"""
-    data_indexed = [n for n in comp.live if packet_name(n.target) in _DATA_INDEXED]
+    data_indexed = [
+        n for n in comp.live if n.op == "call_function" and packet_name(n.target) in _DATA_INDEXED
+    ]
     if data_indexed:  # which rows are reached may depend on the data: all rows, every call
         return {}
     probe = dataclasses.replace(
