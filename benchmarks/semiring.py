@@ -144,8 +144,6 @@ def compiled_peak_bytes(model, inputs, config: SemiringConfig) -> int:
     op's inputs and output coexist; parameters and their cached transforms excluded).
     Inductor's fused code materialises fewer temporaries, so this is an estimate from above
     of what the compiled program holds."""
-    from torch.utils._pytree import tree_flatten
-
     from iit.attribution.semiring import compiled_walk as cw
 
     comp = trace_computation(model, inputs, target, (SOURCE,))
@@ -153,16 +151,11 @@ def compiled_peak_bytes(model, inputs, config: SemiringConfig) -> int:
         run_walk(trace_computation(model, inputs, target, (SOURCE,)), config)  # (compiled)
     program = next(reversed(cw._programs.values()))  # the one just used
     gm = program.run._orig_mod
-    nodes = [n for n in comp.graph_module.graph.nodes if n in comp.env]
-    leaves, _ = tree_flatten([comp.env[n] for n in nodes])
-    params = [
-        comp.env[n] for n in nodes if n.op == "get_attr" and isinstance(comp.env[n], torch.Tensor)
-    ]
-    transforms = cw._transform_inputs(program.transforms, params)
-    given = [t.detach() for t in leaves if isinstance(t, torch.Tensor)] + transforms
-    owned = {t.untyped_storage().data_ptr() for t in [*params, *transforms]}
+    values = cw._flatten(comp)
+    transforms = cw._transform_inputs(program.transforms, values.params)
+    owned = {t.untyped_storage().data_ptr() for t in [*values.params, *transforms]}
     last = {a: i for i, n in enumerate(gm.graph.nodes) for a in n.all_input_nodes}
-    args = iter([given[i] for i in program.inputs])
+    args = iter(cw.program_args(program, values))
     outside = [comp.env[n] for n in comp.sources.values()]  # the caller keeps the sources
     env, live, peak = {}, {}, 0
     with torch.no_grad():

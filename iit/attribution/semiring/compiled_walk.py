@@ -120,31 +120,19 @@ def compiled_walk(comp: TracedComputation, config: Any, walk: _WalkFn) -> dict[N
         UnsupportedOpError: an op without a rule (from the walk), or a walk that reads a
             tensor's value into Python, which a compiled program cannot repeat.
     """
-    nodes = [n for n in comp.graph_module.graph.nodes if n in comp.env]
-    position = {n: i for i, n in enumerate(nodes)}
-    leaves, spec = tree_flatten([comp.env[n] for n in nodes])
-    tensor_at = [i for i, leaf in enumerate(leaves) if isinstance(leaf, Tensor)]
-    # plain detached tensors: the program runs without autograd, and whether the model's
-    # parameters require grad must not matter to it (a compiled program checks the type)
-    leaves = [
-        t.detach() if isinstance(t, Tensor) and (t.requires_grad or isinstance(t, nn.Parameter))
-        else t
-        for t in leaves
-    ]  # fmt: skip
-    tensors = [leaves[i] for i in tensor_at]
-    params = [comp.env[n] for n in nodes if n.op == "get_attr" and isinstance(comp.env[n], Tensor)]
-    key = _structure_key(comp, config, nodes, position, leaves)
+    v = _flatten(comp)
+    key = _structure_key(comp, config, v.nodes, v.position, v.leaves)
     program = _programs.get(key)
     if program is None:
-        program = _record(comp, config, walk, nodes, position, leaves, spec, tensor_at, params)
+        program = _record(comp, config, walk, v)
         _programs[key] = program
         while len(_programs) > MAX_PROGRAMS:
             _programs.popitem(last=False)
     else:
         _programs.move_to_end(key)
-    given = [*tensors, *_transform_inputs(program.transforms, params)]
-    args = [given[i] for i in program.inputs]
-    del given, tensors, leaves
+    args = program_args(program, v)
+    nodes = v.nodes
+    del v
     _release(comp, config)  # values the program does not read go now, the rest after it
     with torch.no_grad():
         flat = program.run(*args)
@@ -155,6 +143,45 @@ def compiled_walk(comp: TracedComputation, config: Any, walk: _WalkFn) -> dict[N
         states[nodes[pos]] = tuple(flat[offset : offset + arity])
         offset += arity
     return states
+
+
+@dataclasses.dataclass
+class _Values:
+    """A traced computation's stored values, flattened in graph order for a program."""
+
+    nodes: list[Node]  # graph nodes that hold a value
+    position: dict[Node, int]
+    leaves: list[Any]  # pytree leaves of their values, tensors detached
+    spec: Any
+    tensor_at: list[int]  # which leaves are tensors
+    params: list[Tensor]  # values of the get_attr nodes (the Parameters themselves)
+
+    @property
+    def tensors(self) -> list[Tensor]:
+        return [self.leaves[i] for i in self.tensor_at]
+
+
+def _flatten(comp: TracedComputation) -> _Values:
+    nodes = [n for n in comp.graph_module.graph.nodes if n in comp.env]
+    leaves, spec = tree_flatten([comp.env[n] for n in nodes])
+    tensor_at = [i for i, leaf in enumerate(leaves) if isinstance(leaf, Tensor)]
+    # plain detached tensors: the program runs without autograd, and whether the model's
+    # parameters require grad must not matter to it (a compiled program checks the type)
+    leaves = [
+        t.detach() if isinstance(t, Tensor) and (t.requires_grad or isinstance(t, nn.Parameter))
+        else t
+        for t in leaves
+    ]  # fmt: skip
+    params = [comp.env[n] for n in nodes if n.op == "get_attr" and isinstance(comp.env[n], Tensor)]
+    position = {n: i for i, n in enumerate(nodes)}
+    return _Values(nodes, position, leaves, spec, tensor_at, params)
+
+
+def program_args(program: _Program, values: _Values) -> list[Tensor]:
+    """The arguments of ``program`` for one call: the stored tensors and parameter transforms
+    it reads, in its order."""
+    given = [*values.tensors, *_transform_inputs(program.transforms, values.params)]
+    return [given[i] for i in program.inputs]
 
 
 def _transform_inputs(requests: list[_TransformRequest], params: list[Tensor]) -> list[Tensor]:
@@ -207,19 +234,12 @@ def _structure_key(
     return graph, values, storages, live, sources, position[comp.root], semiring
 
 
-def _record(
-    comp: TracedComputation,
-    config: Any,
-    walk: _WalkFn,
-    nodes: list[Node],
-    position: dict[Node, int],
-    leaves: list[Any],
-    spec: Any,
-    tensor_at: list[int],
-    params: list[Tensor],
-) -> _Program:
+def _record(comp: TracedComputation, config: Any, walk: _WalkFn, v: _Values) -> _Program:
     """Record the walk as an FX graph (twice: the first run finds which parameter transforms
     it asks for, the second takes them as inputs), check it, and compile it."""
+    nodes, position, leaves, spec, tensor_at, params = (
+        v.nodes, v.position, v.leaves, v.spec, v.tensor_at, v.params
+    )  # fmt: skip
     # parameters by storage: the program's inputs are detached (no link to the Parameter)
     param_index: dict[int, int] = {}
     for i, p in enumerate(params):
@@ -251,7 +271,7 @@ def _record(
             requests.append(_TransformRequest(name, fn, index, view))
         return fn(w)  # (an activation's transform stays in the program)
 
-    tensors = [leaves[i] for i in tensor_at]
+    tensors = v.tensors
     with _frozen_reads_refused(config), intercept_transforms(discover):
         make_fx(program)(*tensors)
     transforms = _transform_inputs(requests, params)
