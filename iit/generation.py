@@ -90,9 +90,9 @@ def generate(
                         f"{type(model.model).__name__} returns no logits; generate needs a causal LM "
                         "(e.g. AutoModelForCausalLM)"
                     )
-                last = real_token_positions(Tokens.last(), mask)  # [batch, 1]
+                last = real_token_positions(Tokens.last(), mask).to(logits.device)  # [batch, 1]
                 next_logits = logits.gather(1, last[:, :, None].expand(-1, -1, logits.shape[-1]))[:, 0]
-                token = next_logits.argmax(-1)  # [batch]
+                token = next_logits.argmax(-1).to(ids.device)  # [batch], on the prompt's device
                 new_tokens.append(token)
                 ids = torch.cat([ids, token[:, None]], dim=1)
                 mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)

@@ -324,6 +324,7 @@ class _Step:
 
 def _bind(iv: Intervention, source: Tensor | None) -> Callable[[Tensor], Tensor]:
     def apply(base_values: Tensor) -> Tensor:
-        return iv(base_values, source)
+        # source values go to the device of the module that consumes them (accelerate placement)
+        return iv(base_values, None if source is None else source.to(base_values.device))
 
     return apply

@@ -9,6 +9,12 @@ slot, to the values written back. New kinds subclass :class:`Intervention` and o
 Per-row interventions: ``intervention.where(rows)`` (``rows`` a bool ``[batch]``) applies it to
 the chosen rows only, so one training batch can mix interventions on different variables;
 ``intervention.from_source(i)`` makes it read source slot ``i`` for one call.
+
+Placement and dtype: every built-in intervention returns its values on the device of the base
+values, i.e. of the module that consumes them (source values cached on another device, a
+constant stored on the CPU, a model split by accelerate across devices), and never casts to
+another dtype behind the caller's back: a constant or steering vector must have the hidden
+state's dtype (:class:`InterventionShapeError` otherwise).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from iit.errors import InterventionError, InterventionShapeError
+from iit.precision import upcast
 
 __all__ = [
     "Intervention",
@@ -145,7 +152,7 @@ class Interchange(Intervention):
     def forward(self, base: Tensor, source: Tensor | None) -> Tensor:
         """Return the source values ``[batch, ...]`` unchanged."""
         assert source is not None
-        return source
+        return source.to(base.device)
 
 
 class ZeroAblation(Intervention):
@@ -162,12 +169,12 @@ def _per_row_value(value: Tensor, base: Tensor, what: str, where: str) -> Tensor
             f"{where}: the {what} has shape {tuple(value.shape)} but one row of the slot has shape "
             f"{tuple(base.shape[1:])} (slot {tuple(base.shape)}); give exactly one row's shape"
         )
-    if value.dtype != base.dtype or value.device != base.device:
+    if value.dtype != base.dtype:
         raise InterventionShapeError(
-            f"{where}: the {what} is {value.dtype} on {value.device} but the hidden state is "
-            f"{base.dtype} on {base.device}"
+            f"{where}: the {what} is {value.dtype} but the hidden state is {base.dtype}; cast it "
+            "to the model's dtype first"
         )
-    return value.unsqueeze(0).expand_as(base)
+    return value.to(base.device).unsqueeze(0).expand_as(base)
 
 
 class ConstantAblation(Intervention):
@@ -190,7 +197,9 @@ class ConstantAblation(Intervention):
 class MeanAblation(ConstantAblation):
     """Set the values at the coordinate to their mean over a dataset.
 
-    Build it with :meth:`fit`, which collects the values over reference inputs.
+    Build it with :meth:`fit`, which collects the values over reference inputs; the sum is
+    accumulated in float32 for half-precision models (float64 stays float64) and the mean
+    stored in the values' own dtype.
     """
 
     @classmethod
@@ -209,13 +218,16 @@ class MeanAblation(ConstantAblation):
         total: Tensor | None = None
         count = 0
         with torch.no_grad():
+            dtype: torch.dtype | None = None
             for batch in batches:
                 values = model.collect(batch, [coordinate])[coordinate]
-                total = values.sum(0) if total is None else total + values.sum(0)
+                dtype = values.dtype
+                part = upcast(values).sum(0)
+                total = part if total is None else total + part.to(total.device)
                 count += values.shape[0]
-        if total is None or count == 0:
+        if total is None or count == 0 or dtype is None:
             raise InterventionError("MeanAblation.fit needs at least one non-empty batch of inputs")
-        return cls(coordinate, total / count)
+        return cls(coordinate, (total / count).to(dtype))
 
 
 class ResampleAblation(Intervention):
@@ -241,8 +253,13 @@ class ResampleAblation(Intervention):
                 f"{self.where_text()}: pool rows have shape {tuple(self.pool.shape[1:])} but slot "
                 f"rows have shape {tuple(base.shape[1:])}"
             )
+        if self.pool.dtype != base.dtype:
+            raise InterventionShapeError(
+                f"{self.where_text()}: the pool is {self.pool.dtype} but the hidden state is "
+                f"{base.dtype}; collect the pool from the same model (or cast it first)"
+            )
         rows = torch.randint(0, self.pool.shape[0], (base.shape[0],), generator=self.generator)
-        return self.pool[rows.to(self.pool.device)].to(base.dtype)
+        return self.pool[rows.to(self.pool.device)].to(base.device)
 
 
 class Addition(Intervention):

@@ -9,9 +9,16 @@ and an orthogonal ``R`` (``[d, d]``, row-vector convention: rotated = ``h @ R``)
 with ``m`` the 0/1 mask of the rotated dims given to the variable (or, for Boundless DAS, a soft
 sigmoid mask). The right-hand form is what is computed: it is the same map, cheaper (only the
 masked columns of ``R`` are used) and exact on the unmasked part. ``R`` is materialised once per
-forward (the orthogonal parametrisation is evaluated once), and all arithmetic runs in the
-rotation's dtype (float32 by default, autocast disabled) before casting back to the hidden
-state's dtype, so the rotation stays accurate under mixed precision.
+forward (the orthogonal parametrisation is evaluated once).
+
+Dtype: the arithmetic runs in the wider of the rotation's dtype and the hidden state's dtype
+(``torch.promote_types``; autocast disabled), then the result is cast back to the hidden state's
+dtype. With the default float32 rotation, a bfloat16 / float16 model is rotated in float32 (one
+rounding to the half type at the end: the written values differ from the half-precision hand
+computation by at most one half-type ulp), a float32 model in float32 and a float64 model in
+float64 (the float32 rotation entries are widened exactly; nothing is computed in float32). The
+output is on the hidden state's device (the rotation is moved there for the product), so a model
+split across devices by accelerate needs no extra step.
 
 Several variables can share one :class:`Rotation` with disjoint ``dims`` ranges.
 """
@@ -46,7 +53,9 @@ class Rotation(nn.Module):
     Args:
         d: width of the hidden state it rotates.
         k: number of columns (default ``d``).
-        dtype: storage and compute dtype (default float32; float64 for gradchecks).
+        dtype: storage dtype (default float32, also for half-precision models: the rotation
+            then computes in float32 and casts the written values back; float64 for gradchecks
+            or float64 models, which are rotated in float64 in any case).
         generator: optional RNG for the initialisation.
 
     Raises:
@@ -99,7 +108,9 @@ class _RotatedBase(Intervention):
         return None
 
     def forward(self, base: Tensor, source: Tensor | None) -> Tensor:
-        """``base``, ``source``: ``[batch, ..., d]``; returns ``[batch, ..., d]`` in base's dtype.
+        """``base``, ``source``: ``[batch, ..., d]``; returns ``[batch, ..., d]`` in base's dtype
+        and on base's device, computed in ``promote_types(rotation dtype, base dtype)`` (float32
+        for a half-precision model with the default float32 rotation, float64 for a float64 model).
 
         Raises:
             InterventionShapeError: last axis is not ``d``, or base / source shapes differ.
@@ -115,12 +126,15 @@ class _RotatedBase(Intervention):
             )
         with torch.autocast(device_type=base.device.type, enabled=False):
             w = self.rotation.matrix()  # [d, k], materialised once, outside autocast
-            cols = self._columns(w.to(base.device))  # [d, j]
-            delta = (source.to(w.dtype) - base.to(w.dtype)) @ cols  # [..., j]
+            dtype = torch.promote_types(w.dtype, base.dtype)  # see the module docstring
+            w = w.to(base.device, dtype)
+            cols = self._columns(w)  # [d, j]
+            b = base.to(dtype)
+            delta = (source.to(base.device, dtype) - b) @ cols  # [..., j]
             mask = self._mask(w)
             if mask is not None:
                 delta = delta * mask
-            out = base.to(w.dtype) + delta @ cols.T  # [..., d]
+            out = b + delta @ cols.T  # [..., d]
         return out.to(base.dtype)
 
 
@@ -240,7 +254,7 @@ class BoundlessRotatedInterchange(_RotatedBase):
         return torch.sigmoid(j / t) * torch.sigmoid((b * d - j) / t)
 
     def _mask(self, w: Tensor) -> Tensor:
-        return self.mask().to(w.dtype)
+        return self.mask().to(w.device, w.dtype)
 
     def boundary_penalty(self) -> Tensor:
         """The boundary size ``b`` (clamped), added to the loss to keep the subspace small."""

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from iit.attribution.targets import output_tensor
+from iit.precision import upcast
 
 Schedule = Literal["bins", "one_by_one"]
 Kind = Literal["comprehensiveness", "sufficiency"]
@@ -124,7 +125,7 @@ def _probability(forward: Callable[[Tensor], Any], ids: Tensor, label: int) -> f
         raise ValueError(
             f"AUPC needs classifier logits [1, classes] per sequence, got {tuple(logits.shape)}"
         )
-    return torch.softmax(logits.float(), -1)[0, label].item()
+    return torch.softmax(upcast(logits), -1)[0, label].item()
 
 
 def perturbation_curve(
@@ -160,7 +161,7 @@ def perturbation_curve(
     if stop <= start:
         raise ValueError(f"a sequence of {ids.shape[0]} tokens has no content tokens")
     content = ids[start:stop]
-    order = torch.argsort(scores[start:stop].float(), descending=True, stable=True)
+    order = torch.argsort(upcast(scores[start:stop]), descending=True, stable=True)
     curve: list[float] = []
     for k in deletion_counts(content.shape[0], schedule, config):
         keep = order[k:] if kind == "comprehensiveness" else order[:k]
@@ -213,7 +214,7 @@ def aupc_table(
         with torch.no_grad():
             logits = output_tensor(forward(ids.unsqueeze(0)))
         label = int(logits.argmax(-1)[0])
-        full = torch.softmax(logits.float(), -1)[0, label].item()
+        full = torch.softmax(upcast(logits), -1)[0, label].item()
         cache: dict[tuple[int, ...], float] = {}
         for name, method in methods.items():
             scores = method(ids.unsqueeze(0), label).detach()

@@ -30,6 +30,7 @@ from iit.attribution._layers import ForwardFn, Inputs, find_module
 from iit.attribution.base import PlaceAttribution, gradients_at
 from iit.attribution.targets import Target
 from iit.errors import CoordinateError
+from iit.placement import materialized
 
 __all__ = ["LRP", "EpsilonRule", "GammaRule", "Rule", "ZPlusRule", "lrp_rules"]
 
@@ -111,17 +112,18 @@ _PASSIVE = (nn.ReLU, nn.Dropout, nn.Identity, nn.Embedding, nn.Flatten)
 
 def _linear_hook(rule: Rule, conv1d: bool) -> Callable[[nn.Module, Any, Tensor], Tensor]:
     def hook(module: nn.Module, args: Any, out: Tensor) -> Tensor:
-        a = args[0]
-        weight = rule.weight(module.weight)
-        bias = module.bias
-        if bias is not None and rule.zero_bias:
-            bias = torch.zeros_like(bias)
-        if weight is module.weight and bias is module.bias:
-            z = out
-        elif conv1d:
-            z = a @ weight + (bias if bias is not None else 0.0)
-        else:
-            z = nn.functional.linear(a, weight, bias)
+        with materialized(module):  # accelerate-offloaded weights are meta outside forward
+            a = args[0].to(out.device)
+            weight = rule.weight(module.weight)
+            bias = module.bias
+            if bias is not None and rule.zero_bias:
+                bias = torch.zeros_like(bias)
+            if weight is module.weight and bias is module.bias:
+                z = out
+            elif conv1d:
+                z = a @ weight + (bias if bias is not None else 0.0)
+            else:
+                z = nn.functional.linear(a, weight, bias)
         ratio = (out / _stabilize(z, rule.epsilon)).detach()
         return z * ratio + (out - z * ratio).detach()
 
@@ -135,15 +137,16 @@ def _activation_hook(module: nn.Module, args: Any, out: Tensor) -> Tensor:
 
 
 def _layernorm_hook(module: nn.LayerNorm, args: Any, out: Tensor) -> Tensor:
-    x = args[0]
+    x = args[0].to(out.device)
     dims = tuple(range(-len(module.normalized_shape), 0))
     mean = x.mean(dims, keepdim=True)
     sigma = torch.sqrt(x.var(dims, unbiased=False, keepdim=True) + module.eps).detach()
     y = (x - mean) / sigma
-    if module.weight is not None:
-        y = y * module.weight
-    if module.bias is not None:
-        y = y + module.bias
+    with materialized(module):  # accelerate-offloaded weights are meta outside forward
+        if module.weight is not None:
+            y = y * module.weight
+        if module.bias is not None:
+            y = y + module.bias
     return y + (out - y).detach()
 
 
