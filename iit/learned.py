@@ -245,16 +245,19 @@ class BoundlessRotatedInterchange(_RotatedBase):
             raise InterventionError(f"temperature must be > 0, got {value}")
         self.temperature.fill_(value)
 
-    def mask(self) -> Tensor:
-        """The soft mask over rotated dims, ``[d]``."""
+    def mask(self, dtype: torch.dtype | None = None) -> Tensor:
+        """The soft mask over rotated dims, ``[d]``, computed in ``dtype`` (default: the
+        boundary's dtype; the forward passes its compute dtype, so a float64 model gets a
+        float64 mask from a float32 boundary)."""
+        dtype = self.boundary.dtype if dtype is None else dtype
         d = self.rotation.d
-        j = torch.arange(d, dtype=self.boundary.dtype, device=self.boundary.device)
-        b = self.boundary.clamp(1e-3, 1.0)
-        t = self.temperature
+        j = torch.arange(d, dtype=dtype, device=self.boundary.device)
+        b = self.boundary.clamp(1e-3, 1.0).to(dtype)
+        t = self.temperature.to(dtype)
         return torch.sigmoid(j / t) * torch.sigmoid((b * d - j) / t)
 
     def _mask(self, w: Tensor) -> Tensor:
-        return self.mask().to(w.device, w.dtype)
+        return self.mask(w.dtype).to(w.device)
 
     def boundary_penalty(self) -> Tensor:
         """The boundary size ``b`` (clamped), added to the loss to keep the subspace small."""
