@@ -169,6 +169,11 @@ def _per_row_value(value: Tensor, base: Tensor, what: str, where: str) -> Tensor
             f"{where}: the {what} has shape {tuple(value.shape)} but one row of the slot has shape "
             f"{tuple(base.shape[1:])} (slot {tuple(base.shape)}); give exactly one row's shape"
         )
+    if value.device.type == "meta" and base.device.type != "meta":
+        raise InterventionShapeError(
+            f"{where}: the {what} is on the meta device (it holds no data, e.g. made under "
+            "init_empty_weights); give real values (they are moved to the hidden state's device)"
+        )
     if value.dtype != base.dtype:
         raise InterventionShapeError(
             f"{where}: the {what} is {value.dtype} but the hidden state is {base.dtype}; cast it "
