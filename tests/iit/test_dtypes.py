@@ -306,3 +306,23 @@ def test_gradient_attributions_match_hand_autograd(dtype: torch.dtype) -> None:
     assert ours.dtype == dtype and grad.dtype == dtype
     torch.testing.assert_close(ours, grad.abs(), rtol=0, atol=0)
     torch.testing.assert_close(xgrad, grad * emb.detach(), rtol=0, atol=0)
+
+
+def test_aupc_curve_keeps_float64() -> None:
+    """AUPC ranks float64 scores and computes float64 probabilities: a 1e-12 score gap and a
+    1e-9 logit gap (both invisible in float32) are honoured."""
+    from iit.attribution.faithfulness import AUPCConfig, perturbation_curve
+
+    seen: list[list[int]] = []
+
+    def forward(ids: Tensor) -> Tensor:  # [1, seq] -> logits [1, 2]
+        seen.append(ids[0].tolist())
+        return torch.tensor([[0.0, 1e-9 * len(seen)]], dtype=torch.float64)
+
+    ids = torch.tensor([5, 6, 7])
+    scores = torch.tensor([1.0, 1.0 + 1e-12, 0.5], dtype=torch.float64)
+    config = AUPCConfig(schedules=("one_by_one",), max_skip=1, prefix_specials=0, suffix_specials=0)
+    curve = perturbation_curve(forward, ids, scores, 1, "sufficiency", "one_by_one", config)
+    assert seen[1] == [6]  # the token with the (barely) larger score is kept first
+    expected = [torch.tensor([0.0, 1e-9 * k], dtype=torch.float64).softmax(-1)[1].item() for k in (1, 2)]
+    assert curve == pytest.approx(expected, abs=1e-15) and curve[0] != 0.5
