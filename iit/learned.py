@@ -141,6 +141,10 @@ class _RotatedBase(Intervention):
 class RotatedInterchange(_RotatedBase):
     """DAS with a full ``d x d`` rotation: interchange rotated dims ``[start, stop)``.
 
+    Computes in ``promote_types(rotation dtype, hidden dtype)`` and writes in the hidden state's
+    dtype: float32 for a half-precision model with the default float32 rotation (cast back once),
+    float64 for a float64 model (see the module docstring).
+
     Args:
         coordinate: where (the slot's last axis has ``d`` entries).
         rotation: a :class:`Rotation` (shared between variables with disjoint ``dims``) or the
@@ -184,6 +188,10 @@ class RotatedInterchange(_RotatedBase):
 class LowRankRotatedInterchange(_RotatedBase):
     """DAS with a ``d x k`` orthonormal basis: ``b + (s - b) @ W @ W^T``.
 
+    Computes in ``promote_types(rotation dtype, hidden dtype)`` and writes in the hidden state's
+    dtype: float32 for a half-precision model with the default float32 rotation (cast back once),
+    float64 for a float64 model (see the module docstring).
+
     Args:
         coordinate: where.
         rotation: a :class:`Rotation` with ``k`` columns, or the width ``d`` (then ``k`` is needed).
@@ -212,6 +220,9 @@ class BoundlessRotatedInterchange(_RotatedBase):
     """Boundless DAS: a full rotation and a learned soft boundary ``b`` in ``[1e-3, 1]``;
     rotated dim ``j`` is interchanged with weight ``sigmoid(j / t) * sigmoid((b * d - j) / t)``
     at temperature ``t`` (anneal it with :class:`TemperatureSchedule`).
+
+    Computes (mask included) in ``promote_types(rotation dtype, hidden dtype)`` and writes in the
+    hidden state's dtype, as :class:`RotatedInterchange`.
 
     Args:
         coordinate: where.
