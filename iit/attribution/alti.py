@@ -221,6 +221,7 @@ class ALTI(TokenMethod):
         self, i: int, x: Tensor, probs: Tensor, value: Tensor, u: Tensor, y: Tensor
     ) -> ALTILayer:
         block = self.layout.blocks[i]
+        x = x.to(value.device)  # read before accelerate moved it into the block
         w_heads, b_o = _head_weights(block.out_proj, probs.shape[1])  # [H, k, D], [D]
         w_heads, b_o = w_heads.to(x.device), b_o.to(x.device)
         if self.layout.norm_kind == "pre":
@@ -247,9 +248,10 @@ class ALTI(TokenMethod):
         Layers are decomposed one at a time, so only one layer's vectors are held in memory.
         """
         captures = self._capture(inputs)
+        device = captures[0][0].device  # layers split across devices (accelerate): gather there
         return torch.stack(
             [
-                layer_contributions(self._layer(i, *capture), chunk_rows=self.chunk_rows)
+                layer_contributions(self._layer(i, *capture), chunk_rows=self.chunk_rows).to(device)
                 for i, capture in enumerate(captures)
             ]
         )

@@ -120,7 +120,8 @@ def capture_attentions(model: nn.Module, forward: ForwardFn, inputs: Inputs) -> 
             f"no attention function ran in {type(model).__name__}'s forward; the model must "
             "call transformers' attention interface"
         )
-    return torch.stack(records), output
+    device = records[0].device  # layers split across devices (accelerate): gather on the first
+    return torch.stack([r.to(device) for r in records]), output
 
 
 def default_position(model: Any) -> int:
