@@ -173,6 +173,16 @@ def test_cpu_offload_whole_model() -> None:
     assert torch.equal(net.intervene(BASE, [iv], [SOURCE]).logits, ref.intervene(BASE, [iv], [SOURCE]).logits)
 
 
+def _block_map(model: nn.Module, blocks: str) -> dict[str, str]:
+    """Blocks 0 and 2 on disk, everything else on the CPU (one entry per sibling module)."""
+    parent, _, name = blocks.rpartition(".")
+    owner = model.get_submodule(parent)
+    device_map = {child: "cpu" for child, _ in model.named_children() if child != parent}
+    device_map.update({f"{parent}.{child}": "cpu" for child, _ in owner.named_children() if child != name})
+    device_map.update({f"{blocks}.{i}": "disk" if i % 2 == 0 else "cpu" for i in range(len(owner.get_submodule(name)))})
+    return device_map
+
+
 def _saved(model: nn.Module, tmp: Path) -> Path:
     model.save_pretrained(tmp / "checkpoint")
     return tmp / "checkpoint"
@@ -189,16 +199,9 @@ def test_load_checkpoint_and_dispatch(family: str, tmp_path: Path) -> None:
     with init_empty_weights():
         skeleton = cls.from_config(model.config)
     skeleton.tie_weights()  # GPT-2 ties lm_head to wte; the checkpoint holds wte only
-    block = {"llama": "model.layers", "gpt2": "transformer.h", "bert": "encoder.layer"}[family]
-    device_map = {name: "cpu" for name, _ in skeleton.named_children()}
-    nested = dict(skeleton.named_modules())[block.rsplit(".", 1)[0]]
-    for name, _ in nested.named_children():
-        device_map[f"{block.rsplit('.', 1)[0]}.{name}"] = "cpu"
-    device_map.pop(block.rsplit(".", 1)[0])
-    device_map.update({f"{block}.0": "disk", f"{block}.1": "cpu", f"{block}.2": "disk"})
-    device_map.pop(block, None)
+    blocks = {"llama": "model.layers", "gpt2": "transformer.h", "bert": "encoder.layer"}[family]
     placed = load_checkpoint_and_dispatch(
-        skeleton, str(path), device_map=device_map, offload_folder=str(tmp_path / "offload")
+        skeleton, str(path), device_map=_block_map(skeleton, blocks), offload_folder=str(tmp_path / "offload")
     ).eval()
     ref, net = TransformerInterventionable(model), TransformerInterventionable(placed)
     assert _meta_weights(net)
