@@ -53,3 +53,22 @@ def test_true_alignment_has_iia_one_and_earlier_points_score_lower(name: str) ->
         earlier = interchange_iia(c, true, point=points[points.index(true.point) - 1], n_pairs=128)
         assert earlier.iia < 1.0 and earlier.iia_impactful == 0.0
     assert impactful_variables >= 1
+
+
+def test_search_finds_sorts_target_position_where_it_is_written() -> None:
+    """``sort``'s intermediate ``target_pos``: DAS of its size scores 1.0 at the true point only;
+    before it is written and after it is read, lower."""
+    from iit.search import DAS, FitSettings, SearchSettings, search
+    from tasks.compiled.search import residual_places, search_problem
+
+    c = compiled("sort")
+    variable = next(v for v in c.variables() if v.startswith("target_pos"))
+    true = true_alignment(c, variable)
+    problem, splits = search_problem(c, variable, sizes=(512, 256, 512))
+    result = search(problem, splits, residual_places(c), [DAS()], [len(true.dims)],
+                    SearchSettings(fit=FitSettings(epochs=6, batch_size=64, lr=0.05)), progress=False)
+    table = result.table.set_index("place")
+    assert table["iia_test"].idxmax() == true.point
+    assert table.loc[true.point, "iia_test"] == 1.0
+    others = table.drop(index=true.point)["iia_test"]
+    assert (others < 0.95).all(), others
