@@ -140,10 +140,17 @@ _CLASSES: dict[str, type[Intervention]] = {
 
 
 def _describe(name: str, iv: Intervention, rotations: dict[int, str]) -> dict[str, Any]:
+    from iit.featurizers.saving import FEATURIZED_CLASSES, describe_featurized
+
     cls = type(iv).__name__
+    if cls in FEATURIZED_CLASSES:  # featurizer interventions (iit.featurizers)
+        entry = {"class": cls, "coordinate": coordinate_to_json(iv.coordinate), "source": iv.source}
+        if iv.source_coordinate is not iv.coordinate:
+            entry["source_coordinate"] = coordinate_to_json(iv.source_coordinate)
+        return {**entry, **describe_featurized(iv)}
     if cls not in _CLASSES:
         raise InterventionError(
-            f"{name}: cannot save a {cls}; supported: {sorted(_CLASSES)}"
+            f"{name}: cannot save a {cls}; supported: {sorted([*_CLASSES, *FEATURIZED_CLASSES])}"
         )
     entry: dict[str, Any] = {"class": cls, "coordinate": coordinate_to_json(iv.coordinate)}
     if iv.needs_source:
@@ -185,9 +192,13 @@ def save_interventions(path: str | Path, interventions: Mapping[str, Interventio
 
 
 def _build(entry: Mapping[str, Any], tensors: Mapping[str, Tensor], name: str, shared: dict[str, Rotation]) -> Intervention:
-    cls = _CLASSES[entry["class"]]
+    from iit.featurizers.saving import FEATURIZED_CLASSES, build_featurized
+
     coord = coordinate_from_json(entry["coordinate"])
     src_coord = coordinate_from_json(entry["source_coordinate"]) if "source_coordinate" in entry else None
+    if entry["class"] in FEATURIZED_CLASSES:
+        return build_featurized(dict(entry), coord, src_coord)
+    cls = _CLASSES[entry["class"]]
     if "rotation" in entry:
         spec = entry["rotation"]
         owner = spec["owner"]
