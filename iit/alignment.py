@@ -15,7 +15,6 @@ to hidden coordinates too (pointer-value tasks).
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,7 +25,7 @@ from torch import Tensor, nn
 from causal_models import CausalModel
 from causal_models.data import CounterfactualBatch
 from iit.coordinates import Coordinate, Index
-from iit.errors import AlignmentError
+from iit.errors import AlignmentError, unknown_name
 from iit.hooks import Inputs, call_model
 from iit.interventionable import Activations, Interventionable
 from iit.interventions import BoundIntervention, Interchange, Intervention
@@ -295,7 +294,5 @@ class Alignment:
 
 
 def _unknown(name: str, valid: Sequence[str], what: str) -> str:
-    close = difflib.get_close_matches(str(name), list(valid), n=3)
-    hint = f"; did you mean {close}?" if close else ""
-    return f"unknown {what} {name!r}{hint} Valid: {list(valid)}"
+    return unknown_name(name, valid, what)
 
