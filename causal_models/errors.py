@@ -128,7 +128,9 @@ def did_you_mean(name: object, valid: Iterable[object], *, n: int = 3, cutoff: f
     close = difflib.get_close_matches(str(name), [str(v) for v in valid], n=n, cutoff=cutoff)
     if not close:
         return ""
-    return "; did you mean " + " or ".join(repr(c) for c in close) + "?"
+    names = [repr(c) for c in close]
+    listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
+    return f"; did you mean {listed}?"
 
 
 def unknown_name_message(name: object, valid: Iterable[str], what: str = "variable") -> str:

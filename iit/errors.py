@@ -115,8 +115,10 @@ class ArgumentTypeError(IITError, TypeError):
     object that is not a module, a tensor that should be a list of them, ..."""
 
 
-class NamingError(IITError, KeyError):
-    """A name that is not one of the valid ones (the nearest are listed) or that is not allowed."""
+class NamingError(IITError, KeyError, ValueError):
+    """A name that is not one of the valid ones (the nearest are listed) or that is not allowed
+    (a ``'.'`` in an intervention name). Both a ``KeyError`` and a ``ValueError``: the two
+    builtins such mistakes raised before."""
 
     def __str__(self) -> str:  # KeyError would repr() the message
         return str(self.args[0]) if self.args else ""
