@@ -216,12 +216,12 @@ def train_das(
         raise ArgumentTypeError("train_das needs a list of interventions; wrap one: [intervention]")
     if not batches:
         raise InterventionError("train_das needs at least one batch")
-    check_interventions(model, list(interventions), batches[0].base)
     modules = nn.ModuleList(interventions)
     boundaries = [iv.boundary for iv in interventions if isinstance(iv, BoundlessRotatedInterchange)]
     others = [p for p in modules.parameters() if p.requires_grad and not any(p is b for b in boundaries)]
     if not others and not boundaries:
         raise InterventionError("the interventions have no trainable parameters")
+    check_interventions(model, list(interventions), batches[0].base)
     groups: list[dict[str, Any]] = [{"params": others, "lr": config.lr}]
     if boundaries:
         groups.append({"params": boundaries, "lr": config.boundary_lr})
