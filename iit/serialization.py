@@ -23,6 +23,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from iit.alignment_checks import check_parameter_ranges
 from iit.coordinates import Coordinate, Index
 from iit.errors import (
     ArgumentTypeError,
@@ -306,7 +307,9 @@ def load_interventions(path: str | Path, model: Interventionable) -> dict[str, I
             owner = entry.get("rotation", {}).get("owner", name)
             if owner != name:
                 own.update({k[len(owner) + 1 :]: v for k, v in tensors.items() if k.startswith(owner + ".rotation.")})
+            _check_state(iv, own, name)
             iv.load_state_dict(own)
+            check_parameter_ranges(iv, f"saved intervention {name!r}")
         except IITError as err:
             raise DamagedFileError(
                 f"{str(path)!r}: saved intervention {name!r} is damaged or tampered and nothing was "
@@ -329,6 +332,21 @@ def load_interventions(path: str | Path, model: Interventionable) -> dict[str, I
                 ) from None
         loaded[name] = iv
     return loaded
+
+
+def _check_state(iv: Intervention, own: Mapping[str, Tensor], name: str) -> None:
+    """Raise ``ValueError`` naming the first missing, extra or misshapen tensor."""
+    expected = iv.state_dict()
+    for key, value in expected.items():
+        if key not in own:
+            raise ValueError(f"missing tensor {name}.{key}")
+        if own[key].shape != value.shape:
+            raise ValueError(
+                f"tensor {name}.{key} has shape {tuple(own[key].shape)}, expected {tuple(value.shape)}"
+            )
+    extra = sorted(set(own) - set(expected))
+    if extra:
+        raise ValueError(f"unexpected tensors {[f'{name}.{k}' for k in extra]}")
 
 
 def _first_line(err: BaseException) -> str:

@@ -244,9 +244,6 @@ CASES = [
          lambda e: _align(e, {"WX": RotatedInterchange(Coordinate("2"), R8, (0, 4)),
                               "YZ": RotatedInterchange(Coordinate("2"), R8, (3, 6))}),
          AlignmentError, ("rotated dims [3, 4)", "share one Rotation"), fixed=True),
-    Case("align-shared-rotation-low-rank-and-full", "seq",
-         lambda e: _align(e, {"WX": LowRankRotatedInterchange(Coordinate("2"), Rotation(8, 2)),
-                              "YZ": BoundlessRotatedInterchange(Coordinate("2"), 8)}), type(None), ()),
     Case("align-shared-rotation-across-two-hook-sites", "seq",
          lambda e: _check(e, {"WX": RotatedInterchange(Coordinate("2"), R8, (0, 4)),
                               "YZ": RotatedInterchange(Coordinate("3", io="input"), R8, (2, 8))}),
@@ -291,8 +288,6 @@ CASES = [
     Case("train-metric-shapes-differ", "none", lambda e: _metric().update(torch.ones(3), torch.ones(2)), ArgumentError,
          ("(3,)", "(2,)"), fixed=True),
 ]
-# a shared rotation between LowRank (k=2 of a 2-column rotation) and Boundless (another rotation) is fine
-CASES = [c for c in CASES if c.error is not type(None)]
 
 
 def _data_module(**sizes: int) -> object:
