@@ -196,6 +196,19 @@ class IITCLI(LightningCLI):
         commands["evaluate"] = {"model", "datamodule"}
         return commands
 
+    def parse_arguments(self, parser: Any, args: Any) -> None:
+        """Parse, then check a ``--ckpt_path`` file with :func:`read_checkpoint` before Lightning
+        (or anything else) reads it.
+
+        Raises:
+            MissingFileError, DamagedFileError: see :func:`read_checkpoint`.
+        """
+        super().parse_arguments(parser, args)
+        subcommand = self.config.get("subcommand")
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if ckpt_path is not None and str(ckpt_path) not in _LIGHTNING_CKPT_NAMES:
+            read_checkpoint(ckpt_path)
+
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
         torch.set_num_threads(max(1, int(config.get("threads", 1))))
