@@ -103,7 +103,7 @@ def _jsonable(value: Any) -> Any:
 def _index_from_key(key: list) -> Index:
     kind = key[0]
     if kind not in ("all", "dims", "pos", "slices"):
-        raise ValueError(unknown_name(kind, ["all", "dims", "pos", "slices"], "index kind"))
+        raise DamagedFileError(unknown_name(kind, ["all", "dims", "pos", "slices"], "index kind"))
     if kind == "all":
         return Index.all()
     if kind == "dims":
@@ -214,7 +214,7 @@ def save_interventions(path: str | Path, interventions: Mapping[str, Interventio
 
 def _build(entry: Mapping[str, Any], tensors: Mapping[str, Tensor], name: str, shared: dict[str, Rotation]) -> Intervention:
     if entry.get("class") not in _CLASSES:
-        raise KeyError(unknown_name(entry.get("class"), sorted(_CLASSES), "intervention class"))
+        raise DamagedFileError(unknown_name(entry.get("class"), sorted(_CLASSES), "intervention class"))
     cls = _CLASSES[entry["class"]]
     coord = coordinate_from_json(entry["coordinate"])
     src_coord = coordinate_from_json(entry["source_coordinate"]) if "source_coordinate" in entry else None
@@ -224,10 +224,10 @@ def _build(entry: Mapping[str, Any], tensors: Mapping[str, Tensor], name: str, s
         if owner not in shared:
             dtype = getattr(torch, str(spec["dtype"]).split(".")[-1], None)
             if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-                raise ValueError(f"rotation dtype {spec['dtype']!r} is not a floating-point torch dtype")
+                raise DamagedFileError(f"rotation dtype {spec['dtype']!r} is not a floating-point torch dtype")
             stored = tensors.get(f"{owner}.rotation.parametrizations.weight.original")
             if stored is None or tuple(stored.shape) != (spec["d"], spec["k"]):
-                raise ValueError(
+                raise DamagedFileError(
                     f"the metadata gives a {spec['d']} x {spec['k']} rotation but the file stores "
                     f"{None if stored is None else tuple(stored.shape)}"
                 )
@@ -293,8 +293,8 @@ def load_interventions(path: str | Path, model: Interventionable) -> dict[str, I
     try:
         entries = json.loads(meta["interventions"])
         if not isinstance(entries, dict):
-            raise TypeError(f"the interventions metadata is a {type(entries).__name__}, not an object")
-    except (KeyError, TypeError, ValueError) as err:
+            raise DamagedFileError(f"the interventions metadata is a {type(entries).__name__}, not an object")
+    except (KeyError, ValueError) as err:  # JSONDecodeError is a ValueError; DamagedFileError too
         raise DamagedFileError(
             f"{str(path)!r} has damaged or tampered metadata and was not loaded: {_first_line(err)}"
         ) from err
@@ -339,14 +339,14 @@ def _check_state(iv: Intervention, own: Mapping[str, Tensor], name: str) -> None
     expected = iv.state_dict()
     for key, value in expected.items():
         if key not in own:
-            raise ValueError(f"missing tensor {name}.{key}")
+            raise DamagedFileError(f"missing tensor {name}.{key}")
         if own[key].shape != value.shape:
-            raise ValueError(
+            raise DamagedFileError(
                 f"tensor {name}.{key} has shape {tuple(own[key].shape)}, expected {tuple(value.shape)}"
             )
     extra = sorted(set(own) - set(expected))
     if extra:
-        raise ValueError(f"unexpected tensors {[f'{name}.{k}' for k in extra]}")
+        raise DamagedFileError(f"unexpected tensors {[f'{name}.{k}' for k in extra]}")
 
 
 def _first_line(err: BaseException) -> str:
