@@ -132,10 +132,15 @@ def check_parameter_ranges(iv: Intervention, where: str) -> None:
 
 @dataclass
 class _Seen:
-    """What the probe saw at one hook site: the hidden state's shape and identity."""
+    """What the probe saw at one hook site: the hidden state's shape and identity.
+
+    ``keep`` holds the tensor itself until the check ends: while it is alive its memory cannot be
+    reused for a later site's tensor, so equal fingerprints really mean one tensor.
+    """
 
     shape: torch.Size
     fingerprint: tuple | None
+    keep: Tensor | None = None
 
 
 class _SiteProbe(Intervention):
@@ -158,7 +163,7 @@ class _SiteProbe(Intervention):
         fingerprint = None
         if base.device.type != "meta":
             fingerprint = (base.untyped_storage().data_ptr(), base.storage_offset(), tuple(base.shape), base.stride())
-        self._seen[(c.module, c.io, c.output)] = _Seen(base.shape, fingerprint)
+        self._seen[(c.module, c.io, c.output)] = _Seen(base.shape, fingerprint, base)
         return base
 
 

@@ -18,6 +18,7 @@ from iit import (
     DASConfig,
     Index,
     Interchange,
+    Interventionable,
     InterventionError,
     InterventionShapeError,
     LowRankRotatedInterchange,
@@ -335,3 +336,31 @@ def test_generate_accepts_one_intervention_like_intervene() -> None:
                    max_new_tokens=2)
     got, want = env.good()
     torch.testing.assert_close(one, want)
+
+
+class _Reuse(nn.Module):
+    """Anchor ``a``'s tensor is freed before ``c``'s of the same shape is made, so the allocator
+    can give ``c`` the same address; that must not be taken for "the same tensor". (Without the
+    probe holding the tensors it saw, such layouts gave false overlaps in this test's loop.)"""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b, self.c = nn.Identity(), nn.Identity(), nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = self.a(x.clone())
+        b = self.b(torch.tanh(a))
+        del a
+        return self.c(torch.tanh(b))
+
+
+def test_freed_memory_reused_by_a_later_site_is_not_the_same_tensor() -> None:
+    cm = ENVS["seq"]().extra["cm"]
+    mapping = {"WX": Coordinate("a", Index.dims(0, 4)), "YZ": Coordinate("c", Index.dims(0, 4))}
+    for width in (64, 256, 1024):  # the allocator's reuse depends on the size; every check must pass
+        x = torch.randn(4, width)
+        for _ in range(10):
+            Alignment(cm, mapping).check(Interventionable(_Reuse()), x)
+    same = {"WX": Coordinate("a", Index.dims(0, 4)), "YZ": Coordinate("a", Index.dims(2, 6), io="input")}
+    with pytest.raises(AlignmentError, match="same tensor"):  # an Identity's input and output really are one
+        Alignment(cm, same).check(Interventionable(_Reuse()), x)
