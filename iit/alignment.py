@@ -25,8 +25,8 @@ from causal_models import CausalModel
 from causal_models.data import CounterfactualBatch
 from iit.alignment_checks import check_alignment, check_shared_rotations
 from iit.coordinates import Index
-from iit.errors import AlignmentError, unknown_name
-from iit.hooks import Inputs, call_model
+from iit.errors import AlignmentError, ArgumentTypeError, InterventionShapeError, unknown_name
+from iit.hooks import Inputs, batch_size, call_model
 from iit.interventionable import Activations, Interventionable
 from iit.interventions import BoundIntervention, Interchange, Intervention
 
@@ -71,6 +71,7 @@ class Alignment:
             :meth:`check` otherwise).
 
     Raises:
+        ArgumentTypeError: ``causal_model`` is not a ``CausalModel`` or ``mapping`` not a mapping.
         AlignmentError: a variable the causal model lacks (nearest names listed), an empty
             mapping, an entry that is neither a coordinate nor an intervention, an unknown output, two
             variables on overlapping dims of one shared Rotation at one coordinate.
@@ -84,6 +85,15 @@ class Alignment:
         output: str | None = None,
         allow_overlap: bool = False,
     ) -> None:
+        if not isinstance(causal_model, CausalModel):
+            raise ArgumentTypeError(
+                f"Alignment needs a causal_models.CausalModel first, got {type(causal_model).__name__}"
+            )
+        if not isinstance(mapping, Mapping):
+            raise ArgumentTypeError(
+                f"Alignment needs a mapping {{variable: coordinate(s)}}, got {type(mapping).__name__}; "
+                "e.g. {'S': Coordinate('layers.0', Index.dims(0, 8))}"
+            )
         if not mapping:
             raise AlignmentError("an alignment needs at least one variable")
         self.causal_model = causal_model
@@ -258,12 +268,22 @@ class Alignment:
 
         Returns:
             :class:`AlignedRun` with the network output and the causal counterfactual values.
+
+        Raises:
+            InterventionShapeError: ``encode_inputs`` gives another number of rows than the batch.
+            AlignmentError: a variable of the batch that is not aligned.
         """
         causal = self.causal_model.interchange_per_row(
             batch.base, batch.sources, batch.variables, batch.intervened, batch.source_index
         )
         bound = self.bound_interventions(batch.variables, batch.intervened, batch.source_index)
         base_inputs = encode_inputs(batch.base)
+        rows, encoded = batch.intervened.shape[0], batch_size(base_inputs)
+        if encoded is not None and encoded != rows:
+            raise InterventionShapeError(
+                f"encode_inputs returned inputs with {encoded} rows for a batch of {rows} pairs; it must "
+                "encode each row of the causal values into one row of network inputs"
+            )
         if not bound:
             output = call_model(model, base_inputs)
         else:

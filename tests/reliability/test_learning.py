@@ -87,6 +87,16 @@ def _check(env: Env, mapping: dict, **kw: object) -> None:
     _align(env, mapping, **kw).check(env.net, env.x)
 
 
+def _interchange_with(env: Env, encode: object) -> object:
+    from causal_models import CounterfactualConfig, CounterfactualGenerator, standard
+    from causal_models.data import IndependentSampler
+
+    cm = standard.digit_sum(4)
+    batch = CounterfactualGenerator(cm, CounterfactualConfig(variables=("S",)), IndependentSampler(cm), seed=0).generate(3)
+    alignment = Alignment(cm, {"S": Coordinate("layers.0", Index.dims(0, 4))})
+    return alignment.interchange(env.net, batch, encode)
+
+
 def _tiny_env() -> Env:
     """TinyNet with a layers.0 only 8 wide (the task aligns dims 0:8 and 8:16 there)."""
     net = TinyNet()
@@ -230,6 +240,12 @@ CASES = [
     # ---- alignments
     Case("align-unknown-variable", "seq", lambda e: _align(e, {"WY": Coordinate("2")}), AlignmentError,
          ("'WY'", "did you mean")),
+    Case("align-causal-model-missing", "seq", lambda e: Alignment(None, {"WX": Coordinate("2")}), ArgumentTypeError,
+         ("CausalModel", "NoneType"), fixed=True),
+    Case("align-mapping-a-list", "seq", lambda e: Alignment(e.extra["cm"], [("WX", Coordinate("2"))]),
+         ArgumentTypeError, ("mapping", "list"), fixed=True),
+    Case("align-interchange-encoded-rows-differ", "mlp", lambda e: _interchange_with(e, lambda v: torch.zeros(5, 4)),
+         InterventionShapeError, ("5 rows", "batch of 3"), fixed=True),
     Case("align-empty-mapping", "seq", lambda e: _align(e, {}), AlignmentError, ("at least one variable",)),
     Case("align-string-not-a-coordinate", "seq", lambda e: _align(e, {"WX": "2"}), AlignmentError,
          ("'2' is not a coordinate", "iit.Coordinate")),

@@ -317,6 +317,7 @@ def semiring_backward(
         UnsupportedOpError: an op on the gradient graph has no rule (the message names it).
         CoordinateError: a source name is neither an input key nor a module.
         TargetError: the target does not fit the output or does not depend on the sources.
+        ArgumentTypeError: ``model`` is not an ``nn.Module`` or ``config`` not a ``SemiringConfig``.
 
     Examples:
         >>> import torch
@@ -327,6 +328,13 @@ def semiring_backward(
         >>> torch.allclose(res.values["input"], grad, atol=1e-6)
         True
     """
+    if not isinstance(model, nn.Module):
+        raise ArgumentTypeError(f"semiring_backward needs an nn.Module, got {type(model).__name__}")
+    if not isinstance(config, SemiringConfig):
+        raise ArgumentTypeError(
+            f"config must be a SemiringConfig, got {type(config).__name__} {config!r}; e.g. "
+            "SemiringConfig(semiring='real')"
+        )
     comp = trace_computation(model, inputs, target, config.sources)
     with torch.no_grad():
         states = run_walk(comp, config)
