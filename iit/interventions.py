@@ -20,12 +20,13 @@ state's dtype (:class:`InterventionShapeError` otherwise).
 from __future__ import annotations
 
 from abc import ABCMeta, abstractmethod
+from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
-from iit.errors import InterventionError, InterventionShapeError
+from iit.errors import ArgumentTypeError, InterventionError, InterventionShapeError
 from iit.precision import upcast
 
 __all__ = [
@@ -193,6 +194,11 @@ class ConstantAblation(Intervention):
 
     def __init__(self, coordinate: Any, value: Tensor) -> None:
         super().__init__(coordinate)
+        if not isinstance(value, Tensor):
+            raise ArgumentTypeError(
+                f"{type(self).__name__} needs a tensor value shaped like one row of the slot, got "
+                f"{type(value).__name__}; e.g. torch.full((d,), {value!r})"
+            )
         self.register_buffer("value", value.detach().clone())
 
     def forward(self, base: Tensor, source: Tensor | None) -> Tensor:
@@ -213,13 +219,23 @@ class MeanAblation(ConstantAblation):
 
         Args:
             model: an :class:`iit.Interventionable`.
-            inputs: reference inputs (one batch, or an iterable of batches).
+            inputs: reference inputs: one batch (a tensor, a dict of keyword arguments or a
+                tuple of positional arguments) or any iterable of batches (a list, a
+                ``torch.utils.data.DataLoader``, a generator). A batch that a ``DataLoader``
+                yields as a list (``TensorDataset``) is used as positional arguments.
             coordinate: where.
 
         Raises:
-            InterventionError: if ``inputs`` is an empty iterable.
+            InterventionError: if ``inputs`` holds no rows (an empty iterable).
         """
-        batches = inputs if isinstance(inputs, (list,)) else [inputs]
+        if isinstance(inputs, (Tensor, Mapping, tuple)):
+            batches: Iterable[Any] = [inputs]
+        elif isinstance(inputs, Iterable) and not isinstance(inputs, (str, bytes)):
+            batches = inputs
+        else:
+            raise ArgumentTypeError(
+                f"MeanAblation.fit needs a batch of inputs or an iterable of batches, got {type(inputs).__name__}"
+            )
         total: Tensor | None = None
         count = 0
         with torch.no_grad():
@@ -247,6 +263,8 @@ class ResampleAblation(Intervention):
 
     def __init__(self, coordinate: Any, pool: Tensor, seed: int = 0) -> None:
         super().__init__(coordinate)
+        if not isinstance(pool, Tensor):
+            raise ArgumentTypeError(f"ResampleAblation needs a tensor pool [n, ...], got {type(pool).__name__}")
         if pool.dim() < 1 or pool.shape[0] == 0:
             raise InterventionError("ResampleAblation needs a non-empty pool [n, ...]")
         self.register_buffer("pool", pool.detach().clone())
@@ -278,6 +296,8 @@ class Addition(Intervention):
 
     def __init__(self, coordinate: Any, vector: Tensor, scale: float = 1.0) -> None:
         super().__init__(coordinate)
+        if not isinstance(vector, Tensor):
+            raise ArgumentTypeError(f"Addition needs a tensor vector shaped like one row of the slot, got {type(vector).__name__}")
         if isinstance(vector, nn.Parameter):
             self.vector = vector
         else:

@@ -33,16 +33,21 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import orthogonal
 
-from iit.errors import InterventionError, InterventionShapeError
+from iit.errors import ArgumentTypeError, InterventionError, InterventionShapeError
 from iit.interventions import Intervention
 
 __all__ = [
+    "BOUNDARY_RANGE",
     "Rotation",
     "RotatedInterchange",
     "LowRankRotatedInterchange",
     "BoundlessRotatedInterchange",
     "TemperatureSchedule",
 ]
+
+
+# The valid range of a Boundless DAS boundary (a fraction of the rotated width).
+BOUNDARY_RANGE = (1e-3, 1.0)
 
 
 class Rotation(nn.Module):
@@ -72,8 +77,14 @@ class Rotation(nn.Module):
     ) -> None:
         super().__init__()
         k = d if k is None else k
+        for name, value in (("d", d), ("k", k)):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ArgumentTypeError(f"Rotation: {name} must be an int, got {type(value).__name__} {value!r}")
         if not 1 <= k <= d:
-            raise InterventionError(f"Rotation needs 1 <= k <= d, got d={d}, k={k}")
+            raise InterventionError(
+                f"Rotation needs 1 <= k <= d, got d={d}, k={k}; d is the width of the hidden state it "
+                "rotates and k (default d) the number of columns"
+            )
         weight = torch.empty(d, k, dtype=dtype)
         nn.init.orthogonal_(weight, generator=generator)
         self.weight = nn.Parameter(weight)
@@ -166,15 +177,24 @@ class RotatedInterchange(_RotatedBase):
         source: int = 0,
         source_coordinate: Any = None,
     ) -> None:
-        rotation = Rotation(rotation) if isinstance(rotation, int) else rotation
+        rotation = _as_rotation(rotation, "RotatedInterchange")
         if rotation.k != rotation.d:
             raise InterventionError(
                 f"RotatedInterchange needs a square rotation, got d={rotation.d}, k={rotation.k}; "
                 "use LowRankRotatedInterchange for a d x k basis"
             )
+        if (
+            not isinstance(dims, (tuple, list))
+            or len(dims) != 2
+            or any(isinstance(v, bool) or not isinstance(v, int) for v in dims)
+        ):
+            raise InterventionError(f"RotatedInterchange: dims must be a pair of ints (start, stop), got {dims!r}")
         start, stop = dims
         if not 0 <= start < stop <= rotation.d:
-            raise InterventionError(f"dims must satisfy 0 <= start < stop <= d={rotation.d}, got {dims}")
+            raise InterventionError(
+                f"RotatedInterchange: dims must satisfy 0 <= start < stop <= d={rotation.d}, got {tuple(dims)}; "
+                f"valid rotated dims are 0..{rotation.d}"
+            )
         super().__init__(coordinate, rotation, source, source_coordinate)
         self.dims = (int(start), int(stop))
 
@@ -209,11 +229,15 @@ class LowRankRotatedInterchange(_RotatedBase):
         source: int = 0,
         source_coordinate: Any = None,
     ) -> None:
-        if isinstance(rotation, int):
+        if isinstance(rotation, int) and not isinstance(rotation, bool):
             if k is None:
-                raise InterventionError("LowRankRotatedInterchange(coordinate, d, k) needs k")
+                raise InterventionError("LowRankRotatedInterchange(coordinate, d, k) needs k, the basis size")
             rotation = Rotation(rotation, k)
-        super().__init__(coordinate, rotation, source, source_coordinate)
+        elif k is not None and getattr(rotation, "k", k) != k:
+            raise InterventionError(
+                f"LowRankRotatedInterchange: k={k} but the given Rotation has k={rotation.k}; pass one of them"
+            )
+        super().__init__(coordinate, _as_rotation(rotation, "LowRankRotatedInterchange"), source, source_coordinate)
 
 
 class BoundlessRotatedInterchange(_RotatedBase):
@@ -243,18 +267,55 @@ class BoundlessRotatedInterchange(_RotatedBase):
         source: int = 0,
         source_coordinate: Any = None,
     ) -> None:
-        rotation = Rotation(rotation) if isinstance(rotation, int) else rotation
+        rotation = _as_rotation(rotation, "BoundlessRotatedInterchange")
         if rotation.k != rotation.d:
-            raise InterventionError("BoundlessRotatedInterchange needs a square rotation")
+            raise InterventionError(
+                f"BoundlessRotatedInterchange needs a square rotation, got d={rotation.d}, k={rotation.k}"
+            )
+        lo, hi = BOUNDARY_RANGE
+        if not lo <= float(boundary) <= hi:
+            raise InterventionError(
+                f"BoundlessRotatedInterchange: boundary={boundary} is outside its range [{lo}, {hi}] "
+                "(the fraction of rotated dims interchanged); pass a value inside it"
+            )
+        if not float(temperature) > 0:
+            raise InterventionError(f"BoundlessRotatedInterchange: temperature must be > 0, got {temperature}")
         super().__init__(coordinate, rotation, source, source_coordinate)
         self.boundary = nn.Parameter(torch.tensor(float(boundary), dtype=rotation.weight.dtype))
         self.register_buffer("temperature", torch.tensor(float(temperature), dtype=rotation.weight.dtype))
 
     def set_temperature(self, value: float) -> None:
-        """Set the mask temperature (> 0)."""
-        if value <= 0:
+        """Set the mask temperature (> 0).
+
+        Raises:
+            InterventionError: ``value <= 0``.
+        """
+        if not value > 0:
             raise InterventionError(f"temperature must be > 0, got {value}")
         self.temperature.fill_(value)
+
+    def check_ranges(self, where: str = "") -> None:
+        """Raise unless the boundary lies in :data:`BOUNDARY_RANGE` and the temperature is > 0
+        (one device sync; called by :meth:`iit.Alignment.check` and before every DAS step,
+        never inside the forward).
+
+        Raises:
+            InterventionError: naming the value, its range and the fix.
+        """
+        lo, hi = BOUNDARY_RANGE
+        value = float(self.boundary.detach())
+        prefix = f"{where}: " if where else ""
+        if not lo <= value <= hi:
+            raise InterventionError(
+                f"{prefix}BoundlessRotatedInterchange at {self.where_text()} has boundary {value:g}, "
+                f"outside its range [{lo}, {hi}]; it is not clamped silently: set it inside the range "
+                "(das_step projects it back after every optimizer step)"
+            )
+        if not float(self.temperature) > 0:
+            raise InterventionError(
+                f"{prefix}BoundlessRotatedInterchange at {self.where_text()} has temperature "
+                f"{float(self.temperature):g}; it must be > 0"
+            )
 
     def mask(self, dtype: torch.dtype | None = None) -> Tensor:
         """The soft mask over rotated dims, ``[d]``, computed in ``dtype`` (default: the
@@ -263,7 +324,7 @@ class BoundlessRotatedInterchange(_RotatedBase):
         dtype = self.boundary.dtype if dtype is None else dtype
         d = self.rotation.d
         j = torch.arange(d, dtype=dtype, device=self.boundary.device)
-        b = self.boundary.clamp(1e-3, 1.0).to(dtype)
+        b = self.boundary.clamp(*BOUNDARY_RANGE).to(dtype)  # a no-op for checked values; keeps gradients finite
         t = self.temperature.to(dtype)
         return torch.sigmoid(j / t) * torch.sigmoid((b * d - j) / t)
 
@@ -272,7 +333,17 @@ class BoundlessRotatedInterchange(_RotatedBase):
 
     def boundary_penalty(self) -> Tensor:
         """The boundary size ``b`` (clamped), added to the loss to keep the subspace small."""
-        return self.boundary.clamp(1e-3, 1.0)
+        return self.boundary.clamp(*BOUNDARY_RANGE)
+
+
+def _as_rotation(rotation: Rotation | int, who: str) -> Rotation:
+    if isinstance(rotation, int) and not isinstance(rotation, bool):
+        return Rotation(rotation)
+    if not isinstance(rotation, Rotation):
+        raise ArgumentTypeError(
+            f"{who}: rotation must be an iit.Rotation or the width d (an int), got {type(rotation).__name__}"
+        )
+    return rotation
 
 
 @dataclass(frozen=True)

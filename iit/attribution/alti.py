@@ -31,7 +31,7 @@ from iit.attribution._layers import ForwardFn, Inputs
 from iit.attribution.attention import TokenMethod
 from iit.attribution.families import TransformerLayout, transformer_layout
 from iit.attribution.targets import Target
-from iit.errors import HookFiringError
+from iit.errors import ArgumentError, HookFiringError
 from iit.placement import materialized
 
 __all__ = ["ALTI", "ALTILayer", "alti_rollout", "layer_contributions", "transformed_vectors"]
@@ -88,7 +88,7 @@ def layer_contributions(layer: ALTILayer, *, chunk_rows: int = 16) -> Tensor:
         ValueError: ``chunk_rows < 1``.
     """
     if chunk_rows < 1:
-        raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
+        raise ArgumentError(f"chunk_rows must be >= 1, got {chunk_rows}")
     batch, seq, d = layer.x.shape
     norms = layer.resultant.abs().sum(-1)  # [B, T]
     targets = layer.resultant / layer.scale[..., None]  # y_i / s_i, [B, T, D]
@@ -114,7 +114,7 @@ def alti_rollout(contributions: Tensor) -> Tensor:
         ValueError: wrong shape.
     """
     if contributions.dim() != 4 or contributions.shape[-1] != contributions.shape[-2]:
-        raise ValueError(
+        raise ArgumentError(
             f"contributions must be [layers, batch, seq, seq], got {tuple(contributions.shape)}"
         )
     result = contributions[0]

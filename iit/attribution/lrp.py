@@ -29,7 +29,7 @@ from iit.attribution._attention import attention_probe, model_configs
 from iit.attribution._layers import ForwardFn, Inputs, find_module
 from iit.attribution.base import PlaceAttribution, gradients_at
 from iit.attribution.targets import Target
-from iit.errors import CoordinateError
+from iit.errors import ArgumentError, CoordinateError
 from iit.placement import materialized
 
 __all__ = ["LRP", "EpsilonRule", "GammaRule", "Rule", "ZPlusRule", "lrp_rules"]
@@ -50,7 +50,7 @@ class Rule:
 
     def __init__(self, epsilon: float = 1e-9, zero_bias: bool = False):
         if epsilon < 0:
-            raise ValueError(f"epsilon must be >= 0, got {epsilon}")
+            raise ArgumentError(f"epsilon must be >= 0, got {epsilon}")
         self.epsilon = epsilon
         self.zero_bias = zero_bias
 
@@ -72,7 +72,7 @@ class GammaRule(Rule):
     def __init__(self, gamma: float = 0.25, epsilon: float = 1e-9, zero_bias: bool = False):
         super().__init__(epsilon, zero_bias)
         if gamma < 0:
-            raise ValueError(f"gamma must be >= 0, got {gamma}")
+            raise ArgumentError(f"gamma must be >= 0, got {gamma}")
         self.gamma = gamma
 
     def weight(self, weight: Tensor) -> Tensor:

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from iit.errors import ArgumentError
 from iit.search.cells import SearchSettings
 from iit.search.methods import Method
 from iit.search.problem import CounterfactualSplits, Place, SearchProblem
@@ -46,17 +47,17 @@ def load_spec(target: str, arguments: Sequence[str] = ()) -> SearchSpec:
     """Call ``module:function`` with ``name=<JSON>`` keyword arguments.
 
     Raises:
-        ValueError: a malformed target or argument, or a function that does not return a
+        ArgumentError: a malformed target or argument, or a function that does not return a
             :class:`SearchSpec`.
     """
     if ":" not in target:
-        raise ValueError(f"SPEC must be 'module:function', got {target!r}")
+        raise ArgumentError(f"SPEC must be 'module:function', got {target!r}")
     module_name, function_name = target.split(":", 1)
     function = getattr(importlib.import_module(module_name), function_name)
     kwargs = {}
     for item in arguments:
         if "=" not in item:
-            raise ValueError(f"--set takes name=<JSON value>, got {item!r}")
+            raise ArgumentError(f"--set takes name=<JSON value>, got {item!r}")
         name, value = item.split("=", 1)
         try:
             kwargs[name] = json.loads(value)
@@ -64,7 +65,7 @@ def load_spec(target: str, arguments: Sequence[str] = ()) -> SearchSpec:
             kwargs[name] = value  # a bare string
     spec = function(**kwargs)
     if not isinstance(spec, SearchSpec):
-        raise ValueError(f"{target} returned {type(spec).__name__}, expected an iit.search.cli.SearchSpec")
+        raise ArgumentError(f"{target} returned {type(spec).__name__}, expected an iit.search.cli.SearchSpec")
     return spec
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from iit.errors import ArgumentError
 from iit.search.cells import Cell, SearchSettings
 from iit.search.problem import CounterfactualSplits, SearchProblem
 from iit.search.run import run_one
@@ -49,7 +50,7 @@ class RayExecutor:
         except ImportError as err:
             raise ImportError("RayExecutor needs Ray: pip install 'iit[ray]'") from err
         if cpus_per_cell <= 0:
-            raise ValueError(f"cpus_per_cell must be > 0, got {cpus_per_cell}")
+            raise ArgumentError(f"cpus_per_cell must be > 0, got {cpus_per_cell}")
         self.address, self.cpus_per_cell = address, cpus_per_cell
 
     def run(

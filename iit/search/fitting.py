@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from iit.das import DASBatch, das_step
+from iit.errors import ArgumentError
 from iit.featurizers.mask import MaskedFeatureInterchange
 from iit.interventions import Intervention
 from iit.search.data import PlaceData, SplitData
@@ -40,7 +41,7 @@ class FitSettings:
         eval_batch_size: pairs per evaluation forward.
 
     Raises:
-        ValueError: non-positive sizes or learning rate, negative sparsity.
+        ArgumentError: non-positive sizes or learning rate, negative sparsity.
     """
 
     epochs: int = 5
@@ -52,7 +53,7 @@ class FitSettings:
 
     def __post_init__(self) -> None:
         if min(self.epochs, self.batch_size, self.eval_batch_size) < 1 or self.lr <= 0 or self.sparsity < 0:
-            raise ValueError(f"FitSettings needs positive epochs / sizes / lr and sparsity >= 0, got {self}")
+            raise ArgumentError(f"FitSettings needs positive epochs / sizes / lr and sparsity >= 0, got {self}")
 
 
 def correct_rows(problem: SearchProblem, intervention: Intervention, split: SplitData, batch_size: int) -> Tensor:

@@ -9,6 +9,7 @@ from typing import Any
 
 import pandas as pd
 
+from iit.errors import ArgumentError, NamingError
 from iit.interventions import Intervention
 
 __all__ = ["SearchResult", "COLUMNS"]
@@ -41,7 +42,7 @@ class SearchResult:
         rows = self.table if featurizer is None else self.table[self.table["featurizer"] == featurizer]
         if rows.empty:
             have = sorted(self.table["featurizer"].unique())
-            raise KeyError(f"no cells with featurizer {featurizer!r}; the table has {have}")
+            raise NamingError(f"no cells with featurizer {featurizer!r}; the table has {have}")
         return rows
 
     def best(self, featurizer: str | None = None) -> pd.Series:
@@ -49,7 +50,7 @@ class SearchResult:
         report its ``iia_test``.
 
         Raises:
-            KeyError: no cell of ``featurizer``.
+            NamingError: no cell of ``featurizer``.
         """
         rows = self._rows(featurizer)
         return rows.sort_values(["iia_val", "size"], ascending=[False, True], kind="stable").iloc[0]
@@ -59,11 +60,11 @@ class SearchResult:
         (ties: higher validation IIA).
 
         Raises:
-            KeyError: no cell of ``featurizer``.
-            ValueError: a negative margin.
+            NamingError: no cell of ``featurizer``.
+            ArgumentError: a negative margin.
         """
         if margin < 0:
-            raise ValueError(f"margin must be >= 0, got {margin}")
+            raise ArgumentError(f"margin must be >= 0, got {margin}")
         rows = self._rows(featurizer)
         good = rows[rows["iia_val"] >= rows["iia_val"].max() - margin]
         return good.sort_values(["size", "iia_val"], ascending=[True, False], kind="stable").iloc[0]
@@ -74,7 +75,7 @@ class SearchResult:
         table = self._rows(featurizer).copy()
         for axis in (rows, columns):
             if table[axis].isna().all():
-                raise ValueError(f"column {axis!r} is empty for these cells; choose axes among {list(COLUMNS[:9])}")
+                raise ArgumentError(f"column {axis!r} is empty for these cells; choose axes among {list(COLUMNS[:9])}")
         table = table.sort_values("iia_val", ascending=False, kind="stable").drop_duplicates([rows, columns])
         return table.pivot(index=rows, columns=columns, values=value).sort_index().sort_index(axis=1)
 
@@ -82,7 +83,7 @@ class SearchResult:
         """Write the table as CSV (``.csv``) or Parquet (``.parquet``).
 
         Raises:
-            ValueError: another suffix.
+            ArgumentError: another suffix.
         """
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -91,7 +92,7 @@ class SearchResult:
         elif path.suffix == ".parquet":
             self.table.to_parquet(path, index=False)
         else:
-            raise ValueError(f"save as .csv or .parquet, got {path.name!r}")
+            raise ArgumentError(f"save as .csv or .parquet, got {path.name!r}")
         return path
 
     @staticmethod

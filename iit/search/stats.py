@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from statistics import NormalDist
 
+from iit.errors import ArgumentError
+
 __all__ = ["wilson_interval"]
 
 
@@ -28,7 +30,7 @@ def wilson_interval(successes: int, trials: int, confidence: float = 0.95) -> tu
         ``(low, high)`` with ``0 <= low <= successes / trials <= high <= 1``.
 
     Raises:
-        ValueError: counts that are not integers with ``0 <= successes <= trials`` and
+        ArgumentError: counts that are not integers with ``0 <= successes <= trials`` and
             ``trials >= 1``, or a confidence outside ``(0, 1)``.
 
     Examples:
@@ -38,11 +40,11 @@ def wilson_interval(successes: int, trials: int, confidence: float = 0.95) -> tu
     """
     for name, value in (("successes", successes), ("trials", trials)):
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"{name} must be an int, got {value!r}")
+            raise ArgumentError(f"{name} must be an int, got {value!r}")
     if trials < 1 or not 0 <= successes <= trials:
-        raise ValueError(f"need trials >= 1 and 0 <= successes <= trials, got successes={successes}, trials={trials}")
+        raise ArgumentError(f"need trials >= 1 and 0 <= successes <= trials, got successes={successes}, trials={trials}")
     if not 0.0 < confidence < 1.0:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+        raise ArgumentError(f"confidence must be in (0, 1), got {confidence}")
     z = NormalDist().inv_cdf(0.5 + confidence / 2)
     n, p = trials, successes / trials
     denominator = 1 + z * z / n

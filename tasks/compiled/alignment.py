@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from iit import Coordinate, Index, Interchange, Interventionable
+from iit.errors import ArgumentError
 from tasks.compiled.convert import CompiledModel
 
 __all__ = ["TrueAlignment", "residual_points", "true_alignment", "counterfactual_outputs", "interchange_iia", "all_inputs", "InterchangeScore"]
@@ -58,8 +59,8 @@ def true_alignment(compiled: CompiledModel, variable: str) -> TrueAlignment:
     """The variable's labelled dims at the first point where they are non-zero on some input.
 
     Raises:
-        KeyError: an unknown variable label.
-        ValueError: dims that stay zero at every point.
+        NamingError: an unknown variable label.
+        ArgumentError: dims that stay zero at every point.
     """
     dims = tuple(compiled.variable_dims(variable))
     model = Interventionable(compiled.module)
@@ -70,7 +71,7 @@ def true_alignment(compiled: CompiledModel, variable: str) -> TrueAlignment:
     for point, coord in coords.items():
         if acts[coord][..., list(dims)].abs().max() > 1e-6:
             return TrueAlignment(variable, point, dims)
-    raise ValueError(f"variable {variable!r} is never written to its dims {dims}")
+    raise ArgumentError(f"variable {variable!r} is never written to its dims {dims}")
 
 
 def _exprs(program: Any) -> dict[str, Any]:

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from iit.errors import NamingError
 from tasks.compiled.programs import ProgramSpec
 
 __all__ = ["CompiledTransformer", "CompiledModel", "compile_program", "conversion_mismatches"]
@@ -139,7 +140,7 @@ class CompiledModel:
         dims = [i for i, name in enumerate(self.residual_labels) if name.split(":")[0] == label]
         if not dims:
             known = sorted({n.split(":")[0] for n in self.residual_labels})
-            raise KeyError(f"no residual dims labelled {label!r}; labels: {known}")
+            raise NamingError(f"no residual dims labelled {label!r}; labels: {known}")
         return dims
 
     def variables(self) -> list[str]:

@@ -22,6 +22,7 @@ from torch import Tensor
 from causal_models import CausalModel
 from causal_models.domains import FiniteDomain, IntegerRange
 from iit import Interventionable
+from iit.errors import ArgumentError
 from iit.search import CounterfactualSplits, SearchProblem, module_places
 from iit.search.problem import Place
 from tasks.compiled.alignment import all_inputs, residual_points
@@ -34,16 +35,16 @@ def program_causal_model(compiled: CompiledModel, variable: str, position: int) 
     """``seq -> V -> O`` (see the module docstring) and the input sequences ``seq`` indexes.
 
     Raises:
-        ValueError: a numerical program (the search scores categorical outputs) or a position
+        ArgumentError: a numerical program (the search scores categorical outputs) or a position
             outside the sequence.
     """
     from tracr.rasp import rasp
 
     if not compiled.spec.categorical:
-        raise ValueError(f"{compiled.spec.name}: the search scores categorical outputs")
+        raise ArgumentError(f"{compiled.spec.name}: the search scores categorical outputs")
     n = compiled.spec.max_seq_len
     if not 0 <= position < n:
-        raise ValueError(f"position must be in [0, {n}), got {position}")
+        raise ArgumentError(f"position must be in [0, {n}), got {position}")
     inputs = [s for s in all_inputs(compiled) if len(s) == n]
     exprs: dict[str, Any] = {}
     stack = [compiled.program]

@@ -15,11 +15,16 @@ from tasks.equality import HierarchicalEqualityMLP
 
 class FeaturizedEquality(HierarchicalEqualityMLP):
     def alignments(self):
-        where = Coordinate("layers.0", Index.all())
+        # two places: variables on one place would overlap (a whole-slot rotation and a neuron
+        # mask over the same units), which Alignment.check refuses
         return {
             "default": {
-                "WX": FeatureInterchange(where, RotationFeaturizer(8, 3, generator=torch.Generator().manual_seed(0)), range(3)),
-                "YZ": MaskedFeatureInterchange(where, IdentityFeaturizer(8), init=0.1),
+                "WX": FeatureInterchange(
+                    Coordinate("layers.0", Index.all()),
+                    RotationFeaturizer(8, 3, generator=torch.Generator().manual_seed(0)),
+                    range(3),
+                ),
+                "YZ": MaskedFeatureInterchange(Coordinate("layers.1", Index.all()), IdentityFeaturizer(8), init=0.1),
             }
         }
 
