@@ -28,6 +28,7 @@ from torch.nn.utils.parametrizations import orthogonal
 
 from iit.errors import InterventionError, InterventionShapeError
 from iit.interventions import Intervention
+from iit.trainable import TrainingProgress
 
 __all__ = [
     "Rotation",
@@ -245,6 +246,23 @@ class BoundlessRotatedInterchange(_RotatedBase):
     def boundary_penalty(self) -> Tensor:
         """The boundary size ``b`` (clamped), added to the loss to keep the subspace small."""
         return self.boundary.clamp(1e-3, 1.0)
+
+    # the training protocol (iit.trainable): what Boundless DAS needs from a trainer
+    def training_regularizer(self) -> Tensor:
+        """The boundary size (:meth:`boundary_penalty`), added to the loss."""
+        return self.boundary_penalty()
+
+    def on_training_step(self, progress: TrainingProgress) -> None:
+        """Anneal the temperature linearly over the run (``progress.temperature``)."""
+        self.set_temperature(TemperatureSchedule(progress.total_steps, *progress.temperature).value(progress.step))
+
+    def after_optimizer_step(self) -> None:
+        """Projected step: keep the boundary in ``[1e-3, 1]`` where its gradient is alive."""
+        self.boundary.clamp_(1e-3, 1.0)
+
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        """The boundary trains at the trainer's ``boundary_lr``."""
+        return {"boundary": [self.boundary]}
 
 
 @dataclass(frozen=True)

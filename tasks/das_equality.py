@@ -34,8 +34,7 @@ from torch import nn
 from iit import Coordinate, Index
 from iit.alignment import AlignedTo, Alignment
 from iit.learned import RotatedInterchange, Rotation
-from iit.training import CounterfactualDataModule, IITConfig, IITModule
-from iit.training.cli import evaluate_alignment
+from iit.training import CounterfactualDataModule, IITConfig, IITModule, evaluate_alignment
 from tasks.equality import HierarchicalEqualityMLP
 from tasks.stats import wilson_interval
 

@@ -12,8 +12,13 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 
-from iit.training import CounterfactualDataModule, IITConfig, IITModule
-from iit.training.cli import evaluate_alignment, format_table
+from iit.training import (
+    CounterfactualDataModule,
+    IITConfig,
+    IITModule,
+    evaluate_alignment,
+    format_table,
+)
 from iit.training.report import plot_history
 from tasks.registry import TASKS
 

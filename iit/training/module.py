@@ -35,10 +35,11 @@ from torchmetrics import MeanMetric
 from causal_models.data import CounterfactualBatch
 from iit.alignment import Alignment
 from iit.hooks import call_model
-from iit.interventionable import Interventionable
 from iit.interventions import Interchange
+from iit.trainable import LearnedInterventions, TrainingProgress
 from iit.training.metrics import InterchangeAccuracy
 from iit.training.objectives import correct, prediction_loss
+from iit.training.seed import resolve_seed
 from iit.training.task import IITTask
 
 __all__ = ["IITConfig", "IITModule"]
@@ -59,10 +60,20 @@ class IITConfig:
         freeze_network: DAS mode: the network's parameters are frozen and only the
             alignment's learned interventions train.
         alignment: name of the task alignment to train.
+        boundary_lr: learning rate of parameters a learned intervention puts in its
+            ``"boundary"`` group (Boundless DAS).
+        regularizer_weight: weight of the learned interventions' regularizer terms
+            (Boundless DAS: the boundary size), see :mod:`iit.trainable`.
+        temperature: ``(start, end)`` of annealed masks, linear over the run's optimizer steps
+            (Boundless DAS).
         optimizer, lr, momentum, weight_decay: the optimiser.
         regression_atol: tolerance of a correct regression prediction.
-        seed: seeds the per-step permutations (step ``k`` uses ``seed * 1_000_003 + k``) so a
-            resumed run repeats an uninterrupted one.
+        seed: seeds the network's initial weights (``task.build_network()`` runs under
+            ``torch.manual_seed(seed)``) and the per-step permutations (step ``k`` uses
+            ``seed * 1_000_003 + k``, so a resumed run repeats an uninterrupted one). ``None``
+            (default): the seed of ``pytorch_lightning.seed_everything`` (``seed_everything:`` in a
+            CLI config), else 0 — so one ``seed_everything(s)`` fixes weights, data and
+            permutations (see :func:`iit.training.resolve_seed`).
     """
 
     behaviour_weight: float = 1.0
@@ -72,15 +83,19 @@ class IITConfig:
     detach_sources: bool = False
     freeze_network: bool = False
     alignment: str = "default"
+    boundary_lr: float = 1e-2
+    regularizer_weight: float = 1.0
+    temperature: tuple[float, float] = (50.0, 0.1)
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
     lr: float = 1e-3
     momentum: float = 0.9
     weight_decay: float = 0.0
     regression_atol: float = 0.05
-    seed: int = 0
+    seed: int | None = None
 
     def __post_init__(self) -> None:
-        for name in ("behaviour_weight", "iit_weight", "strict_weight", "lr", "weight_decay"):
+        for name in ("behaviour_weight", "iit_weight", "strict_weight", "lr", "weight_decay", "boundary_lr",
+                     "regularizer_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"IITConfig.{name} must be >= 0, got {getattr(self, name)}")
         if self.behaviour_weight == self.iit_weight == self.strict_weight == 0:
@@ -110,20 +125,32 @@ class IITModule(pl.LightningModule):
         super().__init__()
         self.task = task
         self.config = config or IITConfig()
+        self.seed = resolve_seed(self.config.seed)
         self.causal_model = task.causal_model()
-        self.network = Interventionable(network if network is not None else task.build_network())
+        if network is None:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(self.seed)
+                network = task.build_network()
+        self.network = self.task.wrap_network(network)
         self.alignment = task.alignment(self.causal_model, self.config.alignment)
         self.learned = self.alignment.learned
+        self._learned_training = LearnedInterventions(self.learned.values())
+        self._has_regularizer = self.config.regularizer_weight > 0 and any(
+            callable(getattr(iv, "training_regularizer", None)) for iv in self.learned.values()
+        )
         self.output_variable = task.output_variable(self.causal_model)
         self.variables = tuple(task.candidate_variables())
         self.unaligned = list(task.unaligned_coordinates())
         task.check(self.network, self.causal_model, self.alignment)
+        self._collect_in_training = self.config.iit_weight > 0 or (self.config.strict_weight > 0 and bool(self.unaligned))
         if self.config.freeze_network:
             self.network.model.requires_grad_(False)
         self.task_acc = MeanMetric()
         self.strict_acc = MeanMetric()
         self.iia = InterchangeAccuracy()
         self.iia_by_variable = nn.ModuleDict({v: InterchangeAccuracy() for v in self.variables})
+        self._loss_sums = torch.zeros(0)
+        self._loss_count = 0
 
     # ------------------------------------------------------------------ helpers
     def _decode(self, output: Any) -> Tensor:
@@ -161,6 +188,10 @@ class IITModule(pl.LightningModule):
         base_inputs = self.task.encode_inputs(batch.base)
         need_output = cfg.behaviour_weight > 0
         freeze = cfg.freeze_network
+        if not self._collect_in_training:  # behaviour only: one plain forward
+            base_labels = self._labels(batch.base_output)
+            behaviour = self._loss(call_model(self.network, base_inputs), base_labels)
+            return {"behaviour": behaviour, "total": cfg.behaviour_weight * behaviour}
         if cfg.in_batch_sources:
             with torch.no_grad() if freeze and not need_output else contextlib.nullcontext():
                 collected = self.network.collect(base_inputs, self._source_coordinates(), return_output=need_output)
@@ -197,16 +228,57 @@ class IITModule(pl.LightningModule):
         losses["total"] = (
             cfg.behaviour_weight * losses["behaviour"] + cfg.iit_weight * losses["iit"] + cfg.strict_weight * losses["strict"]
         )
+        if self._has_regularizer:
+            regularizer = self._learned_training.regularizer()
+            losses["regularizer"] = regularizer
+            losses["total"] = losses["total"] + cfg.regularizer_weight * regularizer
         return losses
 
     def training_step(self, batch: CounterfactualBatch, batch_idx: int) -> Tensor:
-        generator = torch.Generator().manual_seed(self.config.seed * 1_000_003 + self.global_step)
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.global_step)
         # evaluate orthogonal parametrisations (DAS rotations) once per step, even when shared
         with torch.nn.utils.parametrize.cached():
             losses = self.compute_losses(batch, generator)
-        for name, value in losses.items():
-            self.log(f"train/{name}_loss", value, on_step=False, on_epoch=True, prog_bar=name == "total", batch_size=len(batch))
+        # epoch means accumulate in one tensor; they are logged once per epoch (a per-step
+        # ``self.log`` costs more than a small network's whole step)
+        with torch.no_grad():
+            terms = torch.stack([losses[name].detach() for name in self._logged_losses])
+            self._loss_sums = self._loss_sums.to(terms.device) + terms * len(batch)
+            self._loss_count += len(batch)
         return losses["total"]
+
+    @property
+    def _logged_losses(self) -> tuple[str, ...]:
+        """Loss terms worth logging: those with a positive weight, and the total."""
+        cfg = self.config
+        weights = {"behaviour": cfg.behaviour_weight, "iit": cfg.iit_weight,
+                   "strict": cfg.strict_weight if self.unaligned else 0.0}
+        extra = ("regularizer",) if self._has_regularizer else ()
+        return tuple(name for name, w in weights.items() if w > 0) + extra + ("total",)
+
+    def on_train_batch_start(self, batch: CounterfactualBatch, batch_idx: int) -> None:
+        """Learned interventions' schedules (:mod:`iit.trainable`) for this optimizer step."""
+        if self._learned_training.interventions:
+            total = int(self.trainer.estimated_stepping_batches)
+            self._learned_training.on_training_step(TrainingProgress(self.global_step, total, self.config.temperature))
+
+    def on_train_batch_end(self, outputs: Any, batch: CounterfactualBatch, batch_idx: int) -> None:
+        """Learned interventions' projections after the optimizer step."""
+        if self._learned_training.interventions:
+            self._learned_training.after_optimizer_step()
+
+    def on_train_epoch_start(self) -> None:
+        self._loss_sums = torch.zeros(len(self._logged_losses), device=self.device)
+        self._loss_count = 0
+
+    def on_train_epoch_end(self) -> None:
+        """Log the epoch means ``train/<term>_loss`` of the weighted-in loss terms (averaged
+        over processes under DDP)."""
+        if self._loss_count == 0:
+            return
+        means = self._loss_sums / self._loss_count
+        for name, value in zip(self._logged_losses, means):
+            self.log(f"train/{name}_loss", value, prog_bar=name == "total", sync_dist=True)
 
     # ------------------------------------------------------------------ evaluation
     def evaluate_batch(self, batch: CounterfactualBatch, alignment: Alignment | None = None) -> dict[str, Any]:
@@ -278,10 +350,13 @@ class IITModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ optimisation, checkpoints
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        params = [p for p in self.parameters() if p.requires_grad]
+        """The optimiser over the network (unless frozen) and the learned interventions; an
+        intervention's ``"boundary"`` group trains at ``boundary_lr``."""
+        cfg = self.config
+        network = [p for p in self.network.parameters() if p.requires_grad]
+        params = self._learned_training.param_groups(cfg.lr, {"boundary": cfg.boundary_lr}, extra=network)
         if not params:
             raise ValueError("nothing to train: every parameter is frozen (DAS mode needs learned interventions)")
-        cfg = self.config
         if cfg.optimizer == "sgd":
             return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
         if cfg.optimizer == "adamw":

@@ -10,8 +10,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from iit.training import CounterfactualDataModule, IITConfig, IITModule, IITTask
-from iit.training.cli import evaluate_alignment
+from iit.training import CounterfactualDataModule, IITConfig, IITModule, IITTask, evaluate_alignment
 from tasks.das_equality import run_sweep
 from tasks.pvr import PointerValueMLP
 from tasks.registry import TASKS, TaskSpec
