@@ -297,7 +297,9 @@ class IITModule(pl.LightningModule):
         encode = self.task.encode_inputs
         with torch.no_grad():
             base_inputs = encode(batch.base)
-            sources = [encode(s) for s in batch.sources]
+            # one forward per source slot collects every coordinate the evaluations read
+            coords = alignment.source_coordinates() + [c for c in self.unaligned if c not in alignment.source_coordinates()]
+            sources = [self.network.collect(encode(s), coords) if coords else encode(s) for s in batch.sources]
             base_labels = self._labels(batch.base_output)
             result: dict[str, Any] = {"task_correct": self._correct(call_model(self.network, base_inputs), base_labels)}
             result["correct"] = result["impactful"] = None

@@ -7,7 +7,9 @@
 
 Quiet means: no GPU/TPU/"tip" lines, no model summary or FLOPs table, no warnings about
 data-loader workers (the pairs are precomputed tensors; workers would only add overhead);
-a progress bar and the per-epoch metrics stay.
+a progress bar and the per-epoch metrics stay. No sanity-check validation before training:
+:class:`IITModule` already runs the task's network and alignment on example inputs when it is
+built.
 """
 
 from __future__ import annotations
@@ -143,4 +145,5 @@ def make_trainer(
         gradient_clip_val=gradient_clip_val,
         check_val_every_n_epoch=check_val_every_n_epoch,
         callbacks=list(callbacks),
+        num_sanity_val_steps=0,  # IITModule checks the task on example inputs when it is built
     )
