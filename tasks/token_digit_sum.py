@@ -40,7 +40,8 @@ class TokenDigitSumLM(IITTask):
         family: ``"llama"`` or ``"gpt2"``.
         max_digit: digits are ``0..max_digit``.
         d_model, n_layers, n_heads: the model's size (Llama uses ``n_heads // 2`` key-value heads).
-        max_pad: rows get 0..max_pad left-padding tokens.
+        max_pad: rows get 0..max_pad filler tokens (and ``max_pad - f`` left-padding tokens).
+        gradient_checkpointing: build the model with Hugging Face gradient checkpointing on.
 
     Raises:
         ValueError: an unknown family or ``d_model`` not divisible by ``n_heads``.
@@ -56,6 +57,7 @@ class TokenDigitSumLM(IITTask):
         n_layers: int = 2,
         n_heads: int = 4,
         max_pad: int = 2,
+        gradient_checkpointing: bool = False,
     ) -> None:
         if family not in ("llama", "gpt2"):
             raise ValueError(f"family must be 'llama' or 'gpt2', got {family!r}")
@@ -63,6 +65,7 @@ class TokenDigitSumLM(IITTask):
             raise ValueError(f"d_model {d_model} must be divisible by n_heads {n_heads}")
         self.family, self.max_digit, self.d_model = family, max_digit, d_model
         self.n_layers, self.n_heads, self.max_pad = n_layers, n_heads, max_pad
+        self.gradient_checkpointing = gradient_checkpointing
         self.n_classes = 3 * max_digit + 1
         self.filler_id, self.pad_id = max_digit + 1, max_digit + 2
         self.vocab = max(self.n_classes, self.pad_id + 1)
@@ -80,13 +83,21 @@ class TokenDigitSumLM(IITTask):
                 num_key_value_heads=max(1, self.n_heads // 2), max_position_embeddings=16,
                 pad_token_id=self.pad_id, bos_token_id=None, eos_token_id=None, tie_word_embeddings=False,
             )
-            return transformers.LlamaForCausalLM(config)
+            return self._checkpointed(transformers.LlamaForCausalLM(config))
         config = transformers.GPT2Config(
             vocab_size=self.vocab, n_embd=self.d_model, n_layer=self.n_layers, n_head=self.n_heads,
             n_positions=16, pad_token_id=self.pad_id, bos_token_id=None, eos_token_id=None,
             resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
         )
-        return transformers.GPT2LMHeadModel(config)
+        return self._checkpointed(transformers.GPT2LMHeadModel(config))
+
+    def _checkpointed(self, model: nn.Module) -> nn.Module:
+        if self.gradient_checkpointing:
+            if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5
+                model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            else:
+                model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        return model
 
     def wrap_network(self, network: nn.Module) -> Interventionable:
         return TransformerInterventionable(network)

@@ -351,6 +351,21 @@ class IITModule(pl.LightningModule):
             metric.reset()
 
     # ------------------------------------------------------------------ optimisation, checkpoints
+    def configure_model(self) -> None:
+        """Under Lightning's ``ModelParallelStrategy`` (FSDP2), shard the network (and the
+        learned interventions) over the data-parallel mesh with ``fully_shard``; a no-op
+        otherwise. Hooks stay on the network's own submodules, so interventions work unchanged."""
+        mesh = self.device_mesh
+        if mesh is None or getattr(self, "_iit_sharded", False):
+            return
+        from torch.distributed.fsdp import fully_shard
+
+        dp = mesh["data_parallel"] if mesh.mesh_dim_names and "data_parallel" in mesh.mesh_dim_names else mesh
+        fully_shard(self.network.model, mesh=dp)
+        if any(p.requires_grad for p in self.learned.parameters()):
+            fully_shard(self.learned, mesh=dp)
+        self._iit_sharded = True
+
     def configure_optimizers(self) -> torch.optim.Optimizer:
         """The optimiser over the network (unless frozen) and the learned interventions; an
         intervention's ``"boundary"`` group trains at ``boundary_lr``."""
