@@ -18,6 +18,7 @@ from iit.training import (
     IITModule,
     evaluate_alignment,
     format_table,
+    make_trainer,
 )
 from iit.training.report import plot_history
 from tasks.registry import TASKS
@@ -31,9 +32,7 @@ def train(task_name: str, config: IITConfig, epochs: int, out: Path, run_name: s
     module = IITModule(task, config)
     data = CounterfactualDataModule(task, spec.train_size, spec.val_size, spec.batch_size, seed=spec.seed)
     logger = pl.loggers.CSVLogger(str(out), name=run_name, version="")
-    trainer = pl.Trainer(
-        max_epochs=epochs, logger=logger, enable_checkpointing=False, enable_model_summary=False, log_every_n_steps=50
-    )
+    trainer = make_trainer(task, max_epochs=epochs, root=out, logger=logger, checkpointing=False)
     trainer.fit(module, data)
     return evaluate_alignment(module, data)
 

@@ -178,7 +178,9 @@ class IITModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ losses
     def compute_losses(self, batch: CounterfactualBatch, generator: torch.Generator) -> dict[str, Tensor]:
-        """The weighted loss terms of one step (``behaviour``, ``iit``, ``strict``, ``total``).
+        """The loss terms of one step (``behaviour``, ``iit``, ``strict``, ``regularizer`` when a
+        learned intervention has one, and the weighted ``total``; a behaviour-only configuration
+        runs one plain forward and returns ``behaviour`` and ``total``).
 
         In-batch sources replace the batch's sources by a permutation of its bases (drawn
         from ``generator``); the counterfactual labels are recomputed with the same

@@ -44,6 +44,7 @@ ACCEPTANCE = {
     "digit_sum_transformer": (0.95, 0.2),
     "hierarchical_equality_mlp": (0.95, 0.2),
     "pvr_mlp": (0.95, 0.2),
+    "token_digit_sum_lm": (0.95, 0.2),
 }
 
 
