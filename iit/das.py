@@ -13,14 +13,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from iit.alignment_checks import check_interventions, check_parameter_ranges
 from iit.errors import ArgumentTypeError, InterventionError, InterventionShapeError
 from iit.hooks import Inputs, batch_size
 from iit.interventionable import Activations, Interventionable
 from iit.interventions import Intervention
-from iit.learned import BOUNDARY_RANGE, BoundlessRotatedInterchange, TemperatureSchedule
+from iit.trainable import LearnedInterventions, TrainingProgress
 
 __all__ = ["DASBatch", "DASConfig", "SourceCache", "check_frozen", "train_das", "das_step"]
 
@@ -155,9 +155,11 @@ def das_step(
     sources: Sequence[Inputs | Activations] | None = None,
     boundary_penalty: float = 0.0,
 ) -> float:
-    """One optimisation step: intervened forward, ``loss_fn(output, labels)`` (+ the boundary
-    penalty of Boundless interventions), backward, ``optimizer.step()``, then Boundless
-    boundaries are projected back to ``[1e-3, 1]``. Returns the loss.
+    """One optimisation step: intervened forward, ``loss_fn(output, labels)`` (+
+    ``boundary_penalty`` times the interventions' regularizer terms, e.g. Boundless DAS's
+    boundary size), backward, ``optimizer.step()``, then each intervention's
+    ``after_optimizer_step`` (Boundless boundaries are projected back to ``[1e-3, 1]``); see
+    :mod:`iit.trainable`. Returns the loss.
 
     Raises:
         InterventionError: a Boundless boundary outside ``[1e-3, 1]`` before the step (it is
@@ -166,21 +168,19 @@ def das_step(
     interventions = [interventions] if isinstance(interventions, Intervention) else list(interventions)
     for iv in interventions:
         check_parameter_ranges(iv, "das_step")
+    learned = LearnedInterventions(interventions)
     optimizer.zero_grad(set_to_none=True)
     output = model.intervene(
         batch.base, list(interventions), list(batch.sources if sources is None else sources), detach_sources=True
     )
     loss = loss_fn(output, batch.labels)
     if boundary_penalty:
-        for iv in interventions:
-            if isinstance(iv, BoundlessRotatedInterchange):
-                loss = loss + boundary_penalty * iv.boundary_penalty()
+        regularizer = learned.regularizer()
+        if regularizer is not None:
+            loss = loss + boundary_penalty * regularizer
     loss.backward()
     optimizer.step()
-    with torch.no_grad():  # projected step: keep boundaries where their gradient is alive
-        for iv in interventions:
-            if isinstance(iv, BoundlessRotatedInterchange):
-                iv.boundary.clamp_(*BOUNDARY_RANGE)
+    learned.after_optimizer_step()
     return float(loss.detach())
 
 
@@ -193,8 +193,12 @@ def train_das(
 ) -> list[float]:
     """Train ``interventions`` on a frozen ``model``; returns the loss of every step.
 
-    Boundless interventions get their temperature annealed per optimizer step and their
-    boundary trained with ``config.boundary_lr``; the boundary penalty is added to the loss.
+    The interventions' training protocol (:mod:`iit.trainable`) is driven exactly as
+    :class:`iit.training.IITModule` drives it in DAS mode: ``on_training_step`` before each
+    optimizer step (Boundless DAS: temperature annealed over ``config.temperature``),
+    ``config.boundary_penalty`` times their regularizer added to the loss, their
+    ``"boundary"`` parameter group trained at ``config.boundary_lr``, ``after_optimizer_step``
+    after each step.
 
     Before the first step, one probe forward on the first batch checks every intervention
     against the real hidden states (:func:`iit.alignment_checks.check_interventions`): a
@@ -216,23 +220,19 @@ def train_das(
         raise ArgumentTypeError("train_das needs a list of interventions; wrap one: [intervention]")
     if not batches:
         raise InterventionError("train_das needs at least one batch")
-    modules = nn.ModuleList(interventions)
-    boundaries = [iv.boundary for iv in interventions if isinstance(iv, BoundlessRotatedInterchange)]
-    others = [p for p in modules.parameters() if p.requires_grad and not any(p is b for b in boundaries)]
-    if not others and not boundaries:
+    learned = LearnedInterventions(interventions)
+    groups = learned.param_groups(config.lr, {"boundary": config.boundary_lr})
+    if not groups:
         raise InterventionError("the interventions have no trainable parameters")
     check_interventions(model, list(interventions), batches[0].base)
-    groups: list[dict[str, Any]] = [{"params": others, "lr": config.lr}]
-    if boundaries:
-        groups.append({"params": boundaries, "lr": config.boundary_lr})
     optimizer = torch.optim.Adam(groups)
-    schedule = TemperatureSchedule(config.epochs * len(batches), *config.temperature)
+    total = config.epochs * len(batches)
     cache = SourceCache(model, interventions) if config.cache_sources else None
     losses: list[float] = []
     step = 0
     for _ in range(config.epochs):
         for index, batch in enumerate(batches):
-            schedule.apply(interventions, step)
+            learned.on_training_step(TrainingProgress(step, total, config.temperature))
             sources = cache.sources(index, batch) if cache is not None else None
             losses.append(
                 das_step(model, interventions, batch, loss_fn, optimizer, sources, config.boundary_penalty)

@@ -35,6 +35,7 @@ from torch.nn.utils.parametrizations import orthogonal
 
 from iit.errors import ArgumentTypeError, InterventionError, InterventionShapeError
 from iit.interventions import Intervention
+from iit.trainable import TrainingProgress
 
 __all__ = [
     "BOUNDARY_RANGE",
@@ -334,6 +335,23 @@ class BoundlessRotatedInterchange(_RotatedBase):
     def boundary_penalty(self) -> Tensor:
         """The boundary size ``b`` (clamped), added to the loss to keep the subspace small."""
         return self.boundary.clamp(*BOUNDARY_RANGE)
+
+    # the training protocol (iit.trainable): what Boundless DAS needs from a trainer
+    def training_regularizer(self) -> Tensor:
+        """The boundary size (:meth:`boundary_penalty`), added to the loss."""
+        return self.boundary_penalty()
+
+    def on_training_step(self, progress: TrainingProgress) -> None:
+        """Anneal the temperature linearly over the run (``progress.temperature``)."""
+        self.set_temperature(TemperatureSchedule(progress.total_steps, *progress.temperature).value(progress.step))
+
+    def after_optimizer_step(self) -> None:
+        """Projected step: keep the boundary in ``[1e-3, 1]`` where its gradient is alive."""
+        self.boundary.clamp_(*BOUNDARY_RANGE)
+
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        """The boundary trains at the trainer's ``boundary_lr``."""
+        return {"boundary": [self.boundary]}
 
 
 def _as_rotation(rotation: Rotation | int, who: str) -> Rotation:

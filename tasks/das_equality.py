@@ -35,8 +35,7 @@ from iit import Coordinate, Index
 from iit.alignment import AlignedTo, Alignment
 from iit.errors import ArgumentError
 from iit.learned import RotatedInterchange, Rotation
-from iit.training import CounterfactualDataModule, IITConfig, IITModule
-from iit.training.cli import evaluate_alignment
+from iit.training import CounterfactualDataModule, IITConfig, IITModule, evaluate_alignment
 from tasks.equality import HierarchicalEqualityMLP
 from tasks.stats import wilson_interval
 
