@@ -16,6 +16,7 @@ from iit.training import CounterfactualDataModule, IITConfig, IITModule
 from iit.training.cli import evaluate_alignment, format_table
 from iit.training.report import plot_history
 from tasks.registry import TASKS
+from tasks.stats import wilson_interval
 
 
 def train(task_name: str, config: IITConfig, epochs: int, out: Path, run_name: str) -> dict[str, float]:
@@ -31,6 +32,20 @@ def train(task_name: str, config: IITConfig, epochs: int, out: Path, run_name: s
     )
     trainer.fit(module, data)
     return evaluate_alignment(module, data)
+
+
+def format_intervals(values: dict[str, float]) -> str:
+    """``metric rate [lo, hi] (n)`` for every rate in an :func:`evaluate_alignment` result that
+    comes with its count ``n/<metric>``."""
+    parts = []
+    for key, n in values.items():
+        if not key.startswith("n/") or n <= 0:
+            continue
+        metric = key[2:]
+        rate = values[metric]
+        lo, hi = wilson_interval(round(rate * n), int(n))
+        parts.append(f"{metric} {rate:.3f} [{lo:.3f}, {hi:.3f}] (n={int(n)})")
+    return "; ".join(parts)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -55,6 +70,9 @@ def main(argv: list[str] | None = None) -> None:
     results = {name if k == "IIT" else k: v for k, v in results.items()}
     print(f"\nTask {args.task!r}: held-out accuracy and interchange intervention accuracy (IIA)")
     print(format_table(results, columns))
+    print("\n95% Wilson intervals (successes / examples):")
+    for run, values in results.items():
+        print(f"  {run}: {format_intervals(values)}")
     figure = plot_history(
         {"IIT": args.out / "iit" / "metrics.csv", spec.baseline_name: args.out / "baseline" / "metrics.csv"},
         args.out / "iia_over_epochs.png",

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from iit.training import IITConfig, IITTask
+from tasks.compiled.sort_iit import SortStrictTransformer
 from tasks.das_equality import DASEquality
 from tasks.digit_sum import DigitSumMLP, DigitSumPartialMLP
 from tasks.digit_sum_transformer import DigitSumTransformer
@@ -73,4 +74,8 @@ TASKS: dict[str, TaskSpec] = {
     ),
     "pvr_mlp": TaskSpec(PointerValueMLP, IITConfig(lr=1e-3), epochs=5),
     "pvr_mlp_strict": TaskSpec(PointerValueMLP, IITConfig(lr=1e-3, strict_weight=1.0), epochs=5),
+    # tracr's sort program, strict IIT on a small non-compiled transformer (target_pos at layer 0)
+    "compiled_sort_strict": TaskSpec(
+        SortStrictTransformer, IITConfig(lr=3e-3, strict_weight=1.0), epochs=4, train_size=20_000, batch_size=128
+    ),
 }

@@ -80,7 +80,9 @@ def evaluate_alignment(
 
     Returns:
         ``{"task_acc", "iia", "iia_impactful", "impactful_fraction", "iia/<var>",
-        "iia/<var>/impactful", "strict_acc"?}`` as floats.
+        "iia/<var>/impactful", "strict_acc"?}`` as floats, and the number of examples behind each
+        rate (for confidence intervals): ``"n/task_acc"``, ``"n/iia/<var>"``,
+        ``"n/iia/<var>/impactful"``.
 
     Raises:
         AlignmentError, CoordinateError: an unknown alignment name, or one that does not fit.
@@ -103,13 +105,16 @@ def evaluate_alignment(
             per_var[v].update(ok, imp)
         if result["strict"] is not None:
             strict_ok.append(result["strict"].float().mean(0))
-    out = {"task_acc": float(torch.cat(task_ok).float().mean())}
+    task_correct = torch.cat(task_ok)
+    out = {"task_acc": float(task_correct.float().mean()), "n/task_acc": float(task_correct.numel())}
     if overall.total > 0:
         out.update({k: float(v) for k, v in overall.compute().items()})
     for v, metric in per_var.items():
         values = metric.compute()
         out[f"iia/{v}"] = float(values["iia"])
         out[f"iia/{v}/impactful"] = float(values["iia_impactful"])
+        out[f"n/iia/{v}"] = float(metric.total)
+        out[f"n/iia/{v}/impactful"] = float(metric.impactful_total)
     if strict_ok:
         out["strict_acc"] = float(torch.cat(strict_ok).mean())
     return out
