@@ -13,10 +13,9 @@ import pytorch_lightning as pl
 import torch
 
 from iit.training import CounterfactualDataModule, IITConfig, IITModule
-from iit.training.cli import evaluate_alignment, format_table
+from iit.training.cli import evaluate_alignment, format_intervals, format_table
 from iit.training.report import plot_history
 from tasks.registry import TASKS
-from tasks.stats import wilson_interval
 
 
 def train(task_name: str, config: IITConfig, epochs: int, out: Path, run_name: str) -> dict[str, float]:
@@ -32,20 +31,6 @@ def train(task_name: str, config: IITConfig, epochs: int, out: Path, run_name: s
     )
     trainer.fit(module, data)
     return evaluate_alignment(module, data)
-
-
-def format_intervals(values: dict[str, float]) -> str:
-    """``metric rate [lo, hi] (n)`` for every rate in an :func:`evaluate_alignment` result that
-    comes with its count ``n/<metric>``."""
-    parts = []
-    for key, n in values.items():
-        if not key.startswith("n/") or n <= 0:
-            continue
-        metric = key[2:]
-        rate = values[metric]
-        lo, hi = wilson_interval(round(rate * n), int(n))
-        parts.append(f"{metric} {rate:.3f} [{lo:.3f}, {hi:.3f}] (n={int(n)})")
-    return "; ".join(parts)
 
 
 def main(argv: list[str] | None = None) -> None:

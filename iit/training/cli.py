@@ -33,7 +33,7 @@ from iit.training.data import CounterfactualDataModule
 from iit.training.metrics import InterchangeAccuracy
 from iit.training.module import IITModule
 
-__all__ = ["IITTrainer", "IITCLI", "main", "evaluate_alignment", "format_table", "read_checkpoint"]
+__all__ = ["IITTrainer", "IITCLI", "main", "evaluate_alignment", "format_intervals", "format_table", "read_checkpoint"]
 
 # ckpt_path values that name a checkpoint Lightning finds itself (not a file path).
 _LIGHTNING_CKPT_NAMES = ("last", "best", "hpc", "registry")
@@ -136,6 +136,22 @@ def format_table(rows: dict[str, dict[str, float]], columns: list[str] | None = 
     return "\n".join(lines)
 
 
+def format_intervals(values: dict[str, float]) -> str:
+    """``metric rate [lo, hi] (n=...)`` (95% Wilson interval) for every rate in an
+    :func:`evaluate_alignment` result that comes with its count ``n/<metric>``."""
+    from iit.search.stats import wilson_interval
+
+    parts = []
+    for key, n in values.items():
+        if not key.startswith("n/") or n <= 0:
+            continue
+        metric = key[2:]
+        rate = values[metric]
+        lo, hi = wilson_interval(round(rate * n), int(n))
+        parts.append(f"{metric} {rate:.3f} [{lo:.3f}, {hi:.3f}] (n={int(n)})")
+    return "; ".join(parts)
+
+
 class IITTrainer(Trainer):
     """A Lightning ``Trainer`` with an ``evaluate`` entry point for the CLI."""
 
@@ -163,7 +179,8 @@ class IITTrainer(Trainer):
         name = alignment or model.config.alignment
         print(f"task {model.task.name!r}, alignment {name!r}:")
         print((model.task.alignment(model.causal_model, name)).describe())
-        print(format_table({name: results}))
+        print(format_table({name: {k: v for k, v in results.items() if not k.startswith("n/")}}))
+        print("95% Wilson intervals:", format_intervals(results))
         return results
 
     def fit(

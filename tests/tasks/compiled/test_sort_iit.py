@@ -14,9 +14,8 @@ import torch
 
 from iit.errors import ArgumentError
 from iit.training import CounterfactualDataModule, IITConfig, IITModule
-from iit.training.cli import evaluate_alignment
+from iit.training.cli import evaluate_alignment, format_intervals
 from tasks.compiled.sort_iit import DistinctTokens, SortStrictTransformer, sort_causal_model
-from tasks.main import format_intervals
 from tasks.registry import TASKS
 
 
