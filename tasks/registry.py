@@ -11,6 +11,7 @@ from tasks.das_equality import DASEquality
 from tasks.digit_sum import DigitSumMLP, DigitSumPartialMLP
 from tasks.digit_sum_transformer import DigitSumTransformer
 from tasks.equality import HierarchicalEqualityMLP
+from tasks.gpt2_digit_sum import GPT2DigitSum
 from tasks.pvr import PointerValueMLP
 
 __all__ = ["TaskSpec", "TASKS"]
@@ -53,6 +54,8 @@ TASKS: dict[str, TaskSpec] = {
     "digit_sum_mlp": TaskSpec(DigitSumMLP, IITConfig(lr=2e-3), epochs=10),
     "digit_sum_partial_mlp": TaskSpec(DigitSumPartialMLP, IITConfig(lr=2e-3), epochs=10),
     "digit_sum_transformer": TaskSpec(DigitSumTransformer, IITConfig(lr=1e-3), epochs=4),
+    # S at block 0's output, y token, of a 2-block GPT-2 (the alignment-search notebook's network)
+    "gpt2_digit_sum": TaskSpec(GPT2DigitSum, IITConfig(lr=3e-3), epochs=3, train_size=6_000, val_size=500),
     "hierarchical_equality_mlp": TaskSpec(
         HierarchicalEqualityMLP,
         IITConfig(lr=3e-3),
