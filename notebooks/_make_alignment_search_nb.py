@@ -14,8 +14,8 @@ CELLS = [
         "network whose answer is known (`tasks.rotated_sum.RotatedSum`: `S` lies along one *rotated* "
         "direction of `l0`, and in neuron 0 of `l1`), read the heatmap and the matched controls, compare "
         "two alignment hypotheses on the pairs that tell them apart, export the result for the MIB "
-        "causal-variable track, and recover a compiled program's true alignment (tracr). Small settings: "
-        "about a minute on a CPU.",
+        "causal-variable track, find where an IIT-trained GPT-2 keeps `S` (layer x position heatmap), and "
+        "recover a compiled program's true alignment (tracr). Small settings: about a minute on a CPU.",
     ),
     (
         "code",
@@ -90,6 +90,57 @@ CELLS = [
         "print(comparison)\n"
         "print('preferred:', comparison.preferred)\n"
         "assert comparison.preferred == 'S = x + y'",
+    ),
+    (
+        "md",
+        "## A small GPT-2: layer x position\n\nA 2-block GPT-2 (d_model 32, from a config) is trained with IIT "
+        "(`tasks.gpt2_digit_sum`) on tokens `[x, y, z, READ]` so that `S = x + y` sits in block 0's output at "
+        "position 1 (the `y` token; causal attention hides `z` there), and block 1 must move it to `READ` and "
+        "add `z`. The search sweeps `transformer_places(layers x positions)` with DAS (4 dims); the heatmap "
+        "should peak at (0, 1), with the random 4-dim subspace there near chance.",
+    ),
+    (
+        "code",
+        "import pytorch_lightning as pl\n\n"
+        "from iit import TransformerInterventionable\n"
+        "from iit.search import transformer_places\n"
+        "from iit.training import CounterfactualDataModule, IITConfig, IITModule\n"
+        "from iit.training.cli import evaluate_alignment\n"
+        "from tasks.gpt2_digit_sum import GPT2DigitSum\n\n"
+        "task = GPT2DigitSum(max_digit=3, d_model=32)\n"
+        "pl.seed_everything(0, verbose=False)\n"
+        "module = IITModule(task, IITConfig(lr=3e-3))\n"
+        "data = CounterfactualDataModule(task, 6000, 500, 64, seed=0)\n"
+        "start = time.perf_counter()\n"
+        "pl.Trainer(max_epochs=3, logger=False, enable_checkpointing=False, enable_progress_bar=False,\n"
+        "           enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0).fit(module, data)\n"
+        "trained = evaluate_alignment(module, data)\n"
+        "print(f'IIT-trained in {time.perf_counter() - start:.1f} s: task acc {trained[\"task_acc\"]:.3f}, '\n"
+        "      f'IIA of S at (0, 1) {trained[\"iia/S\"]:.3f}')\n\n"
+        "gpt2 = module.network.model.eval()\n"
+        "gpt2_causal = task.causal_model()\n"
+        "gpt2_problem = SearchProblem(TransformerInterventionable(gpt2), gpt2_causal, 'S', task.encode_inputs,\n"
+        "                             task.decode_output)\n"
+        "gpt2_splits = CounterfactualSplits.generate(gpt2_causal, 'S', (1024, 256, 1024), seed=0)\n"
+        "places = transformer_places([0, 1], positions=[0, 1, 2, 3])\n"
+        "print([place.coordinate.describe() for place in places])\n"
+        "gpt2_result = search(gpt2_problem, gpt2_splits, places, [DAS()], [4], settings, out_dir=out / 'gpt2')\n"
+        "gpt2_result.table[['place', 'layer', 'position', 'iia_test', 'iia_test_low', 'iia_test_high',\n"
+        "                   'control_random', 'control_untrained']].round(3)",
+    ),
+    (
+        "code",
+        "fig, ax = plt.subplots(figsize=(5, 2.6))\n"
+        "plot_heatmap(gpt2_result, 'layer', 'position', featurizer='das', ax=ax, title='S on GPT-2: DAS (4 dims) test IIA')\n"
+        "plt.show()\n"
+        "best = gpt2_result.table.sort_values('iia_test', ascending=False).iloc[0]\n"
+        "print(f'peak at layer {best[\"layer\"]}, position {best[\"position\"]}: IIA {best[\"iia_test\"]:.3f} '\n"
+        "      f'[{best[\"iia_test_low\"]:.3f}, {best[\"iia_test_high\"]:.3f}]; random 4-dim subspace there '\n"
+        "      f'{best[\"control_random\"]:.3f}')\n"
+        "others = gpt2_result.table.drop(best.name)\n"
+        "print(f'every other place: IIA <= {others[\"iia_test\"].max():.3f}')\n"
+        "assert (best['layer'], best['position']) == (0, 1) and best['iia_test'] > 0.9\n"
+        "assert best['control_random'] < 0.5 and others['iia_test'].max() < 0.5",
     ),
     ("md", "## Export for the MIB causal-variable track (best DAS cell per layer)"),
     (

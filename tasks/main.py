@@ -17,6 +17,7 @@ from iit.training import (
     IITConfig,
     IITModule,
     evaluate_alignment,
+    format_intervals,
     format_table,
     make_trainer,
 )
@@ -59,6 +60,9 @@ def main(argv: list[str] | None = None) -> None:
     results = {name if k == "IIT" else k: v for k, v in results.items()}
     print(f"\nTask {args.task!r}: held-out accuracy and interchange intervention accuracy (IIA)")
     print(format_table(results, columns))
+    print("\n95% Wilson intervals (successes / examples):")
+    for run, values in results.items():
+        print(f"  {run}: {format_intervals(values)}")
     figure = plot_history(
         {"IIT": args.out / "iit" / "metrics.csv", spec.baseline_name: args.out / "baseline" / "metrics.csv"},
         args.out / "iia_over_epochs.png",

@@ -6,10 +6,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from iit.training import IITConfig, IITTask
+from tasks.compiled.sort_iit import SortStrictTransformer
 from tasks.das_equality import DASEquality
 from tasks.digit_sum import DigitSumMLP, DigitSumPartialMLP
 from tasks.digit_sum_transformer import DigitSumTransformer
 from tasks.equality import HierarchicalEqualityMLP
+from tasks.gpt2_digit_sum import GPT2DigitSum
 from tasks.pvr import PointerValueMLP
 from tasks.token_digit_sum import TokenDigitSumLM
 
@@ -53,6 +55,8 @@ TASKS: dict[str, TaskSpec] = {
     "digit_sum_mlp": TaskSpec(DigitSumMLP, IITConfig(lr=2e-3), epochs=10),
     "digit_sum_partial_mlp": TaskSpec(DigitSumPartialMLP, IITConfig(lr=2e-3), epochs=10),
     "digit_sum_transformer": TaskSpec(DigitSumTransformer, IITConfig(lr=1e-3), epochs=4),
+    # S at block 0's output, y token, of a 2-block GPT-2 (the alignment-search notebook's network)
+    "gpt2_digit_sum": TaskSpec(GPT2DigitSum, IITConfig(lr=3e-3), epochs=3, train_size=6_000, val_size=500),
     "hierarchical_equality_mlp": TaskSpec(
         HierarchicalEqualityMLP,
         IITConfig(lr=3e-3),
@@ -80,5 +84,9 @@ TASKS: dict[str, TaskSpec] = {
     "token_digit_sum_lm": TaskSpec(
         TokenDigitSumLM, IITConfig(lr=1e-3), epochs=8, train_size=10_000,
         baseline=IITConfig(lr=3e-3, iit_weight=0.0),
+    ),
+    # tracr's sort program, strict IIT on a small non-compiled transformer (target_pos at layer 0)
+    "compiled_sort_strict": TaskSpec(
+        SortStrictTransformer, IITConfig(lr=3e-3, strict_weight=1.0), epochs=4, train_size=20_000, batch_size=128
     ),
 }

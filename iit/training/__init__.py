@@ -1,7 +1,7 @@
 """Interchange intervention training (IIT) with PyTorch Lightning."""
 
 from iit.training.data import CounterfactualDataModule, EpochShuffle
-from iit.training.evaluation import evaluate_alignment, format_table, load_module
+from iit.training.evaluation import evaluate_alignment, format_intervals, format_table, load_module
 from iit.training.inputs import check_encoded_inputs
 from iit.training.metrics import InterchangeAccuracy
 from iit.training.module import IITConfig, IITModule
@@ -21,6 +21,7 @@ __all__ = [
     "check_encoded_inputs",
     "correct",
     "evaluate_alignment",
+    "format_intervals",
     "format_table",
     "load_module",
     "make_trainer",

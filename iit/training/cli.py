@@ -28,11 +28,11 @@ from pytorch_lightning.cli import LightningCLI
 from iit.errors import IITError
 from iit.training.checkpoints import LIGHTNING_CKPT_NAMES, read_checkpoint
 from iit.training.data import CounterfactualDataModule
-from iit.training.evaluation import evaluate_alignment, format_table
+from iit.training.evaluation import evaluate_alignment, format_intervals, format_table
 from iit.training.module import IITModule
 from iit.training.trainer import IITTrainer, quiet_lightning
 
-__all__ = ["IITTrainer", "IITCLI", "main", "evaluate_alignment", "format_table", "read_checkpoint"]
+__all__ = ["IITTrainer", "IITCLI", "main", "evaluate_alignment", "format_intervals", "format_table", "read_checkpoint"]
 
 
 

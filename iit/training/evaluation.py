@@ -25,7 +25,7 @@ from iit.training.metrics import InterchangeAccuracy
 from iit.training.module import IITConfig, IITModule
 from iit.training.task import IITTask
 
-__all__ = ["evaluate_alignment", "format_table", "load_module"]
+__all__ = ["evaluate_alignment", "format_intervals", "format_table", "load_module"]
 
 AlignmentSpec = str | Alignment | Mapping[str, Any] | None
 
@@ -95,7 +95,9 @@ def evaluate_alignment(
     Returns:
         ``{"task_acc", "iia", "iia_impactful", "impactful_fraction", "iia/<var>",
         "iia/<var>/impactful", "strict_acc"?}`` as floats (``iia*`` only when the pairs'
-        variables are all aligned).
+        variables are all aligned), and the number of examples behind each rate (for confidence
+        intervals, :func:`format_intervals`): ``"n/task_acc"``, ``"n/iia/<var>"``,
+        ``"n/iia/<var>/impactful"``.
 
     Raises:
         AlignmentError, CoordinateError: an unknown alignment name, or one that does not fit.
@@ -123,13 +125,16 @@ def evaluate_alignment(
                 strict_ok.append(result["strict"].float().mean(0))
     finally:
         module.train(was_training)
-    out = {"task_acc": float(torch.cat(task_ok).float().mean())}
+    task_correct = torch.cat(task_ok)
+    out = {"task_acc": float(task_correct.float().mean()), "n/task_acc": float(task_correct.numel())}
     if overall.total > 0:
         out.update({k: float(v) for k, v in overall.compute().items()})
     for v, metric in per_var.items():
         values = metric.compute()
         out[f"iia/{v}"] = float(values["iia"])
         out[f"iia/{v}/impactful"] = float(values["iia_impactful"])
+        out[f"n/iia/{v}"] = float(metric.total)
+        out[f"n/iia/{v}/impactful"] = float(metric.impactful_total)
     if strict_ok:
         out["strict_acc"] = float(torch.cat(strict_ok).mean())
     return out
@@ -140,9 +145,10 @@ def format_table(rows: Mapping[str, Mapping[str, float]], columns: list[str] | N
 
     Args:
         rows: ``{run name: {metric: value}}``, e.g. :func:`evaluate_alignment` results.
-        columns: the metrics to show, in order (default: every metric, sorted).
+        columns: the metrics to show, in order (default: every metric but the counts
+            ``n/<metric>``, sorted).
     """
-    columns = columns or sorted({k for r in rows.values() for k in r})
+    columns = columns or sorted({k for r in rows.values() for k in r if not k.startswith("n/")})
     width = max([len(r) for r in rows] + [8])
     head = f"{'':<{width}}  " + "  ".join(f"{c:>{max(len(c), 6)}}" for c in columns)
     lines = [head, "-" * len(head)]
@@ -154,3 +160,23 @@ def format_table(rows: Mapping[str, Mapping[str, float]], columns: list[str] | N
             cells.append(f"{text:>{max(len(c), 6)}}")
         lines.append(f"{name:<{width}}  " + "  ".join(cells))
     return "\n".join(lines)
+
+
+def format_intervals(values: Mapping[str, float], confidence: float = 0.95) -> str:
+    """``metric rate [lo, hi] (n=...)`` with the Wilson interval of every rate in an
+    :func:`evaluate_alignment` result that comes with its count ``n/<metric>``.
+
+    Raises:
+        ArgumentError: a confidence outside ``(0, 1)``.
+    """
+    from iit.search.stats import wilson_interval
+
+    parts = []
+    for key, n in values.items():
+        if not key.startswith("n/") or n <= 0:
+            continue
+        metric = key[2:]
+        rate = values[metric]
+        lo, hi = wilson_interval(round(rate * n), int(n), confidence)
+        parts.append(f"{metric} {rate:.3f} [{lo:.3f}, {hi:.3f}] (n={int(n)})")
+    return "; ".join(parts)

@@ -28,7 +28,7 @@ from pytorch_lightning.strategies import Strategy
 from iit.errors import ArgumentError
 from iit.training.checkpoints import LIGHTNING_CKPT_NAMES, read_checkpoint
 from iit.training.data import CounterfactualDataModule
-from iit.training.evaluation import evaluate_alignment, format_table
+from iit.training.evaluation import evaluate_alignment, format_intervals, format_table
 from iit.training.module import IITModule
 from iit.training.task import IITTask
 
@@ -86,6 +86,7 @@ class IITTrainer(pl.Trainer):
         print(f"task {model.task.name!r}, alignment {name!r}:")
         print(model.task.alignment(model.causal_model, name).describe())
         print(format_table({name: results}))
+        print("95% Wilson intervals:", format_intervals(results))
         return results
 
     def fit(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from iit.training.cli import format_table, main
+from iit.training.cli import format_intervals, format_table, main
 
 
 @pytest.fixture
@@ -42,6 +42,7 @@ def test_fit_then_evaluate_against_another_alignment(config, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "alignment 'swapped'" in printed and "S -> layers.0.output[dims 8:16]" in printed
     assert "iia/S" in printed and "task_acc" in printed
+    assert "95% Wilson intervals: task_acc" in printed and "n/task_acc" not in printed.split("95%")[0]
 
 
 def test_unknown_alignment_is_a_clear_error(config, tmp_path):
@@ -56,3 +57,10 @@ def test_format_table():
     lines = table.splitlines()
     assert lines[2].split() == ["a", "0.500", "-"]
     assert lines[3].split() == ["bb", "1.000", "-"]
+
+
+def test_format_intervals_is_the_wilson_interval():
+    # 50 / 100: centre 0.5, half-width 1.96 / (1 + 1.96^2 / 100) * sqrt(0.25 / 100 + 1.96^2 / 40000)
+    half = 1.959964 / (1 + 1.959964**2 / 100) * (0.25 / 100 + 1.959964**2 / 40_000) ** 0.5
+    text = format_intervals({"iia/S": 0.5, "n/iia/S": 100.0, "task_acc": 1.0, "n/task_acc": 0.0, "iia": 0.3})
+    assert text == f"iia/S 0.500 [{0.5 - half:.3f}, {0.5 + half:.3f}] (n=100)"
