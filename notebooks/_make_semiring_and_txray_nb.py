@@ -20,7 +20,7 @@ import matplotlib.pyplot as plt
 import torch
 from IPython.display import Image, display
 
-from iit.attribution.semiring import SemiringConfig, semiring_backward, top_path
+from iit.semiring import SemiringConfig, semiring_backward, top_path
 from iit.attribution.txray import (TXRayConfig, compare, plot_activation_mass, plot_hellinger_vs_length,
                                    plot_length_shift, plot_neuron_details, record_distributions)
 from tasks.semiring.common import TrainConfig, accuracy, tiny_bert_classifier, train_classifier

@@ -5,7 +5,8 @@ Every method is an :class:`Attribution` with one verb, ``attribute(inputs, targe
 :mod:`iit.attribution.base`.
 """
 
-from iit.attribution._layers import LayerRef, resolve_layer
+from typing import Any
+
 from iit.attribution.alti import ALTI, ALTILayer, alti_rollout, layer_contributions
 from iit.attribution.attention import (
     AttentionRollout,
@@ -21,7 +22,6 @@ from iit.attribution.base import (
     TokenAttribution,
     reduce_tokens,
 )
-from iit.attribution.callback import AttributionLogger
 from iit.attribution.faithfulness import (
     AUPCConfig,
     AUPCRow,
@@ -33,7 +33,7 @@ from iit.attribution.faithfulness import (
 from iit.attribution.families import FAMILIES, Family, transformer_layout
 from iit.attribution.gradient import InputXGradient, IntegratedGradients, Saliency
 from iit.attribution.lrp import LRP, EpsilonRule, GammaRule, Rule, ZPlusRule, lrp_rules
-from iit.attribution.plots import plot_contribution_matrix, plot_token_heatmap
+from iit.attribution.places import Place, PlaceResolver
 from iit.attribution.quadrature import QuadratureMethod, quadrature
 from iit.attribution.targets import Target, output_tensor, target_scores
 
@@ -54,8 +54,9 @@ __all__ = [
     "InputXGradient",
     "IntegratedGradients",
     "LRP",
-    "LayerRef",
+    "Place",
     "PlaceAttribution",
+    "PlaceResolver",
     "QuadratureMethod",
     "Reduction",
     "Rule",
@@ -77,12 +78,31 @@ __all__ = [
     "plot_token_heatmap",
     "quadrature",
     "reduce_tokens",
-    "resolve_layer",
     "target_scores",
     "transformer_layout",
 ]
 
-# --- semiring / txray re-exports (added by the lead; this module does not import them) -------
-from iit.attribution import semiring, txray  # noqa: E402  (iit.attribution.semiring.top_path, ...)
+# Imported on first use, so that ``import iit.attribution`` imports neither Lightning (the
+# callback), matplotlib (plots) nor plotly (TX-Ray plots). Semiring backpropagation is its own
+# package, :mod:`iit.semiring` (it used to live at ``iit.attribution.semiring``).
+_LAZY = {
+    "AttributionLogger": "iit.attribution.callback",
+    "plot_contribution_matrix": "iit.attribution.plots",
+    "plot_token_heatmap": "iit.attribution.plots",
+    "txray": "iit.attribution.txray",
+}
+__all__ += ["AttributionLogger", "plot_contribution_matrix", "plot_token_heatmap", "txray"]
 
-__all__ += ["semiring", "txray"]
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        module = importlib.import_module(_LAZY[name])
+        return module if name == "txray" else getattr(module, name)
+    if name == "semiring":
+        raise AttributeError(
+            "semiring backpropagation moved to its own package: use iit.semiring "
+            "(e.g. from iit.semiring import SemiringBackprop, semiring_backward)"
+        )
+    raise AttributeError(f"module 'iit.attribution' has no attribute {name!r}")

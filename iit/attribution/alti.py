@@ -27,11 +27,12 @@ import torch
 from torch import Tensor, nn
 
 from iit.attribution._attention import attention_probe
-from iit.attribution._layers import ForwardFn, Inputs
 from iit.attribution.attention import TokenMethod
 from iit.attribution.families import TransformerLayout, transformer_layout
+from iit.attribution.places import ForwardFn
 from iit.attribution.targets import Target
 from iit.errors import HookFiringError
+from iit.hooks import Inputs
 
 __all__ = ["ALTI", "ALTILayer", "alti_rollout", "layer_contributions", "transformed_vectors"]
 

@@ -15,11 +15,12 @@ import torch
 from torch import Tensor, nn
 
 from iit.attribution._attention import attention_probe
-from iit.attribution._layers import ForwardFn, Inputs
 from iit.attribution.base import Attribution
 from iit.attribution.families import FAMILIES
+from iit.attribution.places import ForwardFn
 from iit.attribution.targets import Target
 from iit.errors import CoordinateError
+from iit.hooks import Inputs
 
 HeadMode = Literal["per_head", "mean"]
 

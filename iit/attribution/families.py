@@ -12,8 +12,13 @@ from typing import Literal
 
 from torch import nn
 
-from iit.attribution._layers import find_module
 from iit.errors import CoordinateError
+from iit.hooks import find_module as _find
+
+
+def find_module(model: nn.Module, path: str) -> nn.Module:
+    return _find(dict(model.named_modules()), path)
+
 
 __all__ = ["FAMILIES", "Family", "TransformerLayout", "transformer_layout"]
 

@@ -26,10 +26,11 @@ import torch
 from torch import Tensor, nn
 
 from iit.attribution._attention import attention_probe, model_configs
-from iit.attribution._layers import ForwardFn, Inputs, find_module
 from iit.attribution.base import PlaceAttribution, gradients_at
+from iit.attribution.places import ForwardFn, Place
 from iit.attribution.targets import Target
 from iit.errors import CoordinateError
+from iit.hooks import Inputs, find_module
 
 __all__ = ["LRP", "EpsilonRule", "GammaRule", "Rule", "ZPlusRule", "lrp_rules"]
 
@@ -177,7 +178,7 @@ def lrp_rules(
     linear_types: tuple[type, ...] = (nn.Linear,) + ((conv1d,) if conv1d else ())
     activations = _activation_types()
     for path in rules:
-        if not isinstance(find_module(model, path), linear_types):
+        if not isinstance(find_module(dict(model.named_modules()), path), linear_types):
             raise CoordinateError(f"rules[{path!r}] must name a linear layer (nn.Linear/Conv1D)")
     plan: list[tuple[nn.Module, Callable[..., Any]]] = []
     for name, module in model.named_modules():
@@ -225,7 +226,7 @@ class LRP(PlaceAttribution):
         self,
         model: nn.Module,
         *,
-        layer: str | None = None,
+        layer: Place = None,
         layer_input: bool = False,
         forward: ForwardFn | None = None,
         default_rule: Rule | None = None,
@@ -238,8 +239,9 @@ class LRP(PlaceAttribution):
         self.module = model
         self.default_rule = default_rule if default_rule is not None else EpsilonRule()
         self.rules = dict(rules or {})
+        modules = dict(model.named_modules())
         for path in self.rules:
-            find_module(model, path)
+            find_module(modules, path)
         self.transformer_rules = transformer_rules
 
     @overload
