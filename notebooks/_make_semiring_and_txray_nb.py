@@ -35,7 +35,7 @@ forward = lambda ids: model(input_ids=ids).logits""")
 md("## TX-Ray recording before training, then training")
 code("""layer = "bert.encoder.layer.1.intermediate"
 batches = [{"input_ids": data.ids[test][i:i + 100]} for i in range(0, 200, 100)]
-tx_config = TXRayConfig(module=layer, num_features=20, mode="max1")
+tx_config = TXRayConfig(place=layer, num_features=20, mode="max1")
 before = record_distributions(model, batches, tx_config)
 model.train()
 train_classifier(forward, list(model.parameters()), data.ids[train], data.labels[train], TrainConfig(epochs=4, lr=3e-3))

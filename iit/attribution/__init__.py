@@ -30,8 +30,8 @@ from iit.attribution.faithfulness import (
     deletion_counts,
     perturbation_curve,
 )
-from iit.attribution.families import FAMILIES, Family, transformer_layout
 from iit.attribution.gradient import InputXGradient, IntegratedGradients, Saliency
+from iit.attribution.layout import TransformerLayout, collect_places, transformer_layout
 from iit.attribution.lrp import LRP, EpsilonRule, GammaRule, Rule, ZPlusRule, lrp_rules
 from iit.attribution.places import Place, PlaceResolver
 from iit.attribution.quadrature import QuadratureMethod, quadrature
@@ -48,8 +48,6 @@ __all__ = [
     "Attribution",
     "AttributionLogger",
     "EpsilonRule",
-    "FAMILIES",
-    "Family",
     "GammaRule",
     "InputXGradient",
     "IntegratedGradients",
@@ -79,6 +77,8 @@ __all__ = [
     "quadrature",
     "reduce_tokens",
     "target_scores",
+    "TransformerLayout",
+    "collect_places",
     "transformer_layout",
 ]
 
