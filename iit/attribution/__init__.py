@@ -33,12 +33,14 @@ from iit.attribution.faithfulness import (
 from iit.attribution.gradient import InputXGradient, IntegratedGradients, Saliency
 from iit.attribution.layout import TransformerLayout, collect_places, transformer_layout
 from iit.attribution.lrp import LRP, EpsilonRule, GammaRule, Rule, ZPlusRule, lrp_rules
+from iit.attribution.patching import AtPConfig, attribution_patching, exact_patching_effects
 from iit.attribution.places import Place, PlaceResolver
 from iit.attribution.quadrature import QuadratureMethod, quadrature
 from iit.attribution.targets import Target, output_tensor, target_scores
 
 __all__ = [
     "ALTI",
+    "AtPConfig",
     "ALTILayer",
     "AUPCConfig",
     "AUPCRow",
@@ -64,10 +66,12 @@ __all__ = [
     "ZPlusRule",
     "alti_rollout",
     "attention_rollout",
+    "attribution_patching",
     "attention_tracing",
     "aupc_table",
     "capture_attentions",
     "deletion_counts",
+    "exact_patching_effects",
     "layer_contributions",
     "lrp_rules",
     "output_tensor",
