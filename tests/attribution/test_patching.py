@@ -88,19 +88,19 @@ def test_rank_correlation_with_exact_effects_on_small_transformers(family: str) 
 
 
 def test_atp_star_is_closer_than_atp_where_attention_saturates() -> None:
-    """GPT-2 with queries scaled 300x: attention is nearly one-hot, so the gradient through
+    """GPT-2 with queries scaled 3000x: attention is nearly one-hot, so the gradient through
     the softmax vanishes while patching a key or query moves the attention: AtP misses most of
     the effect, the softmax fix recovers it."""
     model = tiny_model("gpt2", head=True, attn="eager").double()
     with torch.no_grad():
         for block in model.transformer.h:
-            block.attn.c_attn.weight[:, :16] *= 300.0
+            block.attn.c_attn.weight[:, :16] *= 3000.0
     base, source = _pair()
     coords = [TransformerCoordinate(layer, c, position=p) for layer in range(3) for p in range(6) for c in ("key", "query")]
     from iit.transformers import TransformerInterventionable
 
     probs = TransformerInterventionable(model).collect(base, [TransformerCoordinate(1, "attention_probs")])
-    assert next(iter(probs.values())).amax(-1).mean() > 0.97  # the attention really is saturated
+    assert next(iter(probs.values())).amax(-1).median() > 0.999  # the attention really saturates
     exact = exact_patching_effects(model, base, source, coords, _logit_diff)
     atp = attribution_patching(model, base, source, coords, _logit_diff)
     fixed = attribution_patching(model, base, source, coords, _logit_diff, AtPConfig(softmax_fix=True))
