@@ -22,6 +22,7 @@ from iit.attribution.base import (
     TokenAttribution,
     reduce_tokens,
 )
+from iit.attribution.edges import EdgeScores, edge_attribution_patching
 from iit.attribution.faithfulness import (
     AUPCConfig,
     AUPCRow,
@@ -49,6 +50,7 @@ __all__ = [
     "AttentionTracing",
     "Attribution",
     "AttributionLogger",
+    "EdgeScores",
     "EpsilonRule",
     "GammaRule",
     "InputXGradient",
@@ -71,6 +73,7 @@ __all__ = [
     "aupc_table",
     "capture_attentions",
     "deletion_counts",
+    "edge_attribution_patching",
     "exact_patching_effects",
     "layer_contributions",
     "lrp_rules",

@@ -122,6 +122,8 @@ class Family:
             block input (GPT-NeoX ``use_parallel_residual``); ``None``: sequential.
         explained_position: the output position attributions explain by default (``0`` =
             ``[CLS]`` for encoders, ``-1`` = the last token for decoders).
+        final_norm: pre-LN: path (in the base model) of the norm after the last block (its input
+            is the final residual stream); ``""`` for post-LN.
     """
 
     name: str
@@ -141,6 +143,7 @@ class Family:
     gate_activation: str | None = None
     parallel_attr: str | None = None
     explained_position: int = -1
+    final_norm: str = ""
 
 
 def _decoder_sites(attn: str, o_proj: str, mlp: str, down: str) -> dict[str, Site]:
@@ -166,6 +169,7 @@ GPT2 = Family(
     attention_module="attn",
     attention_norm="ln_1",
     mlp_norm="ln_2",
+    final_norm="ln_f",
 )
 
 _BERT_SITES = {
@@ -231,6 +235,7 @@ LLAMA = Family(
     attention_norm="input_layernorm",
     mlp_norm="post_attention_layernorm",
     gate_activation="mlp.act_fn",
+    final_norm="norm",
 )
 
 GPT_NEOX = Family(
@@ -243,6 +248,7 @@ GPT_NEOX = Family(
     attention_norm="input_layernorm",
     mlp_norm="post_attention_layernorm",
     parallel_attr="use_parallel_residual",
+    final_norm="final_layer_norm",
 )
 
 FAMILIES: dict[str, Family] = {
