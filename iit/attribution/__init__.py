@@ -1,8 +1,10 @@
 """Attribution diagnostics: gradients, integrated gradients, LRP, attention tracing and rollout,
-ALTI, and AUPC faithfulness.
+ALTI, AUPC faithfulness, attribution patching (AtP, AtP*, EAP, EAP-IG) and TX-Ray.
 
 Every method is an :class:`Attribution` with one verb, ``attribute(inputs, target)``; see
-:mod:`iit.attribution.base`.
+:mod:`iit.attribution.base`. Places are coordinates (:mod:`iit.attribution.places`); transformer
+internals come from the family table of :mod:`iit.transformers.families`
+(:mod:`iit.attribution.layout`). Semiring backpropagation is its own package, :mod:`iit.semiring`.
 """
 
 from typing import Any
