@@ -100,15 +100,20 @@ def attention_tracing(attentions: Tensor, position: int, *, heads: HeadMode = "p
 
 
 def capture_attentions(
-    model: nn.Module | TransformerLayout, forward: ForwardFn, inputs: Inputs
+    model: nn.Module | TransformerLayout,
+    forward: ForwardFn,
+    inputs: Inputs,
+    *,
+    return_output: bool = False,
 ) -> tuple[Tensor, Any]:
     """Run ``forward(inputs)`` and stack every layer's attention probabilities.
 
     The probabilities are read at ``TransformerCoordinate(layer, "attention_probs")`` through the
-    hook core (grouped-query heads expanded to the query heads).
+    hook core (grouped-query heads expanded to the query heads). Without ``return_output`` the
+    forward stops after the last layer's attention.
 
     Returns:
-        ``(attentions [layers, batch, heads, seq, seq], output)``.
+        ``(attentions [layers, batch, heads, seq, seq], output or None)``.
 
     Raises:
         CoordinateError: the model is outside the family table.
@@ -118,7 +123,7 @@ def capture_attentions(
 
     layout = model if isinstance(model, TransformerLayout) else transformer_layout(model)
     places = {i: TransformerCoordinate(i, "attention_probs") for i in range(layout.n_layers)}
-    values, output = collect_places(layout, forward, inputs, places, stop_early=False)
+    values, output = collect_places(layout, forward, inputs, places, stop_early=not return_output)
     return torch.stack([values[i] for i in range(layout.n_layers)]), output
 
 
