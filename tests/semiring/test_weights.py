@@ -100,3 +100,26 @@ def test_results_follow_an_in_place_weight_update(semiring: str, granularity: st
     cached = semiring_backward(net, x, 1, config, cache=cache).values["input"]
     fresh = semiring_backward(net, x, 1, config).values["input"]
     torch.testing.assert_close(cached, fresh, rtol=0, atol=0)
+
+
+def test_compiled_walks_are_bounded_least_recently_used_out() -> None:
+    """The program store of one owner keeps at most ``max_programs`` (records counted here
+    with stand-in programs: no compilation)."""
+    from iit.semiring.compiled_walk import CompiledWalks
+
+    recorded: list[str] = []
+
+    def record(name: str):
+        def make():
+            recorded.append(name)
+            return name
+
+        return make
+
+    walks = CompiledWalks(max_programs=2)
+    for key in ("a", "b", "a", "c", "b"):
+        walks.program((key,), record(key))
+    # a, b recorded; a reused (most recent); c evicts b; b recorded again, evicting a
+    assert recorded == ["a", "b", "c", "b"] and len(walks) == 2 and walks.last() == "b"
+    with pytest.raises(ValueError, match="max_programs"):
+        CompiledWalks(0)
