@@ -1,6 +1,7 @@
 """IIT training-step cost: iit vs a hand-written loop with raw hooks, in-batch vs three-pass.
 
     python benchmarks/training.py [--quick] [--threads 1]
+    python benchmarks/training.py --e2e [--quick]   # whole fits: see benchmarks/training_e2e.py
 
 Task: the default digit-sum MLP (x, y, z -> embedding slices, S -> layers.1 [0:32)), one
 variable per row, at the task's width (96: per-op overhead dominates) and at width 1024 with
@@ -85,7 +86,13 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--e2e", action="store_true", help="time whole fits against a hand-written loop")
     args = parser.parse_args()
+    if args.e2e:
+        import training_e2e
+
+        training_e2e.main(["--threads", str(args.threads)] + (["--quick"] if args.quick else []))
+        return
     torch.set_num_threads(args.threads)
     reps, steps = (3, 4) if args.quick else (7, 12)
     for hidden, batch in ((96, 256), (1024, 1024)):

@@ -13,13 +13,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from iit.errors import InterventionError
-from iit.hooks import Inputs
+from iit.alignment_checks import check_interventions, check_parameter_ranges
+from iit.errors import ArgumentTypeError, InterventionError, InterventionShapeError
+from iit.hooks import Inputs, batch_size
 from iit.interventionable import Activations, Interventionable
 from iit.interventions import Intervention
-from iit.learned import BoundlessRotatedInterchange, TemperatureSchedule
+from iit.trainable import LearnedInterventions, TrainingProgress
 
 __all__ = ["DASBatch", "DASConfig", "SourceCache", "check_frozen", "train_das", "das_step"]
 
@@ -27,11 +28,34 @@ __all__ = ["DASBatch", "DASConfig", "SourceCache", "check_frozen", "train_das", 
 @dataclass(frozen=True)
 class DASBatch:
     """One training batch: base inputs, source inputs (one per source slot) and the labels the
-    intervened output should predict."""
+    intervened output should predict.
+
+    Raises:
+        ArgumentTypeError: ``sources`` is not a list / tuple (one tensor where a list of sources
+            is expected), or ``labels`` is not a tensor.
+        InterventionShapeError: base, sources and labels do not have the same number of rows.
+    """
 
     base: Inputs
     sources: Sequence[Inputs]
     labels: Tensor
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.sources, (list, tuple)):
+            raise ArgumentTypeError(
+                f"DASBatch.sources must be a list with one input per source slot, got "
+                f"{type(self.sources).__name__}; wrap a single source: sources=[source]"
+            )
+        if not isinstance(self.labels, Tensor):
+            raise ArgumentTypeError(f"DASBatch.labels must be a tensor [batch, ...], got {type(self.labels).__name__}")
+        rows = {"base": batch_size(self.base), "labels": self.labels.shape[0] if self.labels.dim() else None}
+        rows.update({f"source {i}": batch_size(s) for i, s in enumerate(self.sources)})
+        known = {k: v for k, v in rows.items() if v is not None}
+        if len(set(known.values())) > 1:
+            raise InterventionShapeError(
+                f"DASBatch: base, sources and labels must have the same number of rows, got {known}; "
+                "row i of every source and of the labels belongs to base row i"
+            )
 
 
 @dataclass(frozen=True)
@@ -55,8 +79,14 @@ class DASConfig:
     cache_sources: bool = True
 
     def __post_init__(self) -> None:
-        if self.epochs < 1 or self.lr <= 0 or self.boundary_lr <= 0:
+        if self.epochs < 1 or not self.lr > 0 or not self.boundary_lr > 0:
             raise InterventionError(f"DASConfig needs epochs >= 1 and positive learning rates, got {self}")
+        if not self.boundary_penalty >= 0:
+            raise InterventionError(f"DASConfig.boundary_penalty must be >= 0, got {self.boundary_penalty}")
+        if len(self.temperature) != 2 or not all(t > 0 for t in self.temperature):
+            raise InterventionError(
+                f"DASConfig.temperature must be (start, end) with both > 0, got {self.temperature}"
+            )
 
 
 def check_frozen(model: Interventionable) -> None:
@@ -125,24 +155,32 @@ def das_step(
     sources: Sequence[Inputs | Activations] | None = None,
     boundary_penalty: float = 0.0,
 ) -> float:
-    """One optimisation step: intervened forward, ``loss_fn(output, labels)`` (+ the boundary
-    penalty of Boundless interventions), backward, ``optimizer.step()``, then Boundless
-    boundaries are projected back to ``[1e-3, 1]``. Returns the loss."""
+    """One optimisation step: intervened forward, ``loss_fn(output, labels)`` (+
+    ``boundary_penalty`` times the interventions' regularizer terms, e.g. Boundless DAS's
+    boundary size), backward, ``optimizer.step()``, then each intervention's
+    ``after_optimizer_step`` (Boundless boundaries are projected back to ``[1e-3, 1]``); see
+    :mod:`iit.trainable`. Returns the loss.
+
+    Raises:
+        InterventionError: a Boundless boundary outside ``[1e-3, 1]`` before the step (it is
+            never clamped silently; only the projection after a step moves it).
+    """
+    interventions = [interventions] if isinstance(interventions, Intervention) else list(interventions)
+    for iv in interventions:
+        check_parameter_ranges(iv, "das_step")
+    learned = LearnedInterventions(interventions)
     optimizer.zero_grad(set_to_none=True)
     output = model.intervene(
         batch.base, list(interventions), list(batch.sources if sources is None else sources), detach_sources=True
     )
     loss = loss_fn(output, batch.labels)
     if boundary_penalty:
-        for iv in interventions:
-            if isinstance(iv, BoundlessRotatedInterchange):
-                loss = loss + boundary_penalty * iv.boundary_penalty()
+        regularizer = learned.regularizer()
+        if regularizer is not None:
+            loss = loss + boundary_penalty * regularizer
     loss.backward()
     optimizer.step()
-    with torch.no_grad():  # projected step: keep boundaries where their gradient is alive
-        for iv in interventions:
-            if isinstance(iv, BoundlessRotatedInterchange):
-                iv.boundary.clamp_(1e-3, 1.0)
+    learned.after_optimizer_step()
     return float(loss.detach())
 
 
@@ -155,32 +193,46 @@ def train_das(
 ) -> list[float]:
     """Train ``interventions`` on a frozen ``model``; returns the loss of every step.
 
-    Boundless interventions get their temperature annealed per optimizer step and their
-    boundary trained with ``config.boundary_lr``; the boundary penalty is added to the loss.
+    The interventions' training protocol (:mod:`iit.trainable`) is driven exactly as
+    :class:`iit.training.IITModule` drives it in DAS mode: ``on_training_step`` before each
+    optimizer step (Boundless DAS: temperature annealed over ``config.temperature``),
+    ``config.boundary_penalty`` times their regularizer added to the loss, their
+    ``"boundary"`` parameter group trained at ``config.boundary_lr``, ``after_optimizer_step``
+    after each step.
+
+    Before the first step, one probe forward on the first batch checks every intervention
+    against the real hidden states (:func:`iit.alignment_checks.check_interventions`): a
+    rotation wider than its slot fails here, naming both widths, not inside the first step.
 
     Raises:
-        InterventionError: a model parameter requires grad, no batches, or no trainable
-            intervention parameter.
+        InterventionError: a model parameter requires grad, no batches, no trainable
+            intervention parameter, or a parameter outside its range.
+        ArgumentTypeError: one DASBatch or one intervention where a list is expected.
+        AlignmentError: a learned intervention whose width differs from its slot's.
+        CoordinateError: a coordinate that does not fit the model.
     """
     check_frozen(model)
+    if isinstance(batches, DASBatch) or not isinstance(batches, Sequence):
+        raise ArgumentTypeError(
+            f"train_das needs a list of DASBatch, got {type(batches).__name__}; wrap one batch: [batch]"
+        )
+    if isinstance(interventions, Intervention):
+        raise ArgumentTypeError("train_das needs a list of interventions; wrap one: [intervention]")
     if not batches:
         raise InterventionError("train_das needs at least one batch")
-    modules = nn.ModuleList(interventions)
-    boundaries = [iv.boundary for iv in interventions if isinstance(iv, BoundlessRotatedInterchange)]
-    others = [p for p in modules.parameters() if p.requires_grad and not any(p is b for b in boundaries)]
-    if not others and not boundaries:
+    learned = LearnedInterventions(interventions)
+    groups = learned.param_groups(config.lr, {"boundary": config.boundary_lr})
+    if not groups:
         raise InterventionError("the interventions have no trainable parameters")
-    groups: list[dict[str, Any]] = [{"params": others, "lr": config.lr}]
-    if boundaries:
-        groups.append({"params": boundaries, "lr": config.boundary_lr})
+    check_interventions(model, list(interventions), batches[0].base)
     optimizer = torch.optim.Adam(groups)
-    schedule = TemperatureSchedule(config.epochs * len(batches), *config.temperature)
+    total = config.epochs * len(batches)
     cache = SourceCache(model, interventions) if config.cache_sources else None
     losses: list[float] = []
     step = 0
     for _ in range(config.epochs):
         for index, batch in enumerate(batches):
-            schedule.apply(interventions, step)
+            learned.on_training_step(TrainingProgress(step, total, config.temperature))
             sources = cache.sources(index, batch) if cache is not None else None
             losses.append(
                 das_step(model, interventions, batch, loss_fn, optimizer, sources, config.boundary_penalty)

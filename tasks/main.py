@@ -12,8 +12,14 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 
-from iit.training import CounterfactualDataModule, IITConfig, IITModule
-from iit.training.cli import evaluate_alignment, format_table
+from iit.training import (
+    CounterfactualDataModule,
+    IITConfig,
+    IITModule,
+    evaluate_alignment,
+    format_table,
+    make_trainer,
+)
 from iit.training.report import plot_history
 from tasks.registry import TASKS
 
@@ -26,9 +32,7 @@ def train(task_name: str, config: IITConfig, epochs: int, out: Path, run_name: s
     module = IITModule(task, config)
     data = CounterfactualDataModule(task, spec.train_size, spec.val_size, spec.batch_size, seed=spec.seed)
     logger = pl.loggers.CSVLogger(str(out), name=run_name, version="")
-    trainer = pl.Trainer(
-        max_epochs=epochs, logger=logger, enable_checkpointing=False, enable_model_summary=False, log_every_n_steps=50
-    )
+    trainer = make_trainer(task, max_epochs=epochs, root=out, logger=logger, checkpointing=False)
     trainer.fit(module, data)
     return evaluate_alignment(module, data)
 

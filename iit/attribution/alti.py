@@ -33,7 +33,9 @@ from iit.attribution.layout import collect_places
 from iit.attribution.places import ForwardFn
 from iit.attribution.targets import Target
 from iit.coordinates import Coordinate
+from iit.errors import ArgumentError
 from iit.hooks import Inputs
+from iit.placement import materialized
 
 __all__ = ["ALTI", "ALTILayer", "alti_rollout", "layer_contributions", "transformed_vectors"]
 
@@ -89,7 +91,7 @@ def layer_contributions(layer: ALTILayer, *, chunk_rows: int = 16) -> Tensor:
         ValueError: ``chunk_rows < 1``.
     """
     if chunk_rows < 1:
-        raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
+        raise ArgumentError(f"chunk_rows must be >= 1, got {chunk_rows}")
     batch, seq, d = layer.x.shape
     norms = layer.resultant.abs().sum(-1)  # [B, T]
     targets = layer.resultant / layer.scale[..., None]  # y_i / s_i, [B, T, D]
@@ -115,7 +117,7 @@ def alti_rollout(contributions: Tensor) -> Tensor:
         ValueError: wrong shape.
     """
     if contributions.dim() != 4 or contributions.shape[-1] != contributions.shape[-2]:
-        raise ValueError(
+        raise ArgumentError(
             f"contributions must be [layers, batch, seq, seq], got {tuple(contributions.shape)}"
         )
     result = contributions[0]
@@ -126,11 +128,13 @@ def alti_rollout(contributions: Tensor) -> Tensor:
 
 def _head_weights(out_proj: nn.Module, heads: int) -> tuple[Tensor, Tensor]:
     """``W_O`` split per head ``[heads, d_head, d]`` and ``b_O [d]``."""
-    weight = out_proj.weight.detach()
+    with materialized(out_proj):  # accelerate-offloaded weights are meta outside forward
+        weight = out_proj.weight.detach()
+        bias = out_proj.bias.detach() if out_proj.bias is not None else None
     if isinstance(out_proj, nn.Linear):
         weight = weight.t()  # [d_in, d]
     d_in, d = weight.shape
-    bias = out_proj.bias.detach() if out_proj.bias is not None else weight.new_zeros(d)
+    bias = bias if bias is not None else weight.new_zeros(d)
     return weight.reshape(heads, d_in // heads, d), bias
 
 
@@ -202,7 +206,7 @@ class ALTI(TokenMethod):
             value = values[i, "value"].reshape(batch, seq, kv_heads, -1).transpose(1, 2)
             value = value.repeat_interleave(heads // kv_heads, dim=1)  # [B, H, T, d]
             if family.pre_ln:
-                u = x + values[i, "attn"]
+                u = x + values[i, "attn"].to(x.device)
                 out.append((x, probs, value, u, u))
             else:
                 out.append((x, probs, value, values[i, "u"], values[i, "y"]))
@@ -211,14 +215,18 @@ class ALTI(TokenMethod):
     def _layer(
         self, i: int, x: Tensor, probs: Tensor, value: Tensor, u: Tensor, y: Tensor
     ) -> ALTILayer:
+        x = x.to(value.device)  # read before accelerate moved it into the block
         w_heads, b_o = _head_weights(self.layout.out_proj(i), probs.shape[1])  # [H, k, D], [D]
+        w_heads, b_o = w_heads.to(x.device), b_o.to(x.device)
         if self.layout.family.pre_ln:
             head_out = torch.einsum("bhjk,hkd->bjhd", value, w_heads)  # [B, T, H, D]
             ones = x.new_ones(x.shape[:2])
-            return ALTILayer(x, probs, head_out, x, ones, b_o.expand_as(x), u)
+            return ALTILayer(x, probs, head_out, x, ones, b_o.expand_as(x), u.to(x.device))
         norm = self.layout.module(i, self.layout.family.attention_norm)
-        gamma = norm.weight.detach() if norm.weight is not None else x.new_ones(x.shape[-1])
-        beta = norm.bias.detach() if norm.bias is not None else x.new_zeros(x.shape[-1])
+        u, y = u.to(x.device), y.to(x.device)
+        with materialized(norm):  # accelerate-offloaded weights are meta outside forward
+            gamma = norm.weight.detach().to(x.device) if norm.weight is not None else x.new_ones(x.shape[-1])
+            beta = norm.bias.detach().to(x.device) if norm.bias is not None else x.new_zeros(x.shape[-1])
 
         def center(v: Tensor) -> Tensor:
             return (v - v.mean(-1, keepdim=True)) * gamma
@@ -235,9 +243,10 @@ class ALTI(TokenMethod):
         Layers are decomposed one at a time, so only one layer's vectors are held in memory.
         """
         captures = self._capture(inputs)
+        device = captures[0][0].device  # layers split across devices (accelerate): gather there
         return torch.stack(
             [
-                layer_contributions(self._layer(i, *capture), chunk_rows=self.chunk_rows)
+                layer_contributions(self._layer(i, *capture), chunk_rows=self.chunk_rows).to(device)
                 for i, capture in enumerate(captures)
             ]
         )

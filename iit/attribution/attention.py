@@ -19,7 +19,7 @@ from iit.attribution.base import Attribution
 from iit.attribution.layout import TransformerLayout, collect_places, transformer_layout
 from iit.attribution.places import ForwardFn
 from iit.attribution.targets import Target
-from iit.errors import CoordinateError
+from iit.errors import ArgumentError, CoordinateError, OutOfRangeError
 from iit.hooks import Inputs
 
 HeadMode = Literal["per_head", "mean"]
@@ -37,7 +37,7 @@ __all__ = [
 
 def _check_attentions(attentions: Tensor) -> None:
     if attentions.dim() != 5 or attentions.shape[-1] != attentions.shape[-2]:
-        raise ValueError(
+        raise ArgumentError(
             "attentions must be [layers, batch, heads, seq, seq], got shape "
             f"{tuple(attentions.shape)}"
         )
@@ -82,10 +82,10 @@ def attention_tracing(attentions: Tensor, position: int, *, heads: HeadMode = "p
     """
     _check_attentions(attentions)
     if heads not in ("per_head", "mean"):
-        raise ValueError(f"unknown heads mode {heads!r}; valid: ['per_head', 'mean']")
+        raise ArgumentError(f"unknown heads mode {heads!r}; valid: ['per_head', 'mean']")
     layers, batch, n_heads, seq, _ = attentions.shape
     if not -seq <= position < seq:
-        raise IndexError(f"position {position} is outside a sequence of {seq} tokens")
+        raise OutOfRangeError(f"position {position} is outside a sequence of {seq} tokens")
     if heads == "mean":
         state = torch.zeros(batch, seq, dtype=attentions.dtype, device=attentions.device)
         state[:, position] = 1.0
@@ -124,7 +124,8 @@ def capture_attentions(
     layout = model if isinstance(model, TransformerLayout) else transformer_layout(model)
     places = {i: TransformerCoordinate(i, "attention_probs") for i in range(layout.n_layers)}
     values, output = collect_places(layout, forward, inputs, places, stop_early=not return_output)
-    return torch.stack([values[i] for i in range(layout.n_layers)]), output
+    device = values[0].device  # layers split across devices (accelerate): gather on the first
+    return torch.stack([values[i].to(device) for i in range(layout.n_layers)]), output
 
 
 def default_position(model: Any) -> int:
@@ -166,7 +167,7 @@ class TokenMethod(Attribution):
     def _row(self, matrices: Tensor) -> Tensor:
         seq = matrices.shape[-1]
         if not -seq <= self.position < seq:
-            raise IndexError(f"position {self.position} is outside a sequence of {seq} tokens")
+            raise OutOfRangeError(f"position {self.position} is outside a sequence of {seq} tokens")
         return matrices[:, self.position, :]
 
 
@@ -211,7 +212,7 @@ class AttentionTracing(TokenMethod):
     ):
         super().__init__(model, forward=forward, position=position)
         if heads not in ("per_head", "mean"):
-            raise ValueError(f"unknown heads mode {heads!r}; valid: ['per_head', 'mean']")
+            raise ArgumentError(f"unknown heads mode {heads!r}; valid: ['per_head', 'mean']")
         self.heads: HeadMode = heads
 
     def attribute(self, inputs: Inputs, target: Target) -> Tensor:

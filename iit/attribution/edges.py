@@ -30,7 +30,7 @@ from iit.attribution.places import repeat_inputs
 from iit.attribution.quadrature import QuadratureMethod, quadrature
 from iit.attribution.targets import Target, target_scores
 from iit.coordinates import Coordinate
-from iit.errors import CoordinateError, TargetError
+from iit.errors import ArgumentError, CoordinateError, TargetError
 from iit.hooks import HookRun, Inputs, WriteOp, batch_size, call_model
 
 __all__ = ["EdgeScores", "edge_attribution_patching"]
@@ -121,7 +121,7 @@ def edge_attribution_patching(
         CoordinateError: a post-LN model (its components do not read a plain residual sum) or
             a model outside the family table.
         TargetError: the metric does not give one score per row.
-        ValueError: ``integrated_steps < 1``.
+        ArgumentError: ``integrated_steps < 1``.
     """
     layout = transformer_layout(getattr(model, "model", model))
     if not layout.family.pre_ln or not layout.family.final_norm:
@@ -130,7 +130,7 @@ def edge_attribution_patching(
             f"sum through a norm); {layout.family.name} is post-LN"
         )
     if integrated_steps is not None and integrated_steps < 1:
-        raise ValueError(f"integrated_steps must be >= 1 or None, got {integrated_steps}")
+        raise ArgumentError(f"integrated_steps must be >= 1 or None, got {integrated_steps}")
     wrapped = layout.wrapped
     up, down = _nodes(layout)
     n = batch_size(base)

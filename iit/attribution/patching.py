@@ -35,7 +35,7 @@ from torch import Tensor, nn
 from iit.attribution.places import repeat_inputs
 from iit.attribution.targets import Target, target_scores
 from iit.coordinates import Coordinate
-from iit.errors import CoordinateError, TargetError
+from iit.errors import ArgumentError, CoordinateError, TargetError
 from iit.hooks import HookRun, Inputs, WriteOp, batch_size, call_model
 
 __all__ = ["AtPConfig", "attribution_patching", "exact_patching_effects"]
@@ -148,7 +148,7 @@ def exact_patching_effects(
 
     Raises:
         CoordinateError: a coordinate that does not fit; TargetError: a bad metric;
-        ValueError: no coordinates or ``max_rows < batch``.
+        ArgumentError: no coordinates or ``max_rows < batch``.
     """
     from iit.interventionable import Activations
     from iit.interventions import Interchange
@@ -156,10 +156,10 @@ def exact_patching_effects(
     wrapped = _wrap(model)
     coordinates = list(coordinates)
     if not coordinates:
-        raise ValueError("exact_patching_effects needs at least one coordinate")
+        raise ArgumentError("exact_patching_effects needs at least one coordinate")
     n = _rows(base)
     if max_rows is not None and max_rows < n:
-        raise ValueError(f"max_rows={max_rows} is smaller than the batch ({n} rows)")
+        raise ArgumentError(f"max_rows={max_rows} is smaller than the batch ({n} rows)")
     per_chunk = len(coordinates) if max_rows is None else max(1, max_rows // n)
     with torch.no_grad():
         src = wrapped.collect(source, coordinates, detach=True)
@@ -280,13 +280,13 @@ def attribution_patching(
 
     Raises:
         CoordinateError: a coordinate that does not fit, or the softmax fix without a transformer.
-        TargetError: a bad metric. ValueError: no coordinates, or GradDrop on one layer.
+        TargetError: a bad metric. ArgumentError: no coordinates, or GradDrop on one layer.
     """
     config = config if config is not None else AtPConfig()
     wrapped = _wrap(model)
     coordinates = list(coordinates)
     if not coordinates:
-        raise ValueError("attribution_patching needs at least one coordinate")
+        raise ArgumentError("attribution_patching needs at least one coordinate")
     resolved = [wrapped.resolve(c, base) for c in coordinates]
     with torch.no_grad():
         src = wrapped.collect(source, coordinates, detach=True)
@@ -336,7 +336,7 @@ def attribution_patching(
 
     layers = wrapped.shape.n_layers
     if layers < 2:
-        raise ValueError("GradDrop needs at least 2 layers (it averages over L - 1)")
+        raise ArgumentError("GradDrop needs at least 2 layers (it averages over L - 1)")
     total: Tensor | None = None
     for layer in range(layers):
         dropped = [

@@ -54,7 +54,7 @@ from torch.fx import Node
 from torch.fx.experimental.proxy_tensor import make_fx
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
-from iit.errors import UnsupportedOpError
+from iit.errors import ArgumentError, UnsupportedOpError
 from iit.semiring.ops import is_contraction, packet_name
 from iit.semiring.semirings import State
 from iit.semiring.trace import TracedComputation
@@ -102,12 +102,12 @@ class CompiledWalks:
         max_programs: most programs kept at once.
 
     Raises:
-        ValueError: ``max_programs < 1``.
+        ArgumentError: ``max_programs < 1``.
     """
 
     def __init__(self, max_programs: int = MAX_PROGRAMS) -> None:
         if max_programs < 1:
-            raise ValueError(f"max_programs must be >= 1, got {max_programs}")
+            raise ArgumentError(f"max_programs must be >= 1, got {max_programs}")
         self.max_programs = max_programs
         self._programs: OrderedDict[tuple, _Program] = OrderedDict()
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch.fx import Node
 
-from iit.errors import CoordinateError
+from iit.errors import ArgumentError, CoordinateError
 from iit.semiring.backward import SemiringResult
 from iit.semiring.kernels import signed_products
 from iit.semiring.ops import edge_weights, packet_name
@@ -139,9 +139,9 @@ def top_path(result: SemiringResult, source: str, index: tuple[int, ...]) -> Gra
         CoordinateError: unknown source, or index outside its shape.
     """
     if result.config.semiring != "max_product":
-        raise ValueError(f"top_path needs a max_product result, got {result.config.semiring!r}")
+        raise ArgumentError(f"top_path needs a max_product result, got {result.config.semiring!r}")
     if not result.config.record_path:
-        raise ValueError(
+        raise ArgumentError(
             "top_path needs the node states, but this result was computed with "
             "record_path=False; rerun with SemiringConfig(record_path=True)"
         )

@@ -37,6 +37,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from iit.errors import ArgumentError, unknown_name
 from iit.semiring.kernels import max_product_matmul, signed_products
 from iit.semiring.weights import cached_transform
 
@@ -244,12 +245,12 @@ def make_semiring(
         ValueError: for an unknown name, or ``granularity="op"`` with ``real``/``entropy``.
     """
     if granularity not in ("scalar", "op"):
-        raise ValueError(f"granularity must be 'scalar' or 'op', got {granularity!r}")
+        raise ArgumentError(f"granularity must be 'scalar' or 'op', got {granularity!r}")
     if name == "max_product":
         cls = OpMaxProductSemiring if granularity == "op" else MaxProductSemiring
         return cls(compiled=compiled)
     if granularity == "op":
-        raise ValueError(
+        raise ArgumentError(
             f"granularity='op' only changes the max_product semiring (max across op branches, "
             f"sum inside an op); {name!r} is computed on the scalar graph, use granularity='scalar'"
         )
@@ -257,10 +258,4 @@ def make_semiring(
         return RealSemiring(compiled=compiled)
     if name == "entropy":
         return EntropySemiring(compiled=compiled)
-    import difflib
-
-    valid = ["real", "max_product", "entropy"]
-    close = difflib.get_close_matches(str(name), valid)
-    raise ValueError(
-        f"unknown semiring {name!r}; valid: {valid}" + (f"; did you mean {close}?" if close else "")
-    )
+    raise ArgumentError(unknown_name(name, ["real", "max_product", "entropy"], "semiring"))

@@ -28,6 +28,8 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import Tensor, nn
 
+from iit.errors import ArgumentError
+
 __all__ = [
     "DEFAULT_LIMIT_BYTES", "WeightCache", "cached_transform", "intercept_transforms",
     "use_weight_cache",
@@ -51,12 +53,12 @@ class WeightCache:
         limit_bytes: most bytes held; a transform that would pass it is computed, not kept.
 
     Raises:
-        ValueError: a negative ``limit_bytes``.
+        ArgumentError: a negative ``limit_bytes``.
     """
 
     def __init__(self, limit_bytes: int = DEFAULT_LIMIT_BYTES) -> None:
         if limit_bytes < 0:
-            raise ValueError(f"limit_bytes must be >= 0, got {limit_bytes}")
+            raise ArgumentError(f"limit_bytes must be >= 0, got {limit_bytes}")
         self.limit_bytes = limit_bytes
         self._entries: dict[_Key, tuple[weakref.ref, int, Tensor]] = {}
         self._keys_of: dict[int, set[_Key]] = {}

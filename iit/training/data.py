@@ -10,6 +10,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from causal_models import CounterfactualDataset
 from causal_models.data import CounterfactualBatch
+from iit.errors import ArgumentError
+from iit.training.seed import resolve_seed
 from iit.training.task import IITTask
 
 __all__ = ["CounterfactualDataModule", "EpochShuffle"]
@@ -66,17 +68,19 @@ class CounterfactualDataModule(pl.LightningDataModule):
         train_size: training pairs.
         val_size: held-out pairs.
         batch_size: pairs per batch.
-        seed: seeds data generation and shuffling.
+        seed: seeds data generation and shuffling (``None``: the ``seed_everything`` seed,
+            else 0; see :func:`iit.training.resolve_seed`).
     """
 
     def __init__(
-        self, task: IITTask, train_size: int = 20_000, val_size: int = 2_000, batch_size: int = 64, seed: int = 0
+        self, task: IITTask, train_size: int = 20_000, val_size: int = 2_000, batch_size: int = 64, seed: int | None = None
     ) -> None:
         super().__init__()
         if min(train_size, val_size, batch_size) < 1:
-            raise ValueError(f"sizes must be >= 1, got train={train_size}, val={val_size}, batch={batch_size}")
+            raise ArgumentError(f"sizes must be >= 1, got train={train_size}, val={val_size}, batch={batch_size}")
         self.task = task
-        self.train_size, self.val_size, self.batch_size, self.seed = train_size, val_size, batch_size, seed
+        self.train_size, self.val_size, self.batch_size = train_size, val_size, batch_size
+        self.seed = resolve_seed(seed)
         self.train_data: CounterfactualBatch | None = None
         self.val_data: CounterfactualBatch | None = None
 

@@ -34,11 +34,13 @@ from torchmetrics import MeanMetric
 
 from causal_models.data import CounterfactualBatch
 from iit.alignment import Alignment
+from iit.errors import ArgumentError
 from iit.hooks import call_model
-from iit.interventionable import Interventionable
 from iit.interventions import Interchange
+from iit.trainable import LearnedInterventions, TrainingProgress
 from iit.training.metrics import InterchangeAccuracy
 from iit.training.objectives import correct, prediction_loss
+from iit.training.seed import resolve_seed
 from iit.training.task import IITTask
 
 __all__ = ["IITConfig", "IITModule"]
@@ -59,10 +61,20 @@ class IITConfig:
         freeze_network: DAS mode: the network's parameters are frozen and only the
             alignment's learned interventions train.
         alignment: name of the task alignment to train.
+        boundary_lr: learning rate of parameters a learned intervention puts in its
+            ``"boundary"`` group (Boundless DAS).
+        regularizer_weight: weight of the learned interventions' regularizer terms
+            (Boundless DAS: the boundary size), see :mod:`iit.trainable`.
+        temperature: ``(start, end)`` of annealed masks, linear over the run's optimizer steps
+            (Boundless DAS).
         optimizer, lr, momentum, weight_decay: the optimiser.
         regression_atol: tolerance of a correct regression prediction.
-        seed: seeds the per-step permutations (step ``k`` uses ``seed * 1_000_003 + k``) so a
-            resumed run repeats an uninterrupted one.
+        seed: seeds the network's initial weights (``task.build_network()`` runs under
+            ``torch.manual_seed(seed)``) and the per-step permutations (step ``k`` uses
+            ``seed * 1_000_003 + k``, so a resumed run repeats an uninterrupted one). ``None``
+            (default): the seed of ``pytorch_lightning.seed_everything`` (``seed_everything:`` in a
+            CLI config), else 0 — so one ``seed_everything(s)`` fixes weights, data and
+            permutations (see :func:`iit.training.resolve_seed`).
     """
 
     behaviour_weight: float = 1.0
@@ -72,19 +84,23 @@ class IITConfig:
     detach_sources: bool = False
     freeze_network: bool = False
     alignment: str = "default"
+    boundary_lr: float = 1e-2
+    regularizer_weight: float = 1.0
+    temperature: tuple[float, float] = (50.0, 0.1)
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
     lr: float = 1e-3
     momentum: float = 0.9
     weight_decay: float = 0.0
     regression_atol: float = 0.05
-    seed: int = 0
+    seed: int | None = None
 
     def __post_init__(self) -> None:
-        for name in ("behaviour_weight", "iit_weight", "strict_weight", "lr", "weight_decay"):
+        for name in ("behaviour_weight", "iit_weight", "strict_weight", "lr", "weight_decay", "boundary_lr",
+                     "regularizer_weight"):
             if getattr(self, name) < 0:
-                raise ValueError(f"IITConfig.{name} must be >= 0, got {getattr(self, name)}")
+                raise ArgumentError(f"IITConfig.{name} must be >= 0, got {getattr(self, name)}")
         if self.behaviour_weight == self.iit_weight == self.strict_weight == 0:
-            raise ValueError("IITConfig: at least one of the loss weights must be > 0")
+            raise ArgumentError("IITConfig: at least one of the loss weights must be > 0")
 
 
 class IITModule(pl.LightningModule):
@@ -110,20 +126,32 @@ class IITModule(pl.LightningModule):
         super().__init__()
         self.task = task
         self.config = config or IITConfig()
+        self.seed = resolve_seed(self.config.seed)
         self.causal_model = task.causal_model()
-        self.network = Interventionable(network if network is not None else task.build_network())
+        if network is None:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(self.seed)
+                network = task.build_network()
+        self.network = self.task.wrap_network(network)
         self.alignment = task.alignment(self.causal_model, self.config.alignment)
         self.learned = self.alignment.learned
+        self._learned_training = LearnedInterventions(self.learned.values())
+        self._has_regularizer = self.config.regularizer_weight > 0 and any(
+            callable(getattr(iv, "training_regularizer", None)) for iv in self.learned.values()
+        )
         self.output_variable = task.output_variable(self.causal_model)
         self.variables = tuple(task.candidate_variables())
         self.unaligned = list(task.unaligned_coordinates())
         task.check(self.network, self.causal_model, self.alignment)
+        self._collect_in_training = self.config.iit_weight > 0 or (self.config.strict_weight > 0 and bool(self.unaligned))
         if self.config.freeze_network:
             self.network.model.requires_grad_(False)
         self.task_acc = MeanMetric()
         self.strict_acc = MeanMetric()
         self.iia = InterchangeAccuracy()
         self.iia_by_variable = nn.ModuleDict({v: InterchangeAccuracy() for v in self.variables})
+        self._loss_sums = torch.zeros(0)
+        self._loss_count = 0
 
     # ------------------------------------------------------------------ helpers
     def _decode(self, output: Any) -> Tensor:
@@ -151,7 +179,9 @@ class IITModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ losses
     def compute_losses(self, batch: CounterfactualBatch, generator: torch.Generator) -> dict[str, Tensor]:
-        """The weighted loss terms of one step (``behaviour``, ``iit``, ``strict``, ``total``).
+        """The loss terms of one step (``behaviour``, ``iit``, ``strict``, ``regularizer`` when a
+        learned intervention has one, and the weighted ``total``; a behaviour-only configuration
+        runs one plain forward and returns ``behaviour`` and ``total``).
 
         In-batch sources replace the batch's sources by a permutation of its bases (drawn
         from ``generator``); the counterfactual labels are recomputed with the same
@@ -161,6 +191,10 @@ class IITModule(pl.LightningModule):
         base_inputs = self.task.encode_inputs(batch.base)
         need_output = cfg.behaviour_weight > 0
         freeze = cfg.freeze_network
+        if not self._collect_in_training:  # behaviour only: one plain forward
+            base_labels = self._labels(batch.base_output)
+            behaviour = self._loss(call_model(self.network, base_inputs), base_labels)
+            return {"behaviour": behaviour, "total": cfg.behaviour_weight * behaviour}
         if cfg.in_batch_sources:
             with torch.no_grad() if freeze and not need_output else contextlib.nullcontext():
                 collected = self.network.collect(base_inputs, self._source_coordinates(), return_output=need_output)
@@ -197,16 +231,57 @@ class IITModule(pl.LightningModule):
         losses["total"] = (
             cfg.behaviour_weight * losses["behaviour"] + cfg.iit_weight * losses["iit"] + cfg.strict_weight * losses["strict"]
         )
+        if self._has_regularizer:
+            regularizer = self._learned_training.regularizer()
+            losses["regularizer"] = regularizer
+            losses["total"] = losses["total"] + cfg.regularizer_weight * regularizer
         return losses
 
     def training_step(self, batch: CounterfactualBatch, batch_idx: int) -> Tensor:
-        generator = torch.Generator().manual_seed(self.config.seed * 1_000_003 + self.global_step)
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.global_step)
         # evaluate orthogonal parametrisations (DAS rotations) once per step, even when shared
         with torch.nn.utils.parametrize.cached():
             losses = self.compute_losses(batch, generator)
-        for name, value in losses.items():
-            self.log(f"train/{name}_loss", value, on_step=False, on_epoch=True, prog_bar=name == "total", batch_size=len(batch))
+        # epoch means accumulate in one tensor; they are logged once per epoch (a per-step
+        # ``self.log`` costs more than a small network's whole step)
+        with torch.no_grad():
+            terms = torch.stack([losses[name].detach() for name in self._logged_losses])
+            self._loss_sums = self._loss_sums.to(terms.device) + terms * len(batch)
+            self._loss_count += len(batch)
         return losses["total"]
+
+    @property
+    def _logged_losses(self) -> tuple[str, ...]:
+        """Loss terms worth logging: those with a positive weight, and the total."""
+        cfg = self.config
+        weights = {"behaviour": cfg.behaviour_weight, "iit": cfg.iit_weight,
+                   "strict": cfg.strict_weight if self.unaligned else 0.0}
+        extra = ("regularizer",) if self._has_regularizer else ()
+        return tuple(name for name, w in weights.items() if w > 0) + extra + ("total",)
+
+    def on_train_batch_start(self, batch: CounterfactualBatch, batch_idx: int) -> None:
+        """Learned interventions' schedules (:mod:`iit.trainable`) for this optimizer step."""
+        if self._learned_training.interventions:
+            total = int(self.trainer.estimated_stepping_batches)
+            self._learned_training.on_training_step(TrainingProgress(self.global_step, total, self.config.temperature))
+
+    def on_train_batch_end(self, outputs: Any, batch: CounterfactualBatch, batch_idx: int) -> None:
+        """Learned interventions' projections after the optimizer step."""
+        if self._learned_training.interventions:
+            self._learned_training.after_optimizer_step()
+
+    def on_train_epoch_start(self) -> None:
+        self._loss_sums = torch.zeros(len(self._logged_losses), device=self.device)
+        self._loss_count = 0
+
+    def on_train_epoch_end(self) -> None:
+        """Log the epoch means ``train/<term>_loss`` of the weighted-in loss terms (averaged
+        over processes under DDP)."""
+        if self._loss_count == 0:
+            return
+        means = self._loss_sums / self._loss_count
+        for name, value in zip(self._logged_losses, means):
+            self.log(f"train/{name}_loss", value, prog_bar=name == "total", sync_dist=True)
 
     # ------------------------------------------------------------------ evaluation
     def evaluate_batch(self, batch: CounterfactualBatch, alignment: Alignment | None = None) -> dict[str, Any]:
@@ -225,7 +300,9 @@ class IITModule(pl.LightningModule):
         encode = self.task.encode_inputs
         with torch.no_grad():
             base_inputs = encode(batch.base)
-            sources = [encode(s) for s in batch.sources]
+            # one forward per source slot collects every coordinate the evaluations read
+            coords = alignment.source_coordinates() + [c for c in self.unaligned if c not in alignment.source_coordinates()]
+            sources = [self.network.collect(encode(s), coords) if coords else encode(s) for s in batch.sources]
             base_labels = self._labels(batch.base_output)
             result: dict[str, Any] = {"task_correct": self._correct(call_model(self.network, base_inputs), base_labels)}
             result["correct"] = result["impactful"] = None
@@ -277,11 +354,29 @@ class IITModule(pl.LightningModule):
             metric.reset()
 
     # ------------------------------------------------------------------ optimisation, checkpoints
+    def configure_model(self) -> None:
+        """Under Lightning's ``ModelParallelStrategy`` (FSDP2), shard the network (and the
+        learned interventions) over the data-parallel mesh with ``fully_shard``; a no-op
+        otherwise. Hooks stay on the network's own submodules, so interventions work unchanged."""
+        mesh = self.device_mesh
+        if mesh is None or getattr(self, "_iit_sharded", False):
+            return
+        from torch.distributed.fsdp import fully_shard
+
+        dp = mesh["data_parallel"] if mesh.mesh_dim_names and "data_parallel" in mesh.mesh_dim_names else mesh
+        fully_shard(self.network.model, mesh=dp)
+        if any(p.requires_grad for p in self.learned.parameters()):
+            fully_shard(self.learned, mesh=dp)
+        self._iit_sharded = True
+
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        params = [p for p in self.parameters() if p.requires_grad]
-        if not params:
-            raise ValueError("nothing to train: every parameter is frozen (DAS mode needs learned interventions)")
+        """The optimiser over the network (unless frozen) and the learned interventions; an
+        intervention's ``"boundary"`` group trains at ``boundary_lr``."""
         cfg = self.config
+        network = [p for p in self.network.parameters() if p.requires_grad]
+        params = self._learned_training.param_groups(cfg.lr, {"boundary": cfg.boundary_lr}, extra=network)
+        if not params:
+            raise ArgumentError("nothing to train: every parameter is frozen (DAS mode needs learned interventions)")
         if cfg.optimizer == "sgd":
             return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
         if cfg.optimizer == "adamw":

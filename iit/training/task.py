@@ -26,6 +26,7 @@ from iit.errors import AlignmentError
 from iit.hooks import Inputs, call_model
 from iit.interventionable import Interventionable
 from iit.outputs import output_tensor
+from iit.training.inputs import check_encoded_inputs
 from iit.training.objectives import TaskKind
 
 __all__ = ["IITTask"]
@@ -101,6 +102,12 @@ class IITTask(ABC):
             raise AlignmentError(f"the causal model has outputs {model.outputs}; override output_variable()")
         return model.outputs[0]
 
+    def wrap_network(self, network: nn.Module) -> Interventionable:
+        """How the network is wrapped for interventions (default: :class:`~iit.Interventionable`;
+        return a :class:`~iit.transformers.TransformerInterventionable` or your own subclass to
+        align in its coordinate system)."""
+        return Interventionable(network)
+
     # ------------------------------------------------------------------ helpers
     def alignment(self, model: CausalModel, name: str = "default") -> Alignment:
         """Build the named alignment.
@@ -121,12 +128,15 @@ class IITTask(ABC):
         output domain.
 
         Raises:
+            IITError: ``encode_inputs`` returns inputs of a dtype or shape the network does not
+                take (naming the method and what the first layer expects).
             AlignmentError, CoordinateError: with what is wrong and what would be valid.
         """
         if for_training:
             alignment.require_aligned(self.candidate_variables())
         example = self.train_sampler(model)(4, torch.Generator().manual_seed(0))
         inputs = self.encode_inputs(example)
+        check_encoded_inputs(network, inputs, f"{type(self).__name__}.encode_inputs")
         alignment.check(network, inputs)
         if self.kind == "classification":
             domain = model.domain(self.output_variable(model))

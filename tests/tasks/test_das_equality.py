@@ -10,8 +10,7 @@ import pytest
 import torch
 
 from iit.learned import RotatedInterchange
-from iit.training import CounterfactualDataModule, IITModule
-from iit.training.cli import evaluate_alignment
+from iit.training import CounterfactualDataModule, IITModule, evaluate_alignment
 from tasks.das_equality import (
     BaseNetwork,
     DASEquality,

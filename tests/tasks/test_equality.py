@@ -7,8 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from iit.training import CounterfactualDataModule, IITModule
-from iit.training.cli import evaluate_alignment
+from iit.training import CounterfactualDataModule, IITModule, evaluate_alignment
 from tasks.equality import HierarchicalEqualityMLP
 from tasks.networks import VectorMLP
 

@@ -12,7 +12,6 @@ import pytorch_lightning as pl
 import torch
 import yaml
 
-from iit import Interventionable
 from iit.training import CounterfactualDataModule, IITConfig, IITModule, IITTask
 from iit.training.cli import main as iit_main
 from tasks.das_equality import BaseNetwork, DASEquality
@@ -49,7 +48,7 @@ def test_task_builds_trains_and_validates(name: str) -> None:
     model = module.causal_model
     for alignment_name in task.alignments():
         hypothesis = task.alignment(model, alignment_name)
-        task.check(Interventionable(task.build_network()), model, hypothesis, for_training=False)
+        task.check(task.wrap_network(task.build_network()), model, hypothesis, for_training=False)
     trainable = {n: p.detach().clone() for n, p in module.named_parameters() if p.requires_grad}
     frozen = {n: p.detach().clone() for n, p in module.named_parameters() if not p.requires_grad}
     data = CounterfactualDataModule(task, train_size=256, val_size=128, batch_size=64, seed=0)

@@ -10,8 +10,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from iit.training import CounterfactualDataModule, IITConfig, IITModule, IITTask
-from iit.training.cli import evaluate_alignment
+from iit.training import CounterfactualDataModule, IITConfig, IITModule, IITTask, evaluate_alignment
 from tasks.das_equality import run_sweep
 from tasks.pvr import PointerValueMLP
 from tasks.registry import TASKS, TaskSpec
@@ -45,6 +44,7 @@ ACCEPTANCE = {
     "digit_sum_transformer": (0.95, 0.2),
     "hierarchical_equality_mlp": (0.95, 0.2),
     "pvr_mlp": (0.95, 0.2),
+    "token_digit_sum_lm": (0.95, 0.2),
 }
 
 

@@ -14,7 +14,6 @@ paper's "activation mass normalised to a distribution").
 
 from __future__ import annotations
 
-import difflib
 import inspect
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -24,7 +23,13 @@ import torch
 from torch import Tensor, nn
 
 from iit.coordinates import Coordinate
-from iit.errors import CoordinateError
+from iit.errors import (
+    ArgumentError,
+    ArgumentTypeError,
+    CoordinateError,
+    NamingError,
+    unknown_name,
+)
 
 __all__ = ["TXRayConfig", "NeuronDistributions", "record_distributions", "accumulate"]
 
@@ -57,12 +62,11 @@ class TXRayConfig:
 
     def __post_init__(self) -> None:
         if self.mode not in ("max1", "all"):
-            close = difflib.get_close_matches(str(self.mode), ["max1", "all"])
-            raise ValueError(f"mode must be 'max1' or 'all', got {self.mode!r}; close: {close}")
+            raise ArgumentError(unknown_name(self.mode, ["max1", "all"], "TX-Ray mode"))
         if self.num_features < 1:
-            raise ValueError(f"num_features must be >= 1, got {self.num_features}")
+            raise ArgumentError(f"num_features must be >= 1, got {self.num_features}")
         if not isinstance(self.input_keys, tuple):
-            raise TypeError(f"input_keys must be a tuple, got {type(self.input_keys).__name__}")
+            raise ArgumentTypeError(f"input_keys must be a tuple, got {type(self.input_keys).__name__}")
         if isinstance(self.place, str):
             object.__setattr__(self, "place", Coordinate(self.place))
 
@@ -71,12 +75,12 @@ class TXRayConfig:
         ``attention_mask`` when ``mask_key`` is set and the model takes one (``takes_mask``).
 
         Raises:
-            KeyError: a key missing from the batch (naming the keys it has).
+            NamingError: a key missing from the batch (naming the keys it has).
         """
         keys = [*self.input_keys, *([self.mask_key] if self.mask_key else [])]
         missing = [k for k in keys if k not in batch]
         if missing:
-            raise KeyError(f"batch has no {missing}; it has {sorted(batch)}")
+            raise NamingError(f"batch has no {missing}; it has {sorted(batch)}")
         inputs = {k: batch[k] for k in self.input_keys}
         if self.mask_key is not None and takes_mask:
             inputs["attention_mask"] = batch[self.mask_key]
@@ -138,11 +142,11 @@ def accumulate(
     """
     P, N = acts.shape
     if features.shape != (P,):
-        raise ValueError(
+        raise ArgumentError(
             f"features must have shape ({P},) to match activations, got {tuple(features.shape)}"
         )
     if (features < 0).any() or (features >= num_features).any():
-        raise ValueError(
+        raise ArgumentError(
             f"feature ids must lie in [0, {num_features}); got {features.min()}..{features.max()}"
         )
     if mask is not None:
@@ -200,8 +204,8 @@ def record_distributions(
     Raises:
         CoordinateError: unknown module or a place that does not fit (nearest names listed).
         HookFiringError: the place's module did not run exactly once per batch.
-        KeyError: a batch lacks a configured key.
-        ValueError: activation / feature / mask shapes disagree, or no batch was given.
+        NamingError: a batch lacks a configured key.
+        ArgumentError: activation / feature / mask shapes disagree, or no batch was given.
     """
     wrapped = _interventionable(model, config.place)
     takes_mask = _accepts_attention_mask(model)
@@ -215,7 +219,7 @@ def record_distributions(
             acts, feats = activations[config.place], batch[config.feature_key]
             where = config.place.describe()
             if acts.dim() != feats.dim() + 1 or acts.shape[:-1] != feats.shape:
-                raise ValueError(
+                raise ArgumentError(
                     f"activations at {where} have shape {tuple(acts.shape)}; expected "
                     f"{tuple(feats.shape)} + [neurons] to match {config.feature_key!r}"
                 )
@@ -231,5 +235,5 @@ def record_distributions(
     finally:
         model.train(was_training)
     if mass is None or counts is None:
-        raise ValueError("batches was empty: nothing to record")
+        raise ArgumentError("batches was empty: nothing to record")
     return NeuronDistributions(mass, counts, config.mode)

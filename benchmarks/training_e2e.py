@@ -1,0 +1,210 @@
+"""End-to-end training time: a whole ``Trainer.fit`` of :class:`IITModule` (data module,
+per-epoch validation and logging) against a hand-written PyTorch loop doing the same work.
+
+    python benchmarks/training_e2e.py [--quick] [--threads 1]
+    python benchmarks/training.py --e2e          # the same
+
+Both sides train the same digit-sum MLP from the same initial weights on the same
+precomputed counterfactual pairs (the data module's), with Adam, the same batch size and
+epochs, in-batch sources (a random permutation of the batch per step), behaviour + IIT loss,
+and evaluate every epoch on the same held-out pairs: task accuracy, IIA on the pairs' own
+variables and IIA per variable (every row intervening on that variable). The hand-written loop
+uses raw forward hooks, labels written by hand (``x + y + z``) and plain tensor indexing.
+Setups: the task's MLP (width 96, batch 64: per-step overheads dominate) and a wide MLP
+(width 1024, batch 512, 4096 pairs: compute dominates). Rows: IIT and behaviour-only, for
+``pl.Trainer`` at Lightning's defaults (progress bar, logger, checkpoint) and for
+``iit.training.make_trainer`` (the library's quiet defaults). Methods are interleaved per
+repetition; medians are reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+import warnings
+from dataclasses import replace
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+
+from causal_models.data import CounterfactualBatch
+from iit.training import CounterfactualDataModule, IITConfig, IITModule
+from tasks.digit_sum import DigitSumMLP
+
+VARIABLES = ("x", "y", "z", "S")
+
+
+def _encode(values: dict[str, torch.Tensor]) -> torch.Tensor:
+    return torch.stack([values["x"], values["y"], values["z"]], 1)
+
+
+def _counterfactual_labels(base: dict, source: dict, on: torch.Tensor) -> torch.Tensor:
+    """Digit-sum counterfactual output by hand (``on``: bool ``[B, 4]`` over x, y, z, S)."""
+    x, y, z = base["x"], base["y"], base["z"]
+    xs, ys, zs = source["x"], source["y"], source["z"]
+    s = torch.where(on[:, 3], xs + ys, torch.where(on[:, 0], xs, x) + torch.where(on[:, 1], ys, y))
+    return s + torch.where(on[:, 2], zs, z)
+
+
+def _intervened_forward(net, base_tokens, emb_src, h1_src, on, d_embed: int) -> torch.Tensor:
+    """Forward on ``base_tokens`` with rows of the embedding slices / ``layers.1[0:d]`` patched
+    from the source activations where ``on`` says so."""
+
+    def patch_emb(m, a, o):
+        o = o.clone()
+        for j in range(3):
+            o[on[:, j], d_embed * j : d_embed * (j + 1)] = emb_src[on[:, j], d_embed * j : d_embed * (j + 1)]
+        return o
+
+    def patch_h1(m, a, o):
+        o = o.clone()
+        o[on[:, 3], :d_embed] = h1_src[on[:, 3], :d_embed]
+        return o
+
+    hooks = [net.embedded.register_forward_hook(patch_emb), net.layers[1].register_forward_hook(patch_h1)]
+    try:
+        return net(base_tokens)
+    finally:
+        for h in hooks:
+            h.remove()
+
+
+def _collecting_forward(net, tokens):
+    store: dict[str, torch.Tensor] = {}
+    hooks = [
+        net.embedded.register_forward_hook(lambda m, a, o: store.__setitem__("emb", o)),
+        net.layers[1].register_forward_hook(lambda m, a, o: store.__setitem__("h1", o)),
+    ]
+    try:
+        out = net(tokens)
+    finally:
+        for h in hooks:
+            h.remove()
+    return out, store["emb"], store["h1"]
+
+
+def hand_fit(net, train: CounterfactualBatch, val: CounterfactualBatch, epochs: int, batch_size: int, lr: float,
+             iit: bool, d_embed: int, seed: int = 0) -> dict[str, float]:
+    """The hand-written loop: shuffled batches, behaviour (+ in-batch IIT) loss, Adam, and a
+    full evaluation every epoch. Returns the last epoch's metrics."""
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    generator = torch.Generator().manual_seed(seed)
+    n = len(train)
+    metrics: dict[str, float] = {}
+    for _ in range(epochs):
+        net.train()
+        order = torch.randperm(n, generator=generator)
+        for start in range(0, n, batch_size):
+            batch = train.select(order[start : start + batch_size])
+            base = batch.base
+            tokens = _encode(base)
+            label = base["x"] + base["y"] + base["z"]
+            if iit:
+                out, emb, h1 = _collecting_forward(net, tokens)
+                perm = torch.randperm(len(batch), generator=generator)
+                source = {k: v[perm] for k, v in base.items()}
+                on = batch.intervened
+                out_cf = _intervened_forward(net, tokens, emb[perm], h1[perm], on, d_embed)
+                loss = F.cross_entropy(out, label) + F.cross_entropy(out_cf, _counterfactual_labels(base, source, on))
+            else:
+                loss = F.cross_entropy(net(tokens), label)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        metrics = hand_evaluate(net, val, max(batch_size, 512), d_embed)
+    return metrics
+
+
+def hand_evaluate(net, val: CounterfactualBatch, batch_size: int, d_embed: int) -> dict[str, float]:
+    """Task accuracy, IIA on the pairs' own variables and per variable, by hand."""
+    net.eval()
+    hits = {"task": 0, "iia": 0, **{v: 0 for v in VARIABLES}}
+    with torch.no_grad():
+        for start in range(0, len(val), batch_size):
+            batch = val.select(torch.arange(start, min(start + batch_size, len(val))))
+            base, source = batch.base, batch.sources[0]
+            tokens = _encode(base)
+            out = net(tokens)
+            hits["task"] += int((out.argmax(-1) == base["x"] + base["y"] + base["z"]).sum())
+            _, emb, h1 = _collecting_forward(net, _encode(source))
+            ons = {"iia": batch.intervened}
+            for j, v in enumerate(VARIABLES):
+                one = torch.zeros_like(batch.intervened)
+                one[:, j] = True
+                ons[v] = one
+            for name, on in ons.items():
+                out_cf = _intervened_forward(net, tokens, emb, h1, on, d_embed)
+                hits[name] += int((out_cf.argmax(-1) == _counterfactual_labels(base, source, on)).sum())
+    net.train()
+    return {k: v / len(val) for k, v in hits.items()}
+
+
+def iit_fit(task, data: CounterfactualDataModule, config: IITConfig, epochs: int, quiet: bool, root: str) -> dict:
+    """A whole fit with the library: ``iit.training.trainer`` (quiet) or ``pl.Trainer`` defaults."""
+    module = IITModule(task, config)
+    if quiet:
+        from iit.training import make_trainer
+
+        trainer = make_trainer(task, max_epochs=epochs, root=root)
+    else:
+        trainer = pl.Trainer(max_epochs=epochs, default_root_dir=root)
+    trainer.fit(module, data)
+    return {k: float(v) for k, v in trainer.callback_metrics.items()}
+
+
+def measure(hidden: int, batch_size: int, train_size: int, epochs: int, reps: int, modes: list[str]) -> dict[str, float]:
+    task = DigitSumMLP(hidden=hidden)
+    data = CounterfactualDataModule(task, train_size=train_size, val_size=2_000, batch_size=batch_size, seed=0)
+    data.setup("fit")
+    lr = 2e-3
+    iit_cfg = IITConfig(lr=lr)
+    beh_cfg = replace(iit_cfg, iit_weight=0.0)
+    runs: dict[str, object] = {}
+    for kind, cfg, is_iit in (("IIT", iit_cfg, True), ("behaviour", beh_cfg, False)):
+        for mode in modes:
+            runs[f"{kind} {mode}"] = (lambda cfg=cfg, mode=mode, root=None: iit_fit(
+                task, data, cfg, epochs, mode == "make_trainer", root))
+        runs[f"{kind} hand-written"] = (lambda is_iit=is_iit, root=None: hand_fit(
+            task.build_network(), data.train_data, data.val_data, epochs, batch_size, lr, is_iit, task.d_embed))
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    with tempfile.TemporaryDirectory() as root:
+        for rep in range(reps):
+            for name, run in runs.items():
+                torch.manual_seed(0)
+                start = time.perf_counter()
+                run(root=f"{root}/{rep}") if "hand" not in name else run()
+                times[name].append(time.perf_counter() - start)
+    med = {name: statistics.median(ts) for name, ts in times.items()}
+    print(f"\ndigit-sum MLP width {hidden}, batch {batch_size}, {train_size} pairs, {epochs} epochs, "
+          f"validation every epoch on 2000 pairs; median of {reps} fits")
+    print(f"{'run':<36}{'wall s':>9}{'x hand':>9}")
+    for kind in ("IIT", "behaviour"):
+        hand = med[f"{kind} hand-written"]
+        for name in [f"{kind} {m}" for m in modes] + [f"{kind} hand-written"]:
+            print(f"{name:<36}{med[name]:>9.2f}{med[name] / hand:>9.2f}")
+    return med
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer epochs and repetitions")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--modes", default="make_trainer,pl.Trainer defaults")
+    parser.add_argument("--only", choices=["small", "wide"], default=None)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    warnings.filterwarnings("ignore")
+    modes = args.modes.split(",")
+    reps, epochs = (1, 2) if args.quick else (3, 5)
+    print(f"{args.threads} thread(s); targets: IIT fit <= 1.3x hand-written (small MLP), <= 1.05x (wide MLP)")
+    if args.only in (None, "small"):
+        measure(96, 64, 20_000, epochs, reps, modes)
+    if args.only in (None, "wide"):
+        measure(1024, 512, 4_096, epochs, reps, modes)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,172 @@
+"""A Lightning ``Trainer`` for IIT runs with quiet defaults.
+
+:func:`make_trainer` is the one-call way to train::
+
+    trainer = make_trainer(task, max_epochs=10)      # logs to runs/<task.name>/version_N
+    trainer.fit(IITModule(task), CounterfactualDataModule(task))
+
+Quiet means: no GPU/TPU/"tip" lines, no model summary or FLOPs table, no warnings about
+data-loader workers (the pairs are precomputed tensors; workers would only add overhead);
+a progress bar and the per-epoch metrics stay. No sanity-check validation before training:
+:class:`IITModule` already runs the task's network and alignment on example inputs when it is
+built.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import pytorch_lightning as pl
+from pytorch_lightning.callbacks import Callback
+from pytorch_lightning.loggers import CSVLogger, Logger
+from pytorch_lightning.strategies import Strategy
+
+from iit.errors import ArgumentError
+from iit.training.checkpoints import LIGHTNING_CKPT_NAMES, read_checkpoint
+from iit.training.data import CounterfactualDataModule
+from iit.training.evaluation import evaluate_alignment, format_table
+from iit.training.module import IITModule
+from iit.training.task import IITTask
+
+__all__ = ["IITTrainer", "make_trainer", "quiet_lightning"]
+
+Precision = Literal["32-true", "32", "bf16-mixed", "bf16-true", "16-mixed", "16-true", "64-true"]
+
+_NOISE = (
+    r".*does not have many workers.*",
+    r".*is smaller than the logging interval.*",
+    r".*litlogger.*",
+    r".*litmodels.*",
+)
+
+
+def quiet_lightning() -> None:
+    """Silence Lightning's informational output (device lines, tips, "fit stopped") and its
+    warnings about data-loader workers and the logging interval; warnings that point at real
+    problems stay. Applies process-wide (Lightning's loggers are global)."""
+    for name in ("pytorch_lightning.utilities.rank_zero", "lightning.pytorch.utilities.rank_zero",
+                 "lightning_fabric.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    for pattern in _NOISE:
+        warnings.filterwarnings("ignore", message=pattern)
+
+
+class IITTrainer(pl.Trainer):
+    """A Lightning ``Trainer`` with an :meth:`evaluate` entry point (``iit evaluate``)."""
+
+    def evaluate(
+        self,
+        model: IITModule,
+        datamodule: CounterfactualDataModule,
+        ckpt_path: str | None = None,
+        alignment: str | None = None,
+    ) -> dict[str, float]:
+        """Print and return IIA per variable for a checkpoint, optionally under another of the
+        task's alignments (:func:`~iit.training.evaluate_alignment`).
+
+        Args:
+            model: the module (its weights are replaced by the checkpoint's).
+            datamodule: supplies the held-out pairs.
+            ckpt_path: a checkpoint written by a fit (read with
+                :func:`~iit.training.checkpoints.read_checkpoint`: no code in it runs).
+            alignment: the name of another alignment hypothesis of the task.
+
+        Raises:
+            AlignmentError: an unknown alignment name (listing the task's).
+            MissingFileError, DamagedFileError: see :func:`~iit.training.checkpoints.read_checkpoint`.
+        """
+        if ckpt_path is not None:
+            model.load_state_dict(read_checkpoint(ckpt_path)["state_dict"])
+        results = evaluate_alignment(model, datamodule, alignment)
+        name = alignment or model.config.alignment
+        print(f"task {model.task.name!r}, alignment {name!r}:")
+        print(model.task.alignment(model.causal_model, name).describe())
+        print(format_table({name: results}))
+        return results
+
+    def fit(
+        self,
+        model: Any,
+        train_dataloaders: Any = None,
+        val_dataloaders: Any = None,
+        datamodule: Any = None,
+        ckpt_path: str | None = None,
+        weights_only: bool | None = None,
+    ) -> None:
+        """``Trainer.fit``; a ``ckpt_path`` file is first checked with
+        :func:`~iit.training.checkpoints.read_checkpoint` and then restored by Lightning with
+        ``weights_only=True``.
+
+        Raises:
+            MissingFileError, DamagedFileError: see :func:`~iit.training.checkpoints.read_checkpoint`.
+        """
+        if ckpt_path is not None and str(ckpt_path) not in LIGHTNING_CKPT_NAMES:
+            read_checkpoint(ckpt_path)
+            weights_only = True
+        super().fit(model, train_dataloaders, val_dataloaders, datamodule, ckpt_path, weights_only=weights_only)
+
+
+def make_trainer(
+    task: IITTask | str | None = None,
+    *,
+    max_epochs: int = 10,
+    max_steps: int = -1,
+    root: str | Path = "runs",
+    logger: Logger | bool = True,
+    progress_bar: bool = True,
+    checkpointing: bool = True,
+    accelerator: str = "auto",
+    devices: int | str | list[int] = "auto",
+    strategy: str | Strategy = "auto",
+    precision: Precision | None = None,
+    gradient_clip_val: float | None = None,
+    check_val_every_n_epoch: int = 1,
+    callbacks: Sequence[Callback] = (),
+    quiet: bool = True,
+) -> IITTrainer:
+    """An :class:`IITTrainer` with IIT's defaults.
+
+    Args:
+        task: names the log folder ``<root>/<task.name>`` (a task or a name; default ``iit``).
+        max_epochs, max_steps: when to stop.
+        root: folder for logs and checkpoints.
+        logger: ``True`` (a CSV logger under ``<root>/<task>``; metrics per epoch),
+            ``False`` (none) or a Lightning logger.
+        progress_bar: show Lightning's progress bar.
+        checkpointing: save the last checkpoint of each run (under the logger's folder).
+        accelerator, devices, strategy, precision, gradient_clip_val,
+        check_val_every_n_epoch: as in ``pytorch_lightning.Trainer``.
+        callbacks: extra callbacks.
+        quiet: call :func:`quiet_lightning` first (no device lines, tips or worker warnings).
+
+    Raises:
+        ArgumentError: ``max_epochs < 1`` with no ``max_steps``.
+    """
+    if max_epochs < 1 and max_steps < 1:
+        raise ArgumentError(f"make_trainer needs max_epochs >= 1 or max_steps >= 1, got {max_epochs} and {max_steps}")
+    if quiet:
+        quiet_lightning()
+    name = task.name if isinstance(task, IITTask) else (task or "iit")
+    if logger is True:
+        logger = CSVLogger(str(root), name=name)
+    return IITTrainer(
+        max_epochs=max_epochs,
+        max_steps=max_steps,
+        default_root_dir=str(Path(root) / name),
+        logger=logger,
+        enable_progress_bar=progress_bar,
+        enable_checkpointing=checkpointing,
+        enable_model_summary=False,
+        accelerator=accelerator,
+        devices=devices,
+        strategy=strategy,
+        precision=precision,
+        gradient_clip_val=gradient_clip_val,
+        check_val_every_n_epoch=check_val_every_n_epoch,
+        callbacks=list(callbacks),
+        num_sanity_val_steps=0,  # IITModule checks the task on example inputs when it is built
+    )
