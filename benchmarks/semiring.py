@@ -35,11 +35,16 @@ import time
 import torch
 
 sys.path.insert(0, ".")
-from iit.attribution.semiring import SemiringConfig  # noqa: E402
-from iit.attribution.semiring.backward import _held_bytes, _walk, run_walk  # noqa: E402
-from iit.attribution.semiring.trace import trace_computation  # noqa: E402
+from iit.semiring import SemiringCache, SemiringConfig  # noqa: E402
+from iit.semiring.backward import _held_bytes, _walk, run_walk  # noqa: E402
+from iit.semiring.trace import trace_computation  # noqa: E402
 
 SOURCE = "embeddings.word_embeddings"
+
+
+#: the parameter transforms and compiled programs every timed walk reuses (as a SemiringBackprop
+#: would keep them)
+CACHE = SemiringCache()
 
 
 def build(layers: int, hidden: int, seq: int, device: str):
@@ -144,12 +149,12 @@ def compiled_peak_bytes(model, inputs, config: SemiringConfig) -> int:
     op's inputs and output coexist; parameters and their cached transforms excluded).
     Inductor's fused code materialises fewer temporaries, so this is an estimate from above
     of what the compiled program holds."""
-    from iit.attribution.semiring import compiled_walk as cw
+    from iit.semiring import compiled_walk as cw
 
     comp = trace_computation(model, inputs, target, (SOURCE,))
     with torch.no_grad():
-        run_walk(trace_computation(model, inputs, target, (SOURCE,)), config)  # (compiled)
-    program = next(reversed(cw._programs.values()))  # the one just used
+        run_walk(trace_computation(model, inputs, target, (SOURCE,)), config, CACHE)  # (compiled)
+    program = CACHE.walks.last()  # the one just used
     gm = program.run._orig_mod
     values = cw._flatten(comp)
     transforms = cw._transform_inputs(program.transforms, values.params)
@@ -211,7 +216,7 @@ def main() -> None:
                 semiring, granularity, sources=(SOURCE,), record_path=False, compile=compiled
             )
             with torch.no_grad():
-                run_walk(trace_computation(model, inputs, target, (SOURCE,)), config)
+                run_walk(trace_computation(model, inputs, target, (SOURCE,)), config, CACHE)
     for with_params in (False, True):
         autograd_backward(model, inputs, with_params)  # warm-up
     ref: list[float] = []
@@ -231,7 +236,7 @@ def main() -> None:
                 comp = trace_computation(model, inputs, target, (SOURCE,))
                 t1 = time.perf_counter()
                 with torch.no_grad():
-                    run_walk(comp, config)
+                    run_walk(comp, config, CACHE)
                 sync()
                 t2 = time.perf_counter()
                 walk.setdefault(key, []).append(t2 - t1)

@@ -31,8 +31,8 @@ from collections.abc import Callable
 import torch
 
 sys.path.insert(0, ".")
-from iit.attribution.semiring.kernels import signed_products  # noqa: E402
-from iit.attribution.semiring.tropical import (  # noqa: E402
+from iit.semiring.kernels import signed_products  # noqa: E402
+from iit.semiring.tropical import (  # noqa: E402
     cpp_kernel_available,
     signed_max_product_matmul,
 )

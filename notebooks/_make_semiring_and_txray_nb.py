@@ -20,7 +20,7 @@ import matplotlib.pyplot as plt
 import torch
 from IPython.display import Image, display
 
-from iit.attribution.semiring import SemiringConfig, semiring_backward, top_path
+from iit.semiring import SemiringConfig, semiring_backward, top_path
 from iit.attribution.txray import (TXRayConfig, compare, plot_activation_mass, plot_hellinger_vs_length,
                                    plot_length_shift, plot_neuron_details, record_distributions)
 from tasks.semiring.common import TrainConfig, accuracy, tiny_bert_classifier, train_classifier
@@ -35,7 +35,7 @@ forward = lambda ids: model(input_ids=ids).logits""")
 md("## TX-Ray recording before training, then training")
 code("""layer = "bert.encoder.layer.1.intermediate"
 batches = [{"input_ids": data.ids[test][i:i + 100]} for i in range(0, 200, 100)]
-tx_config = TXRayConfig(module=layer, num_features=20, mode="max1")
+tx_config = TXRayConfig(place=layer, num_features=20, mode="max1")
 before = record_distributions(model, batches, tx_config)
 model.train()
 train_classifier(forward, list(model.parameters()), data.ids[train], data.labels[train], TrainConfig(epochs=4, lr=3e-3))

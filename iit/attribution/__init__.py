@@ -1,11 +1,14 @@
 """Attribution diagnostics: gradients, integrated gradients, LRP, attention tracing and rollout,
-ALTI, and AUPC faithfulness.
+ALTI, AUPC faithfulness, attribution patching (AtP, AtP*, EAP, EAP-IG) and TX-Ray.
 
 Every method is an :class:`Attribution` with one verb, ``attribute(inputs, target)``; see
-:mod:`iit.attribution.base`.
+:mod:`iit.attribution.base`. Places are coordinates (:mod:`iit.attribution.places`); transformer
+internals come from the family table of :mod:`iit.transformers.families`
+(:mod:`iit.attribution.layout`). Semiring backpropagation is its own package, :mod:`iit.semiring`.
 """
 
-from iit.attribution._layers import LayerRef, resolve_layer
+from typing import Any
+
 from iit.attribution.alti import ALTI, ALTILayer, alti_rollout, layer_contributions
 from iit.attribution.attention import (
     AttentionRollout,
@@ -21,7 +24,7 @@ from iit.attribution.base import (
     TokenAttribution,
     reduce_tokens,
 )
-from iit.attribution.callback import AttributionLogger
+from iit.attribution.edges import EdgeScores, edge_attribution_patching
 from iit.attribution.faithfulness import (
     AUPCConfig,
     AUPCRow,
@@ -30,15 +33,17 @@ from iit.attribution.faithfulness import (
     deletion_counts,
     perturbation_curve,
 )
-from iit.attribution.families import FAMILIES, Family, transformer_layout
 from iit.attribution.gradient import InputXGradient, IntegratedGradients, Saliency
+from iit.attribution.layout import TransformerLayout, collect_places, transformer_layout
 from iit.attribution.lrp import LRP, EpsilonRule, GammaRule, Rule, ZPlusRule, lrp_rules
-from iit.attribution.plots import plot_contribution_matrix, plot_token_heatmap
+from iit.attribution.patching import AtPConfig, attribution_patching, exact_patching_effects
+from iit.attribution.places import Place, PlaceResolver
 from iit.attribution.quadrature import QuadratureMethod, quadrature
 from iit.attribution.targets import Target, output_tensor, target_scores
 
 __all__ = [
     "ALTI",
+    "AtPConfig",
     "ALTILayer",
     "AUPCConfig",
     "AUPCRow",
@@ -47,15 +52,15 @@ __all__ = [
     "AttentionTracing",
     "Attribution",
     "AttributionLogger",
+    "EdgeScores",
     "EpsilonRule",
-    "FAMILIES",
-    "Family",
     "GammaRule",
     "InputXGradient",
     "IntegratedGradients",
     "LRP",
-    "LayerRef",
+    "Place",
     "PlaceAttribution",
+    "PlaceResolver",
     "QuadratureMethod",
     "Reduction",
     "Rule",
@@ -65,10 +70,13 @@ __all__ = [
     "ZPlusRule",
     "alti_rollout",
     "attention_rollout",
+    "attribution_patching",
     "attention_tracing",
     "aupc_table",
     "capture_attentions",
     "deletion_counts",
+    "edge_attribution_patching",
+    "exact_patching_effects",
     "layer_contributions",
     "lrp_rules",
     "output_tensor",
@@ -77,12 +85,33 @@ __all__ = [
     "plot_token_heatmap",
     "quadrature",
     "reduce_tokens",
-    "resolve_layer",
     "target_scores",
+    "TransformerLayout",
+    "collect_places",
     "transformer_layout",
 ]
 
-# --- semiring / txray re-exports (added by the lead; this module does not import them) -------
-from iit.attribution import semiring, txray  # noqa: E402  (iit.attribution.semiring.top_path, ...)
+# Imported on first use, so that ``import iit.attribution`` imports neither Lightning (the
+# callback), matplotlib (plots) nor plotly (TX-Ray plots). Semiring backpropagation is its own
+# package, :mod:`iit.semiring` (it used to live at ``iit.attribution.semiring``).
+_LAZY = {
+    "AttributionLogger": "iit.attribution.callback",
+    "plot_contribution_matrix": "iit.attribution.plots",
+    "plot_token_heatmap": "iit.attribution.plots",
+    "txray": "iit.attribution.txray",
+}
+__all__ += ["AttributionLogger", "plot_contribution_matrix", "plot_token_heatmap", "txray"]
 
-__all__ += ["semiring", "txray"]
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        module = importlib.import_module(_LAZY[name])
+        return module if name == "txray" else getattr(module, name)
+    if name == "semiring":
+        raise AttributeError(
+            "semiring backpropagation moved to its own package: use iit.semiring "
+            "(e.g. from iit.semiring import SemiringBackprop, semiring_backward)"
+        )
+    raise AttributeError(f"module 'iit.attribution' has no attribute {name!r}")

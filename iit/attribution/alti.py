@@ -6,8 +6,10 @@ vectors of every input token ``j`` (``[batch, seq, seq, d]``):
 * post-LN (BERT, RoBERTa, DistilBERT): ``T_i(x_j) = L(Σ_h α^h_ij v^h_j W^h_O + δ_ij x_j) / σ_i``
   with ``L(v) = (v - mean(v)) ⊙ γ`` and ``σ_i`` the LayerNorm's actual normaliser
   ``sqrt(var(u_i) + eps)`` of its input ``u_i``; the resultant ``y_i`` is the LayerNorm output.
-* pre-LN (GPT-2): ``T_i(x_j) = Σ_h α^h_ij v^h_j W^h_O + δ_ij x_j``; the resultant ``y_i`` is the
-  residual stream after attention.
+* pre-LN decoders (GPT-2, GPT-NeoX, Llama, Qwen2, Mistral; LayerNorm or RMSNorm):
+  ``T_i(x_j) = Σ_h α^h_ij v^h_j W^h_O + δ_ij x_j`` with ``v^h_j`` computed from ``norm(x_j)``
+  (a function of token ``j`` alone); the resultant ``y_i`` is the residual stream after
+  attention, ``x_i + attn_i``.
 
 ``v^h_j`` includes the value bias; the output bias (and LN β) belong to no token. Contributions
 ``c_ij = max(0, ‖y_i‖₁ - ‖y_i - T_i(x_j)‖₁)`` are row-normalised to ``C`` (rows sum to 1) and
@@ -26,12 +28,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from iit.attribution._attention import attention_probe
-from iit.attribution._layers import ForwardFn, Inputs
 from iit.attribution.attention import TokenMethod
-from iit.attribution.families import TransformerLayout, transformer_layout
+from iit.attribution.layout import collect_places
+from iit.attribution.places import ForwardFn
 from iit.attribution.targets import Target
-from iit.errors import ArgumentError, HookFiringError
+from iit.coordinates import Coordinate
+from iit.errors import ArgumentError
+from iit.hooks import Inputs
 from iit.placement import materialized
 
 __all__ = ["ALTI", "ALTILayer", "alti_rollout", "layer_contributions", "transformed_vectors"]
@@ -136,12 +139,21 @@ def _head_weights(out_proj: nn.Module, heads: int) -> tuple[Tensor, Tensor]:
 
 
 class ALTI(TokenMethod):
-    """ALTI token attributions for BERT, RoBERTa, DistilBERT and GPT-2 (``[batch, seq]``).
+    """ALTI token attributions (``[batch, seq]``) for every family of the table.
+
+    Post-LN encoders (BERT, RoBERTa, DistilBERT) as in the paper; pre-LN decoders (GPT-2,
+    GPT-NeoX, Llama, Qwen2, Mistral; LayerNorm or RMSNorm) in the decoder formulation: the
+    norm before attention acts on each token alone, so it belongs to that token's value vector
+    ``v_j = W_V norm(x_j) + b_V``, and the resultant is the residual stream after attention,
+    ``y_i = x_i + attn_i`` (with GPT-NeoX's parallel residual: the block input plus the
+    attention output, the MLP being outside ALTI as in the paper). Grouped key-value heads are
+    shared by the query heads that read them.
 
     Args:
-        model: a Hugging Face model of a family in :data:`~iit.attribution.families.FAMILIES`.
+        model: a Hugging Face model of a family in :data:`iit.transformers.families.FAMILIES`.
         forward: see :class:`~iit.attribution.base.Attribution`.
-        position: explained output position (default ``[CLS]``=0, GPT-2: last token).
+        position: explained output position (default ``[CLS]``=0 for encoders, the last token
+            for decoders).
         chunk_rows: output rows per chunk in :func:`layer_contributions`.
 
     Raises:
@@ -157,7 +169,6 @@ class ALTI(TokenMethod):
         chunk_rows: int = 16,
     ):
         super().__init__(model, forward=forward, position=position)
-        self.layout: TransformerLayout = transformer_layout(self.module)
         self.chunk_rows = chunk_rows
 
     def layers(self, inputs: Inputs) -> list[ALTILayer]:
@@ -169,66 +180,50 @@ class ALTI(TokenMethod):
         return [self._layer(i, *capture) for i, capture in enumerate(self._capture(inputs))]
 
     def _capture(self, inputs: Inputs) -> list[tuple[Tensor, Tensor, Tensor, Tensor, Tensor]]:
-        """Per block ``(x, probs, value, LN input, LN output)`` from one forward."""
-        blocks = self.layout.blocks
-        xs: dict[int, Tensor] = {}
-        attn: dict[int, tuple[Tensor, Tensor]] = {}
-        norm_in: dict[int, Tensor] = {}
-        norm_out: dict[int, Tensor] = {}
-        attn_index = {id(b.attention): i for i, b in enumerate(blocks)}
+        """Per block ``(x, probs [B, H, T, T], value [B, H, T, d], u, y)`` from one forward:
+        ``u`` the residual sum after attention, ``y`` the resultant (post-LN: the norm's output;
+        pre-LN: ``u`` itself)."""
+        from iit.transformers import TransformerCoordinate
 
-        def probe(module: nn.Module, probs: Tensor, value: Tensor) -> Tensor:
-            i = attn_index.get(id(module))
-            if i is not None:
-                if i in attn:
-                    raise HookFiringError(f"attention of block {i} ran twice in one forward")
-                attn[i] = (probs.detach(), value.detach())
-            return probs
-
-        def store(target: dict[int, Tensor], i: int, value: Tensor) -> None:
-            if i in target:
-                raise HookFiringError(f"block {i} of {self.layout.layers_path} ran twice")
-            target[i] = value.detach()
-
-        handles = []
-        try:
-            for i, block in enumerate(blocks):
-                handles.append(
-                    block.block.register_forward_pre_hook(
-                        lambda m, a, k, i=i: store(xs, i, a[0] if a else k["hidden_states"]),
-                        with_kwargs=True,
-                    )
-                )
-                handles.append(
-                    block.norm.register_forward_pre_hook(lambda m, a, i=i: store(norm_in, i, a[0]))
-                )
-                handles.append(
-                    block.norm.register_forward_hook(lambda m, a, o, i=i: store(norm_out, i, o))
-                )
-            with torch.no_grad(), attention_probe(self.module, probe):
-                self.forward(inputs)
-        finally:
-            for handle in handles:
-                handle.remove()
-        missing = [
-            i for i in range(len(blocks)) if i not in xs or i not in attn or i not in norm_in
-        ]
-        if missing:
-            raise HookFiringError(f"blocks {missing} (or their attention) never ran in the forward")
-        return [(xs[i], *attn[i], norm_in[i], norm_out[i]) for i in range(len(blocks))]
+        layout, family = self.layout, self.layout.family
+        places: dict[Any, Any] = {}
+        for i in range(layout.n_layers):
+            places[i, "x"] = TransformerCoordinate(i, "block_input")
+            places[i, "probs"] = TransformerCoordinate(i, "attention_probs")
+            places[i, "value"] = TransformerCoordinate(i, "value")
+            if family.pre_ln:
+                places[i, "attn"] = TransformerCoordinate(i, "attention_output")
+            else:
+                norm = layout.path(i, family.attention_norm)
+                places[i, "u"] = Coordinate(norm, io="input")
+                places[i, "y"] = Coordinate(norm)
+        values, _ = collect_places(layout, self.forward, inputs, places)
+        out = []
+        for i in range(layout.n_layers):
+            x, probs = values[i, "x"], values[i, "probs"]
+            batch, seq, _ = x.shape
+            heads, kv_heads = probs.shape[1], layout.shape.n_kv_heads
+            value = values[i, "value"].reshape(batch, seq, kv_heads, -1).transpose(1, 2)
+            value = value.repeat_interleave(heads // kv_heads, dim=1)  # [B, H, T, d]
+            if family.pre_ln:
+                u = x + values[i, "attn"].to(x.device)
+                out.append((x, probs, value, u, u))
+            else:
+                out.append((x, probs, value, values[i, "u"], values[i, "y"]))
+        return out
 
     def _layer(
         self, i: int, x: Tensor, probs: Tensor, value: Tensor, u: Tensor, y: Tensor
     ) -> ALTILayer:
-        block = self.layout.blocks[i]
         x = x.to(value.device)  # read before accelerate moved it into the block
-        w_heads, b_o = _head_weights(block.out_proj, probs.shape[1])  # [H, k, D], [D]
+        w_heads, b_o = _head_weights(self.layout.out_proj(i), probs.shape[1])  # [H, k, D], [D]
         w_heads, b_o = w_heads.to(x.device), b_o.to(x.device)
-        if self.layout.norm_kind == "pre":
+        if self.layout.family.pre_ln:
             head_out = torch.einsum("bhjk,hkd->bjhd", value, w_heads)  # [B, T, H, D]
             ones = x.new_ones(x.shape[:2])
-            return ALTILayer(x, probs, head_out, x, ones, b_o.expand_as(x), u)
-        norm = block.norm
+            return ALTILayer(x, probs, head_out, x, ones, b_o.expand_as(x), u.to(x.device))
+        norm = self.layout.module(i, self.layout.family.attention_norm)
+        u, y = u.to(x.device), y.to(x.device)
         with materialized(norm):  # accelerate-offloaded weights are meta outside forward
             gamma = norm.weight.detach().to(x.device) if norm.weight is not None else x.new_ones(x.shape[-1])
             beta = norm.bias.detach().to(x.device) if norm.bias is not None else x.new_zeros(x.shape[-1])

@@ -1,9 +1,10 @@
 """Attention-based token attributions: attention rollout and layer-wise attention tracing.
 
 Functional cores take stacked attention probabilities ``[layers, batch, heads, seq, seq]``
-(row ``i`` = query ``i``); the classes capture them from a Hugging Face model through
-:func:`~iit.attribution._attention.attention_probe` and return ``[batch, seq]`` token scores
-for one output position (``[CLS]`` = 0 for encoders, the last token for GPT-2).
+(row ``i`` = query ``i``); the classes read them from a Hugging Face model of a family in
+:data:`iit.transformers.families.FAMILIES` at ``TransformerCoordinate(layer, "attention_probs")``
+and return ``[batch, seq]`` token scores for one output position (``[CLS]`` = 0 for encoders,
+the last token for decoders).
 """
 
 from __future__ import annotations
@@ -14,12 +15,12 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from iit.attribution._attention import attention_probe
-from iit.attribution._layers import ForwardFn, Inputs
 from iit.attribution.base import Attribution
-from iit.attribution.families import FAMILIES
+from iit.attribution.layout import TransformerLayout, collect_places, transformer_layout
+from iit.attribution.places import ForwardFn
 from iit.attribution.targets import Target
 from iit.errors import ArgumentError, CoordinateError, OutOfRangeError
+from iit.hooks import Inputs
 
 HeadMode = Literal["per_head", "mean"]
 
@@ -98,37 +99,42 @@ def attention_tracing(attentions: Tensor, position: int, *, heads: HeadMode = "p
     return state.sum(1)
 
 
-def capture_attentions(model: nn.Module, forward: ForwardFn, inputs: Inputs) -> tuple[Tensor, Any]:
-    """Run ``forward(inputs)`` and stack every self-attention's probabilities in call order.
+def capture_attentions(
+    model: nn.Module | TransformerLayout,
+    forward: ForwardFn,
+    inputs: Inputs,
+    *,
+    return_output: bool = False,
+) -> tuple[Tensor, Any]:
+    """Run ``forward(inputs)`` and stack every layer's attention probabilities.
+
+    The probabilities are read at ``TransformerCoordinate(layer, "attention_probs")`` through the
+    hook core (grouped-query heads expanded to the query heads). Without ``return_output`` the
+    forward stops after the last layer's attention.
 
     Returns:
-        ``(attentions [layers, batch, heads, seq, seq], output)``.
+        ``(attentions [layers, batch, heads, seq, seq], output or None)``.
 
     Raises:
-        CoordinateError: the model has no HF config, or no attention ran.
+        CoordinateError: the model is outside the family table.
+        HookFiringError: an attention module did not run exactly once.
     """
-    records: list[Tensor] = []
+    from iit.transformers import TransformerCoordinate
 
-    def keep(module: nn.Module, probs: Tensor, value: Tensor) -> Tensor:
-        records.append(probs.detach())
-        return probs
-
-    with torch.no_grad(), attention_probe(model, keep):
-        output = forward(inputs)
-    if not records:
-        raise CoordinateError(
-            f"no attention function ran in {type(model).__name__}'s forward; the model must "
-            "call transformers' attention interface"
-        )
-    device = records[0].device  # layers split across devices (accelerate): gather on the first
-    return torch.stack([r.to(device) for r in records]), output
+    layout = model if isinstance(model, TransformerLayout) else transformer_layout(model)
+    places = {i: TransformerCoordinate(i, "attention_probs") for i in range(layout.n_layers)}
+    values, output = collect_places(layout, forward, inputs, places, stop_early=not return_output)
+    device = values[0].device  # layers split across devices (accelerate): gather on the first
+    return torch.stack([values[i].to(device) for i in range(layout.n_layers)]), output
 
 
 def default_position(model: Any) -> int:
-    """The family's explained position (0 for encoders, -1 for GPT-2), 0 when unknown."""
+    """The family's explained position (0 for encoders, -1 for decoders), 0 when unknown."""
+    from iit.transformers.families import FAMILIES
+
     model_type = getattr(getattr(model, "config", None), "model_type", None)
     family = FAMILIES.get(str(model_type))
-    return family.position if family is not None else 0
+    return family.explained_position if family is not None else 0
 
 
 class TokenMethod(Attribution):
@@ -155,6 +161,7 @@ class TokenMethod(Attribution):
         if not isinstance(model, nn.Module):
             raise CoordinateError(f"{type(self).__name__} needs an nn.Module model")
         self.module: nn.Module = model
+        self.layout: TransformerLayout = transformer_layout(model)
         self.position = default_position(model) if position is None else position
 
     def _row(self, matrices: Tensor) -> Tensor:
@@ -180,7 +187,7 @@ class AttentionRollout(TokenMethod):
 
     def matrices(self, inputs: Inputs) -> Tensor:
         """The full rollout ``[batch, seq, seq]``."""
-        attentions, _ = capture_attentions(self.module, self.forward, inputs)
+        attentions, _ = capture_attentions(self.layout, self.forward, inputs)
         return attention_rollout(attentions, residual=self.residual)
 
     def attribute(self, inputs: Inputs, target: Target) -> Tensor:
@@ -214,5 +221,5 @@ class AttentionTracing(TokenMethod):
         Raises:
             CoordinateError: attention cannot be captured. IndexError: bad position.
         """
-        attentions, _ = capture_attentions(self.module, self.forward, inputs)
+        attentions, _ = capture_attentions(self.layout, self.forward, inputs)
         return attention_tracing(attentions, self.position, heads=self.heads)

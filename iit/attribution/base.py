@@ -21,20 +21,10 @@ from typing import Any, ClassVar, Literal, get_args
 import torch
 from torch import Tensor, nn
 
-from iit.attribution._layers import (
-    ForwardFn,
-    Inputs,
-    LayerRef,
-    batch_size,
-    check_fired,
-    default_forward,
-    replace_at,
-    resolve_layer,
-)
+from iit.attribution.places import ForwardFn, Place, PlaceResolver, default_forward
 from iit.attribution.targets import Target, target_scores
-from iit.coordinates import Coordinate
-from iit.errors import ArgumentError, CoordinateError, TargetError, unknown_name
-from iit.hooks import StopForward
+from iit.errors import ArgumentError, TargetError, unknown_name
+from iit.hooks import Inputs, batch_size
 
 Reduction = Literal["sum", "abs_sum", "abs_of_sum", "l2", "mean", "abs_mean", "clip"]
 OutputKind = Literal["place", "tokens"]
@@ -124,14 +114,15 @@ class Attribution(ABC):
 
 
 class PlaceAttribution(Attribution):
-    """An attribution onto a hidden state: input embeddings by default, or any module.
+    """An attribution onto a hidden state: input embeddings by default, or any place.
 
     Args:
         model: the model.
-        layer: module path in ``model.named_modules()`` or a whole-tensor :class:`iit.Coordinate`;
-            ``None`` = input embeddings (``model.get_input_embeddings()``) or, failing that,
-            float inputs themselves.
-        layer_input: attribute to the module's first input instead of its output.
+        layer: the place (see :mod:`iit.attribution.places`): an :class:`iit.Coordinate` (with
+            any index: the result is shaped like the indexed values), an
+            :class:`iit.TransformerCoordinate`, a module path, or ``None`` = input embeddings
+            (``model.get_input_embeddings()``) or, failing that, float inputs themselves.
+        layer_input: for a module path, attribute to the module's first input.
         forward: see :class:`Attribution`.
 
     Raises:
@@ -142,121 +133,95 @@ class PlaceAttribution(Attribution):
         self,
         model: nn.Module | Callable[..., Any],
         *,
-        layer: str | Coordinate | None = None,
+        layer: Place = None,
         layer_input: bool = False,
         forward: ForwardFn | None = None,
     ):
         super().__init__(model, forward=forward)
-        self.ref: LayerRef = resolve_layer(model, layer, layer_input=layer_input)
+        self.ref: PlaceResolver = PlaceResolver(model, layer, layer_input=layer_input)
 
 
-def _check_float_inputs(ref: LayerRef, inputs: Inputs) -> Tensor:
-    if not isinstance(inputs, Tensor) or not inputs.is_floating_point():
-        kind = "a mapping" if not isinstance(inputs, Tensor) else f"{inputs.dtype} tensor"
-        raise CoordinateError(
-            f"cannot attribute to the raw inputs ({kind}): the model has no "
-            "get_input_embeddings(); pass layer='<module path>' (e.g. the embedding module)"
-        )
-    return inputs
-
-
-def place_value(ref: LayerRef, forward: ForwardFn, inputs: Inputs) -> tuple[Tensor, Any]:
-    """The tensor at ``ref`` for ``inputs`` and the model output (no gradients)."""
-    if ref.module is None:
-        x = _check_float_inputs(ref, inputs)
+def place_value(ref: PlaceResolver, forward: ForwardFn, inputs: Inputs) -> tuple[Tensor, Any]:
+    """The values at ``ref`` for ``inputs`` and the model output (no gradients)."""
+    if ref.is_inputs:
+        x = ref.float_inputs(inputs)
         with torch.no_grad():
             return x.detach(), forward(x)
-    captured: list[Tensor] = []
-
-    def keep(t: Tensor) -> Tensor:
-        captured.append(t.detach())
-        return t
-
-    with torch.no_grad(), replace_at(ref, keep) as calls:
-        out = forward(inputs)
-    check_fired(ref, calls)
-    return captured[0], out
+    with torch.no_grad():
+        value, out = ref.run(forward, inputs, read=True)
+    assert value is not None
+    return value, out
 
 
-def place_tensor(ref: LayerRef, forward: ForwardFn, inputs: Inputs) -> Tensor:
-    """The tensor at ``ref`` for ``inputs`` (detached), running the forward only up to it.
-
-    The forward is stopped as soon as the place's hook fires (the rest of the model never runs),
-    so this costs a fraction of :func:`place_value` when the place is near the input.
+def place_tensor(ref: PlaceResolver, forward: ForwardFn, inputs: Inputs) -> Tensor:
+    """The values at ``ref`` for ``inputs`` (detached), running the forward only up to it.
 
     Raises:
-        HookFiringError: the place never ran. CoordinateError: as :func:`replace_at`.
+        HookFiringError: the place never ran. CoordinateError: the place does not fit.
     """
-    if ref.module is None:
-        return _check_float_inputs(ref, inputs).detach()
-    captured: list[Tensor] = []
-
-    def keep(t: Tensor) -> Tensor:
-        captured.append(t.detach())
-        raise StopForward
-
-    with torch.no_grad(), replace_at(ref, keep) as calls:
-        try:
-            forward(inputs)
-        except StopForward:
-            pass
-    check_fired(ref, calls)
-    return captured[0]
+    if ref.is_inputs:
+        return ref.float_inputs(inputs).detach()
+    with torch.no_grad():
+        value, _ = ref.run(forward, inputs, read=True, stop_early=True)
+    assert value is not None
+    return value
 
 
-def run_with_value(ref: LayerRef, forward: ForwardFn, inputs: Inputs, value: Tensor) -> Any:
-    """Run ``forward(inputs)`` with the tensor at ``ref`` replaced by ``value`` (no gradients)."""
-    if ref.module is None:
-        with torch.no_grad():
+def run_with_value(ref: PlaceResolver, forward: ForwardFn, inputs: Inputs, value: Tensor) -> Any:
+    """Run ``forward(inputs)`` with the values at ``ref`` replaced by ``value`` (no gradients)."""
+    with torch.no_grad():
+        if ref.is_inputs:
             return forward(value)
-    with torch.no_grad(), replace_at(ref, lambda t: value) as calls:
-        out = forward(inputs)
-    check_fired(ref, calls)
-    return out
+        return ref.run(forward, inputs, apply=lambda t: value.to(t.dtype))[1]
+
+
+def _rows(ref: PlaceResolver, inputs: Inputs) -> int:
+    n = ref.float_inputs(inputs).shape[0] if ref.is_inputs else batch_size(inputs)
+    if n is None:
+        raise TargetError("the inputs have no batch dimension (no tensor with a dim 0)")
+    return n
 
 
 def gradients_at(
-    ref: LayerRef,
+    ref: PlaceResolver,
     forward: ForwardFn,
     inputs: Inputs,
     target: Target,
     *,
     value: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Gradient of the target scores with respect to the tensor at ``ref``.
+    """Gradient of the target scores with respect to the values at ``ref``.
 
     Args:
-        ref: where to differentiate (a module output/input, or the float inputs).
+        ref: where to differentiate (a resolved place, or the float inputs).
         forward: ``inputs -> output``.
-        inputs: the batch; for ``ref.module is None`` a float tensor.
+        inputs: the batch; for the raw-inputs place a float tensor.
         target: see :mod:`iit.attribution.targets`.
-        value: optional replacement for the tensor at ``ref`` (same shape), e.g. IG's
-            interpolated points; default the value the forward computes.
+        value: optional replacement for the values at ``ref`` (same shape), e.g. IG's
+            interpolated points; default the values the forward computes.
 
     Returns:
-        ``(x, grad, scores)``: the value at ``ref`` (``[batch, ...]``), ``∂ Σ scores / ∂x``
+        ``(x, grad, scores)``: the values at ``ref`` (``[batch, ...]``), ``∂ Σ scores / ∂x``
         (same shape) and the target scores ``[batch]``.
 
     Raises:
         TargetError: the target does not give one score per row.
-        CoordinateError / HookFiringError: see :func:`replace_at`.
+        CoordinateError / HookFiringError: the place does not fit or did not run once.
     """
-    n = batch_size(inputs) if ref.module is not None else _check_float_inputs(ref, inputs).shape[0]
+    n = _rows(ref, inputs)
     with torch.enable_grad():
-        if ref.module is None:
+        if ref.is_inputs:
             leaf = (value if value is not None else inputs).detach().requires_grad_(True)
             out = forward(leaf)
         else:
             holder: list[Tensor] = []
 
             def make_leaf(t: Tensor) -> Tensor:
-                src = value if value is not None else t
+                src = value.to(t.dtype) if value is not None else t
                 holder.append(src.detach().requires_grad_(True))
                 return holder[0]
 
-            with replace_at(ref, make_leaf) as calls:
-                out = forward(inputs)
-            check_fired(ref, calls)
+            _, out = ref.run(forward, inputs, apply=make_leaf)
             leaf = holder[0]
         scores = target_scores(out, target)
         if scores.shape != (n,):

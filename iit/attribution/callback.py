@@ -16,10 +16,10 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
 
-from iit.attribution._layers import Inputs
 from iit.attribution.plots import plot_token_heatmap
 from iit.attribution.targets import Target
 from iit.errors import ArgumentError
+from iit.hooks import Inputs
 
 __all__ = ["AttributionLogger"]
 

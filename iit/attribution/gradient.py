@@ -13,18 +13,20 @@ from typing import Any, Literal, overload
 import torch
 from torch import Tensor, nn
 
-from iit.attribution._layers import ForwardFn, Inputs, batch_size, repeat_inputs
 from iit.attribution.base import (
     PlaceAttribution,
+    _rows,
     gradients_at,
     place_tensor,
     place_value,
     repeat_target,
     run_with_value,
 )
+from iit.attribution.places import ForwardFn, Place, repeat_inputs
 from iit.attribution.quadrature import QuadratureMethod, quadrature
 from iit.attribution.targets import Target, target_scores
 from iit.errors import ArgumentError, CoordinateError
+from iit.hooks import Inputs
 
 __all__ = ["InputXGradient", "IntegratedGradients", "Saliency"]
 
@@ -40,7 +42,7 @@ class Saliency(PlaceAttribution):
         self,
         model: nn.Module | Callable[..., Any],
         *,
-        layer: str | None = None,
+        layer: Place = None,
         layer_input: bool = False,
         forward: ForwardFn | None = None,
         abs: bool = True,
@@ -96,7 +98,7 @@ class IntegratedGradients(PlaceAttribution):
         self,
         model: nn.Module | Callable[..., Any],
         *,
-        layer: str | None = None,
+        layer: Place = None,
         layer_input: bool = False,
         forward: ForwardFn | None = None,
         n_steps: int = 50,
@@ -185,7 +187,7 @@ class IntegratedGradients(PlaceAttribution):
             x = place_tensor(self.ref, self.forward, inputs)
         base = self._baseline(x, baselines, baseline_inputs)
         alphas, weights = quadrature(self.method, self.n_steps, dtype=x.dtype)
-        rows = batch_size(inputs) if self.ref.module is not None else x.shape[0]
+        rows = _rows(self.ref, inputs)
         per_chunk = (
             self.n_steps
             if self.internal_batch_size is None
@@ -198,7 +200,7 @@ class IntegratedGradients(PlaceAttribution):
             a = alphas[start : start + per_chunk].to(x.device)
             k = a.shape[0]
             points = (base.unsqueeze(0) + a.view(view) * diff.unsqueeze(0)).flatten(0, 1)
-            chunk_inputs = repeat_inputs(inputs, k) if self.ref.module is not None else points
+            chunk_inputs = points if self.ref.is_inputs else repeat_inputs(inputs, k)
             _, grad, _ = gradients_at(
                 self.ref, self.forward, chunk_inputs, repeat_target(target, k), value=points
             )

@@ -8,9 +8,13 @@ score. Forward hooks leave every forward value unchanged but reroute the backwar
   semantics: ``W'`` from :meth:`Rule.weight`, the bias kept unless ``zero_bias``);
 * element-wise activations (GELU, tanh, sigmoid, SiLU, ...) pass relevance through unchanged
   (identity rule; ReLU's own gradient already does);
-* ``nn.LayerNorm`` treats its normaliser σ as a constant (Ali et al. 2022 LN-rule);
-* attention treats its probabilities as constants (AH-rule), through
-  :func:`~iit.attribution._attention.attention_probe` (Hugging Face models).
+* ``nn.LayerNorm`` treats its normaliser σ as a constant (Ali et al. 2022 LN-rule), and RMSNorm
+  its ``1/rms`` likewise;
+* attention treats its probabilities as constants (AH-rule), read at the attention hook points
+  of :mod:`iit.transformers.attention` for every family of the table;
+* a gated MLP (``down(act(gate(x)) * up(x))``: Llama, Qwen2, Mistral) treats the gate
+  ``act(gate(x))`` as a constant, so the product is linear in ``up(x)`` and relevance is
+  conserved.
 
 With ε = 0 and all biases zero the network becomes linear in the attributed tensor given the
 frozen factors, so relevance is conserved: ``Σ R = f_c``.
@@ -25,12 +29,13 @@ from typing import Any, Literal, overload
 import torch
 from torch import Tensor, nn
 
-from iit.attribution._attention import attention_probe, model_configs
-from iit.attribution._layers import ForwardFn, Inputs, find_module
 from iit.attribution.base import PlaceAttribution, gradients_at
+from iit.attribution.places import ForwardFn, Place
 from iit.attribution.targets import Target
 from iit.errors import ArgumentError, CoordinateError
+from iit.hooks import Inputs, find_module
 from iit.placement import materialized
+from iit.precision import upcast
 
 __all__ = ["LRP", "EpsilonRule", "GammaRule", "Rule", "ZPlusRule", "lrp_rules"]
 
@@ -150,8 +155,40 @@ def _layernorm_hook(module: nn.LayerNorm, args: Any, out: Tensor) -> Tensor:
     return y + (out - y).detach()
 
 
-def _detach_probs(module: nn.Module, probs: Tensor, value: Tensor) -> Tensor:
-    return probs.detach()
+def _is_rmsnorm(module: nn.Module) -> bool:
+    """Llama-style RMSNorm (``weight * x / rms(x)``; Llama, Qwen2, Mistral, ...)."""
+    return type(module).__name__.endswith("RMSNorm") and isinstance(
+        getattr(module, "weight", None), Tensor
+    )
+
+
+def _rmsnorm_hook(module: nn.Module, args: Any, out: Tensor) -> Tensor:
+    """RMSNorm with its normaliser ``1/rms(x)`` as a constant (the LN-rule without centring)."""
+    x = args[0] if args else None
+    if not isinstance(x, Tensor):
+        return out
+    x = x.to(out.device)
+    eps = getattr(module, "variance_epsilon", getattr(module, "eps", 1e-6))
+    scale = torch.rsqrt(upcast(x).pow(2).mean(-1, keepdim=True) + eps).to(x.dtype).detach()
+    with materialized(module):  # accelerate-offloaded weights are meta outside forward
+        y = (x * scale * module.weight).to(out.dtype)
+    return y + (out - y).detach()
+
+
+def _constant_hook(module: nn.Module, args: Any, out: Tensor) -> Tensor:
+    """The output as a constant: a gate (``act(gate(x))`` of a gated MLP) or attention
+    probabilities (AH-rule) pass relevance through the other factor only."""
+    return out.detach()
+
+
+def _transformer_layout_or_none(model: nn.Module) -> Any:
+    """The layout when ``model`` is in the family table; ``None`` for models without a Hugging
+    Face config. Raises CoordinateError for a config of a family outside the table."""
+    if getattr(getattr(model, "config", None), "model_type", None) is None:
+        return None
+    from iit.attribution.layout import transformer_layout
+
+    return transformer_layout(model)
 
 
 @contextmanager
@@ -180,11 +217,17 @@ def lrp_rules(
     linear_types: tuple[type, ...] = (nn.Linear,) + ((conv1d,) if conv1d else ())
     activations = _activation_types()
     for path in rules:
-        if not isinstance(find_module(model, path), linear_types):
+        if not isinstance(find_module(dict(model.named_modules()), path), linear_types):
             raise CoordinateError(f"rules[{path!r}] must name a linear layer (nn.Linear/Conv1D)")
+    layout = _transformer_layout_or_none(model) if transformer_rules else None
+    gates: set[int] = set()
+    if layout is not None and layout.family.gate_activation:
+        gates = {id(layout.module(i, layout.family.gate_activation)) for i in range(layout.n_layers)}
     plan: list[tuple[nn.Module, Callable[..., Any]]] = []
     for name, module in model.named_modules():
-        if isinstance(module, linear_types):
+        if id(module) in gates:
+            plan.append((module, _constant_hook))
+        elif isinstance(module, linear_types):
             rule = rules.get(name, default_rule)
             plan.append(
                 (module, _linear_hook(rule, conv1d is not None and isinstance(module, conv1d)))
@@ -192,18 +235,27 @@ def lrp_rules(
         elif isinstance(module, nn.LayerNorm):
             if transformer_rules:
                 plan.append((module, _layernorm_hook))
+        elif _is_rmsnorm(module):
+            if transformer_rules:
+                plan.append((module, _rmsnorm_hook))
         elif isinstance(module, activations) and not isinstance(module, nn.ReLU):
             plan.append((module, _activation_hook))
         elif list(module.parameters(recurse=False)) and not isinstance(module, _PASSIVE):
             raise CoordinateError(
                 f"LRP has no rule for module {name!r} of type {type(module).__name__}; supported "
-                "parametrised modules: nn.Linear, transformers Conv1D, nn.LayerNorm, nn.Embedding"
+                "parametrised modules: nn.Linear, transformers Conv1D, nn.LayerNorm, RMSNorm, "
+                "nn.Embedding"
             )
     with ExitStack() as stack:
         for module, hook in plan:
             stack.callback(module.register_forward_hook(hook).remove)
-        if transformer_rules and model_configs(model):
-            stack.enter_context(attention_probe(model, _detach_probs))
+        if layout is not None:
+            from iit.transformers.attention import HOOK_POINT
+
+            stack.enter_context(layout.attention_hook_points())
+            for attention in layout.wrapped.attention_modules():
+                point = getattr(attention, HOOK_POINT)
+                stack.callback(point.register_forward_hook(_constant_hook).remove)
         yield
 
 
@@ -228,7 +280,7 @@ class LRP(PlaceAttribution):
         self,
         model: nn.Module,
         *,
-        layer: str | None = None,
+        layer: Place = None,
         layer_input: bool = False,
         forward: ForwardFn | None = None,
         default_rule: Rule | None = None,
@@ -241,8 +293,9 @@ class LRP(PlaceAttribution):
         self.module = model
         self.default_rule = default_rule if default_rule is not None else EpsilonRule()
         self.rules = dict(rules or {})
+        modules = dict(model.named_modules())
         for path in self.rules:
-            find_module(model, path)
+            find_module(modules, path)
         self.transformer_rules = transformer_rules
 
     @overload

@@ -105,7 +105,24 @@ class Family:
             ``query`` / ``key`` / ``value`` / ``attention_probs``).
         qkv: the query / key / value layout.
         attention_module: path (relative to the block) of the module that calls the attention
-            function (receives the attention-probability hook point).
+            function; the attention probabilities ``[batch, heads, seq_q, seq_k]`` are the output
+            of its child hook point ``iit_attention_probs`` (added for one call by
+            :func:`iit.transformers.attention.attention_probs_hook_points`).
+        norm: the normalisation of the blocks: ``"layernorm"`` (``nn.LayerNorm``) or
+            ``"rmsnorm"`` (Llama-style, no centring, no bias).
+        pre_ln: pre-LN blocks (the norm before each sub-layer; decoders here) or post-LN
+            (after each residual sum: BERT, RoBERTa, DistilBERT).
+        attention_norm: pre-LN: the norm before attention; post-LN: the norm after the
+            attention residual sum (its input is that sum, its output the block's mid-point).
+        mlp_norm: pre-LN: the norm before the MLP; post-LN: the norm after the MLP residual.
+        gate_activation: gated MLPs (``down(act(gate(x)) * up(x))``): the activation module
+            whose output gates the up projection; ``None`` for plain MLPs.
+        parallel_attr: config attribute that, when true, makes attention and MLP read the same
+            block input (GPT-NeoX ``use_parallel_residual``); ``None``: sequential.
+        explained_position: the output position attributions explain by default (``0`` =
+            ``[CLS]`` for encoders, ``-1`` = the last token for decoders).
+        final_norm: pre-LN: path (in the base model) of the norm after the last block (its input
+            is the final residual stream); ``""`` for post-LN.
     """
 
     name: str
@@ -118,6 +135,14 @@ class Family:
     kv_heads_attr: str | None = None
     layers_attr: str = "num_hidden_layers"
     hidden_attr: str = "hidden_size"
+    norm: Literal["layernorm", "rmsnorm"] = "layernorm"
+    pre_ln: bool = True
+    attention_norm: str = ""
+    mlp_norm: str = ""
+    gate_activation: str | None = None
+    parallel_attr: str | None = None
+    explained_position: int = -1
+    final_norm: str = ""
 
 
 def _decoder_sites(attn: str, o_proj: str, mlp: str, down: str) -> dict[str, Site]:
@@ -141,6 +166,9 @@ GPT2 = Family(
     },
     qkv=QKVLayout("fused_blocks", ("attn.c_attn",)),
     attention_module="attn",
+    attention_norm="ln_1",
+    mlp_norm="ln_2",
+    final_norm="ln_f",
 )
 
 _BERT_SITES = {
@@ -154,8 +182,25 @@ _BERT_SITES = {
 _BERT_QKV = QKVLayout(
     "separate", ("attention.self.query", "attention.self.key", "attention.self.value")
 )
-BERT = Family("bert", ("bert",), "encoder.layer", _BERT_SITES, _BERT_QKV, "attention.self")
-ROBERTA = Family("roberta", ("roberta",), "encoder.layer", _BERT_SITES, _BERT_QKV, "attention.self")
+
+
+def _bert_like(name: str) -> Family:
+    return Family(
+        name=name,
+        model_types=(name,),
+        layers="encoder.layer",
+        sites=_BERT_SITES,
+        qkv=_BERT_QKV,
+        attention_module="attention.self",
+        pre_ln=False,
+        attention_norm="attention.output.LayerNorm",
+        mlp_norm="output.LayerNorm",
+        explained_position=0,
+    )
+
+
+BERT = _bert_like("bert")
+ROBERTA = _bert_like("roberta")
 
 DISTILBERT = Family(
     name="distilbert",
@@ -171,6 +216,10 @@ DISTILBERT = Family(
     },
     qkv=QKVLayout("separate", ("attention.q_lin", "attention.k_lin", "attention.v_lin")),
     attention_module="attention",
+    pre_ln=False,
+    attention_norm="sa_layer_norm",
+    mlp_norm="output_layer_norm",
+    explained_position=0,
 )
 
 LLAMA = Family(
@@ -181,6 +230,11 @@ LLAMA = Family(
     qkv=QKVLayout("separate", ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj")),
     attention_module="self_attn",
     kv_heads_attr="num_key_value_heads",
+    norm="rmsnorm",
+    attention_norm="input_layernorm",
+    mlp_norm="post_attention_layernorm",
+    gate_activation="mlp.act_fn",
+    final_norm="norm",
 )
 
 GPT_NEOX = Family(
@@ -190,6 +244,10 @@ GPT_NEOX = Family(
     sites=_decoder_sites("attention", "dense", "mlp", "dense_4h_to_h"),
     qkv=QKVLayout("fused_per_head", ("attention.query_key_value",)),
     attention_module="attention",
+    attention_norm="input_layernorm",
+    mlp_norm="post_attention_layernorm",
+    parallel_attr="use_parallel_residual",
+    final_norm="final_layer_norm",
 )
 
 FAMILIES: dict[str, Family] = {

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from iit.attribution.semiring import gradient_graph_entropy
+from iit.semiring import gradient_graph_entropy
 from tasks.semiring.common import TrainConfig, accuracy, train_classifier
 from tasks.semiring.data import ffoom, split
 

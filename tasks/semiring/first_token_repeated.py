@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from iit.attribution.semiring import SemiringConfig, semiring_backward, top_path
+from iit.semiring import SemiringConfig, semiring_backward, top_path
 from tasks.semiring.common import (
     TrainConfig,
     accuracy,

@@ -80,7 +80,7 @@ def test_captured_attentions_equal_eager_output_attentions(factory, ids: torch.T
     mask = torch.ones_like(ids)
     mask[1, -2:] = 0
     inputs = {"input_ids": ids, "attention_mask": mask}
-    captured, output = capture_attentions(model, lambda x: model(**x), inputs)
+    captured, output = capture_attentions(model, lambda x: model(**x), inputs, return_output=True)
     assert model.config._attn_implementation == before  # restored
     model.config._attn_implementation = "eager"
     try:
@@ -119,9 +119,15 @@ def test_bert_config_untouched_after_exception(ids: torch.Tensor) -> None:
     )
     before = model.config._attn_implementation
 
-    def broken(x):
-        model(x)
+    def boom(module, args):
         raise RuntimeError("boom")
+
+    def broken(x):  # fails as the attention starts (the forward stops after it otherwise)
+        handle = model.bert.encoder.layer[0].attention.register_forward_pre_hook(boom)
+        try:
+            return model(x)
+        finally:
+            handle.remove()
 
     with pytest.raises(RuntimeError, match="boom"):
         AttentionRollout(model, forward=broken).attribute(ids, 0)

@@ -10,40 +10,39 @@ from torch import nn
 from iit.attribution import (
     AttentionRollout,
     InputXGradient,
+    PlaceResolver,
     TokenAttribution,
     reduce_tokens,
-    resolve_layer,
 )
-from iit.attribution._layers import replace_at
 from iit.attribution.base import gradients_at
+from iit.coordinates import Coordinate
 from iit.errors import CoordinateError, HookFiringError
 from tests.attribution.conftest import tiny_bert
 
 
-def test_resolve_layer_defaults_and_errors(bert: nn.Module) -> None:
-    ref = resolve_layer(bert, None)
-    assert ref.module is bert.bert.embeddings.word_embeddings
-    assert ref.name == "bert.embeddings.word_embeddings" and ref.io == "output"
-    assert resolve_layer(bert, "bert.pooler", layer_input=True).io == "input"
-    assert resolve_layer(nn.Linear(2, 2), None).module is None
+def test_places_default_to_the_embeddings_and_name_bad_paths(bert: nn.Module) -> None:
+    ref = PlaceResolver(bert, None)
+    assert ref.place == Coordinate("bert.embeddings.word_embeddings")
+    assert ref.name == "bert.embeddings.word_embeddings.output"
+    assert PlaceResolver(bert, "bert.pooler", layer_input=True).place.io == "input"
+    assert PlaceResolver(nn.Linear(2, 2), None).is_inputs
     with pytest.raises(CoordinateError, match="bert.encoder.layer.0.output"):
-        resolve_layer(bert, "bert.encoder.layer.0.outptu")
+        PlaceResolver(bert, "bert.encoder.layer.0.outptu")
     with pytest.raises(CoordinateError, match="nn.Module"):
-        resolve_layer(lambda x: x, "layer")
+        PlaceResolver(lambda x: x, "layer")
+    with pytest.raises(CoordinateError, match="Coordinate"):
+        PlaceResolver(bert, 3)  # type: ignore[arg-type]
 
 
-def test_replace_at_detects_reused_and_silent_modules() -> None:
+def test_places_detect_reused_and_silent_modules() -> None:
     shared = nn.Linear(3, 3)
     twice = nn.Sequential(shared, nn.ReLU(), shared)
-    with pytest.raises(HookFiringError, match="ran 2 times"):
-        gradients_at(resolve_layer(twice, "0"), twice, torch.randn(2, 3), 0)
+    with pytest.raises(HookFiringError, match="more than once"):
+        gradients_at(PlaceResolver(twice, "0"), twice, torch.randn(2, 3), 0)
     assert not shared._forward_hooks
     idle = nn.ModuleDict({"used": nn.Linear(3, 2), "unused": nn.Linear(3, 3)})
     with pytest.raises(HookFiringError, match="never ran"):
-        gradients_at(resolve_layer(idle, "unused"), idle["used"], torch.randn(2, 3), 0)
-    with pytest.raises(CoordinateError, match="shape"):
-        with replace_at(resolve_layer(twice, "1"), lambda t: t[:1]):
-            twice(torch.randn(2, 3))
+        gradients_at(PlaceResolver(idle, "unused"), idle["used"], torch.randn(2, 3), 0)
 
 
 def test_layer_input_equals_previous_output(bert: nn.Module, ids: torch.Tensor) -> None:
@@ -90,27 +89,27 @@ def test_token_attribution_wrapper(ids: torch.Tensor) -> None:
 def test_coordinates_name_attribution_places():
     from torch import nn
 
-    from iit import Coordinate, CoordinateError, Index
+    from iit import Index
     from iit.attribution import Saliency
-    from iit.attribution._layers import resolve_layer
-
     model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
-    ref = resolve_layer(model, Coordinate("1"))
-    assert ref.module is model[1] and ref.io == "output"
-    assert resolve_layer(model, Coordinate("2", io="input")).io == "input"
     x = torch.randn(5, 3)
-    by_path = Saliency(model, layer="1").attribute(x, 0)
-    by_coordinate = Saliency(model, layer=Coordinate("1")).attribute(x, 0)
+    by_path = Saliency(model, layer="1", abs=False).attribute(x, 0)
+    by_coordinate = Saliency(model, layer=Coordinate("1"), abs=False).attribute(x, 0)
     assert torch.equal(by_path, by_coordinate)
-    with pytest.raises(CoordinateError, match="read the slice"):
-        resolve_layer(model, Coordinate("1", Index.dims(0, 2)))
+    # an index: the gradient at the selected entries only (the others stay as computed)
+    sliced = Saliency(model, layer=Coordinate("1", Index.dims(0, 2)), abs=False).attribute(x, 0)
+    torch.testing.assert_close(sliced, by_path[:, :2])
+    into = Saliency(model, layer=Coordinate("2", io="input"), abs=False).attribute(x, 0)
+    torch.testing.assert_close(into, by_path)
+    with pytest.raises(CoordinateError, match="beyond|range|dims"):
+        Saliency(model, layer=Coordinate("1", Index.dims(0, 9))).attribute(x, 0)
 
 
 def test_place_tensor_stops_the_forward_at_the_place(bert: nn.Module, ids: torch.Tensor) -> None:
-    from iit.attribution._layers import default_forward, resolve_layer
     from iit.attribution.base import place_tensor, place_value
+    from iit.attribution.places import default_forward
 
-    ref = resolve_layer(bert, None)
+    ref = PlaceResolver(bert, None)
     forward = default_forward(bert)
     ran: list[str] = []
     handle = bert.bert.encoder.layer[0].register_forward_hook(lambda *a: ran.append("layer0"))
@@ -123,6 +122,6 @@ def test_place_tensor_stops_the_forward_at_the_place(bert: nn.Module, ids: torch
         handle.remove()
     torch.testing.assert_close(early, full, rtol=0, atol=0)
     assert not bert._forward_hooks and not bert.bert.embeddings.word_embeddings._forward_hooks
-    silent = resolve_layer(bert, "classifier")
+    silent = PlaceResolver(bert, "classifier")
     with pytest.raises(HookFiringError):
         place_tensor(silent, lambda x: bert.bert.embeddings(x), ids)

@@ -17,9 +17,9 @@ from iit.attribution import (
     InputXGradient,
     IntegratedGradients,
     Saliency,
-    _attention,
 )
 from iit.attribution.base import Attribution
+from iit.transformers.attention import HOOK_POINT
 from tests.attribution.conftest import tiny_bert, tiny_gpt2
 
 CASES: dict[str, Callable[..., Attribution]] = {
@@ -42,6 +42,10 @@ def _layer(model: nn.Module) -> str:
     return "bert.encoder.layer.0" if hasattr(model, "bert") else "transformer.h.0"
 
 
+def _no_hook_points(model: nn.Module) -> bool:
+    return not any(hasattr(m, HOOK_POINT) for m in model.modules())
+
+
 def _hook_count(model: nn.Module) -> int:
     return sum(
         len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks)
@@ -50,14 +54,15 @@ def _hook_count(model: nn.Module) -> int:
 
 
 def _raising_forward(model: nn.Module) -> Callable[[torch.Tensor], object]:
-    """A forward that fails inside the last block (after earlier hooks have fired)."""
-    block = model.bert.encoder.layer[-1] if hasattr(model, "bert") else model.transformer.h[-1]
+    """A forward that fails as the last block's attention starts (after earlier hooks have
+    fired, before every method's last read)."""
+    block = model.bert.encoder.layer[-1].attention if hasattr(model, "bert") else model.transformer.h[-1].attn
 
     def forward(inputs: torch.Tensor) -> object:
-        def boom(module: nn.Module, args: object, output: object) -> None:
+        def boom(module: nn.Module, args: object) -> None:
             raise RuntimeError("boom mid-forward")
 
-        handle = block.register_forward_hook(boom)
+        handle = block.register_forward_pre_hook(boom)
         try:
             return model(inputs)
         finally:
@@ -74,11 +79,11 @@ def test_no_hooks_left(case: str, factory, ids: torch.Tensor) -> None:
     result = CASES[case](model, None).attribute(ids, 1)
     assert result.shape[:2] == ids.shape and torch.isfinite(result).all()
     assert _hook_count(model) == hooks
-    assert model.config._attn_implementation == impl and not _attention._ACTIVE
+    assert model.config._attn_implementation == impl and _no_hook_points(model)
     with pytest.raises(RuntimeError, match="boom mid-forward"):
         CASES[case](model, _raising_forward(model)).attribute(ids, 1)
     assert _hook_count(model) == hooks
-    assert model.config._attn_implementation == impl and not _attention._ACTIVE
+    assert model.config._attn_implementation == impl and _no_hook_points(model)
 
 
 @pytest.mark.parametrize("method", [Saliency, InputXGradient, IntegratedGradients, LRP])

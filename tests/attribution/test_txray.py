@@ -56,7 +56,7 @@ BATCHES = [
 
 
 def test_max1_counts_and_mass_equal_a_hand_count() -> None:
-    config = TXRayConfig(module="emb", num_features=4, mask_key="mask")
+    config = TXRayConfig(place="emb", num_features=4, mask_key="mask")
     rec = record_distributions(Lookup(), BATCHES, config)
     # tokens counted: 1,2,3,1,1 | 3,3,2 -> token1 x3 to n0, token2 x2 to n2, token3 x3 to n1
     counts = torch.zeros(3, 4, dtype=torch.float64)
@@ -70,7 +70,7 @@ def test_max1_counts_and_mass_equal_a_hand_count() -> None:
 
 
 def test_all_mode_credits_every_positive_activation_and_padding_counts_without_mask() -> None:
-    config = TXRayConfig(module="emb", num_features=4, mode="all")
+    config = TXRayConfig(place="emb", num_features=4, mode="all")
     rec = record_distributions(Lookup(), BATCHES, config)
     occurrences = torch.tensor([1.0, 3, 2, 3], dtype=torch.float64)  # token 0 once (no mask)
     expected = (E.double().clamp_min(0) * occurrences[:, None]).T  # [neurons, features]
@@ -142,15 +142,56 @@ def test_plots_write_html(tmp_path) -> None:
 def test_errors_and_hook_removal() -> None:
     model = Lookup()
     with pytest.raises(CoordinateError, match="did you mean"):
-        record_distributions(model, BATCHES, TXRayConfig(module="embb", num_features=4))
+        record_distributions(model, BATCHES, TXRayConfig(place="embb", num_features=4))
     with pytest.raises(ValueError, match="feature ids"):
-        record_distributions(model, BATCHES, TXRayConfig(module="emb", num_features=3))
+        record_distributions(model, BATCHES, TXRayConfig(place="emb", num_features=3))
     assert all(not m._forward_hooks for m in model.modules())
     with pytest.raises(ValueError, match="expected"):
-        record_distributions(model, BATCHES, TXRayConfig(module="head", num_features=4))
+        record_distributions(model, BATCHES, TXRayConfig(place="head", num_features=4))
     assert all(not m._forward_hooks for m in model.modules())
     with pytest.raises(ValueError, match="mode"):
-        TXRayConfig(module="emb", num_features=4, mode="max")  # type: ignore[arg-type]
+        TXRayConfig(place="emb", num_features=4, mode="max")  # type: ignore[arg-type]
+
+
+def test_mask_key_always_reaches_the_model_and_places_are_coordinates() -> None:
+    """``mask_key`` alone masks the model's attention (the same as naming the mask in
+    ``input_keys``; unmasked padding gives other activations), and a TransformerCoordinate or
+    an indexed Coordinate is a place."""
+    from iit.coordinates import Coordinate, Index
+    from iit.transformers import TransformerCoordinate
+    from tests.attribution.conftest import tiny_bert
+
+    model = tiny_bert(seed=3)
+    ids = torch.randint(1, 40, (3, 6), generator=torch.Generator().manual_seed(1))
+    mask = torch.ones(3, 6, dtype=torch.long)
+    mask[0, 4:], mask[2, 2:] = 0, 0
+    batches = [{"input_ids": ids, "attention_mask": mask}]
+    place = "bert.encoder.layer.1.output"
+
+    def record(at=place, **kwargs):
+        return record_distributions(model, batches, TXRayConfig(at, num_features=40, **kwargs))
+
+    by_key = record(mask_key="attention_mask")
+    by_inputs = record(mask_key="attention_mask", input_keys=("input_ids", "attention_mask"))
+    torch.testing.assert_close(by_key.mass, by_inputs.mass)
+    # the seed's behaviour (the mask used for counting only, the model run unmasked) differs
+    hidden = {}
+    handle = dict(model.named_modules())[place].register_forward_hook(
+        lambda _m, _a, out: hidden.setdefault("unmasked", out)
+    )
+    try:
+        model(input_ids=ids)
+    finally:
+        handle.remove()
+    acts = hidden["unmasked"].reshape(-1, 16)
+    from iit.attribution.txray import accumulate
+
+    unmasked, _ = accumulate(acts, ids.reshape(-1), mask.reshape(-1).bool(), "max1", 40)
+    assert not torch.allclose(unmasked, by_key.mass)
+    by_coordinate = record(TransformerCoordinate(1, "block_output"), mask_key="attention_mask")
+    torch.testing.assert_close(by_coordinate.mass, by_key.mass)
+    dims = record(Coordinate(place, Index.dims(0, 8)), mask_key="attention_mask")
+    assert dims.mass.shape == (8, 40)
 
 
 class _LitLookup(pl.LightningModule):
@@ -174,7 +215,7 @@ def test_callback_records_at_the_chosen_epochs(tmp_path) -> None:
     ids = torch.randint(1, 4, (16, 3), generator=torch.Generator().manual_seed(0))
     rows = [{"input_ids": ids[i], "label": (ids[i, 0] == 1).long()} for i in range(16)]
     data = torch.utils.data.DataLoader(rows, batch_size=4)
-    config = TXRayConfig(module="emb", num_features=4)
+    config = TXRayConfig(place="emb", num_features=4)
     cb = TXRayCallback(data, config, epochs=(0, 2), at_start=True)
     model = _LitLookup()
     trainer = pl.Trainer(

@@ -134,7 +134,7 @@ def bert_env() -> Env:
 def mlp64_env() -> Env:
     """The float64 5 -> 8 -> 6 -> 3 MLP (semiring); good: the real-semiring backward equals the
     input gradient."""
-    from iit.attribution.semiring import SemiringConfig, semiring_backward
+    from iit.semiring import SemiringConfig, semiring_backward
 
     model = mlp64()
     x = torch.randn(1, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(6))
@@ -173,7 +173,7 @@ def txray_env() -> Env:
     model = Lookup()
 
     def good() -> tuple[Tensor, Tensor]:
-        rec = record_distributions(model, TXRAY_BATCHES, TXRayConfig(module="emb", num_features=4))
+        rec = record_distributions(model, TXRAY_BATCHES, TXRayConfig(place="emb", num_features=4))
         return rec.mass[0, 1].float(), torch.tensor(2.7)
 
     return Env(model, None, TXRAY_BATCHES, good)

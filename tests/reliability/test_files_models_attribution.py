@@ -44,9 +44,9 @@ from iit.attribution import IntegratedGradients, Saliency, reduce_tokens
 from iit.attribution.attention import attention_tracing
 from iit.attribution.lrp import EpsilonRule
 from iit.attribution.quadrature import quadrature
-from iit.attribution.semiring import SemiringConfig, semiring_backward
 from iit.attribution.txray import TXRayConfig, record_distributions
 from iit.learned import BoundlessRotatedInterchange, RotatedInterchange
+from iit.semiring import SemiringConfig, semiring_backward
 from tests.reliability.envs import ENVS, TXRAY_BATCHES
 from tests.reliability.harness import Case, Env, run_case
 
@@ -225,19 +225,19 @@ CASES = [
          lambda e: semiring_backward(e.model, e.x, 0, SemiringConfig(sources=("01",))), CoordinateError,
          ("'01'", "did you mean"), fixed=True),
     # ---- TX-Ray
-    Case("txray-unknown-mode", "txray", lambda e: TXRayConfig(module="emb", num_features=4, mode="max"), ArgumentError,
+    Case("txray-unknown-mode", "txray", lambda e: TXRayConfig(place="emb", num_features=4, mode="max"), ArgumentError,
          ("'max'", "did you mean 'max1'"), fixed=True),
-    Case("txray-zero-features", "txray", lambda e: TXRayConfig(module="emb", num_features=0), ArgumentError,
+    Case("txray-zero-features", "txray", lambda e: TXRayConfig(place="emb", num_features=0), ArgumentError,
          ("num_features",), fixed=True),
-    Case("txray-input-keys-a-list", "txray", lambda e: TXRayConfig(module="emb", num_features=4, input_keys=["a"]),
+    Case("txray-input-keys-a-list", "txray", lambda e: TXRayConfig(place="emb", num_features=4, input_keys=["a"]),
          ArgumentTypeError, ("tuple",), fixed=True),
     Case("txray-unknown-module", "txray",
-         lambda e: record_distributions(e.model, TXRAY_BATCHES, TXRayConfig(module="embb", num_features=4)),
+         lambda e: record_distributions(e.model, TXRAY_BATCHES, TXRayConfig(place="embb", num_features=4)),
          CoordinateError, ("'embb'", "did you mean 'emb'"), fixed=True),
     Case("txray-feature-ids-out-of-range", "txray",
-         lambda e: record_distributions(e.model, TXRAY_BATCHES, TXRayConfig(module="emb", num_features=3)),
+         lambda e: record_distributions(e.model, TXRAY_BATCHES, TXRayConfig(place="emb", num_features=3)),
          ArgumentError, ("feature ids", "[0, 3)"), before_forward=False, fixed=True),
-    Case("txray-no-batches", "txray", lambda e: record_distributions(e.model, [], TXRayConfig(module="emb", num_features=4)),
+    Case("txray-no-batches", "txray", lambda e: record_distributions(e.model, [], TXRayConfig(place="emb", num_features=4)),
          ArgumentError, ("empty",), fixed=True),
     # ---- the task runner
     Case("tasks-unknown-task", "none", lambda e: _run_task("equalty"), NamingError, ("'equalty'", "did you mean"),

@@ -14,20 +14,20 @@ paper's "activation mass normalised to a distribution").
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 
-from iit.attribution.targets import output_tensor
+from iit.coordinates import Coordinate
 from iit.errors import (
     ArgumentError,
     ArgumentTypeError,
     CoordinateError,
-    HookFiringError,
-    did_you_mean,
+    NamingError,
     unknown_name,
 )
 
@@ -39,16 +39,21 @@ class TXRayConfig:
     """What to record.
 
     Attributes:
-        module: name in ``model.named_modules()`` whose output ``[batch, seq, N]`` (or
-            ``[batch, N]``) holds the neuron activations.
+        place: where the neuron activations ``[batch, seq, N]`` (or ``[batch, N]``) are: an
+            :class:`iit.Coordinate` (any index that keeps the batch and sequence axes, e.g.
+            ``Index.dims(0, 64)`` for 64 neurons), an :class:`iit.TransformerCoordinate` on a
+            Hugging Face model (e.g. ``TransformerCoordinate(3, "mlp_hidden")``), or a module
+            path (its output). Read with :meth:`iit.Interventionable.collect`.
         num_features: size of the feature vocabulary (feature ids lie in ``[0, num_features)``).
         mode: ``"max1"`` or ``"all"`` (see module docs).
         feature_key: batch key of the feature ids ``[batch, seq]`` (or ``[batch]``).
         input_keys: batch keys passed to the model as keyword arguments.
-        mask_key: batch key of a ``[batch, seq]`` 0/1 mask of positions to count, or None.
+        mask_key: batch key of the ``[batch, seq]`` 0/1 attention mask, or None: positions
+            where it is 0 are not counted, and a model whose forward takes ``attention_mask``
+            always receives it there (also when ``input_keys`` does not name it).
     """
 
-    module: str
+    place: Any
     num_features: int
     mode: Literal["max1", "all"] = "max1"
     feature_key: str = "input_ids"
@@ -62,6 +67,24 @@ class TXRayConfig:
             raise ArgumentError(f"num_features must be >= 1, got {self.num_features}")
         if not isinstance(self.input_keys, tuple):
             raise ArgumentTypeError(f"input_keys must be a tuple, got {type(self.input_keys).__name__}")
+        if isinstance(self.place, str):
+            object.__setattr__(self, "place", Coordinate(self.place))
+
+    def model_inputs(self, batch: Mapping[str, Tensor], takes_mask: bool = True) -> dict[str, Tensor]:
+        """The model's keyword inputs for ``batch``: ``input_keys``, plus the mask as
+        ``attention_mask`` when ``mask_key`` is set and the model takes one (``takes_mask``).
+
+        Raises:
+            NamingError: a key missing from the batch (naming the keys it has).
+        """
+        keys = [*self.input_keys, *([self.mask_key] if self.mask_key else [])]
+        missing = [k for k in keys if k not in batch]
+        if missing:
+            raise NamingError(f"batch has no {missing}; it has {sorted(batch)}")
+        inputs = {k: batch[k] for k in self.input_keys}
+        if self.mask_key is not None and takes_mask:
+            inputs["attention_mask"] = batch[self.mask_key]
+        return inputs
 
 
 @dataclass
@@ -144,49 +167,65 @@ def accumulate(
     return mass, counts
 
 
+def _accepts_attention_mask(model: nn.Module) -> bool:
+    """Whether ``model.forward`` takes an ``attention_mask`` argument (or ``**kwargs``)."""
+    try:
+        params = inspect.signature(model.forward).parameters.values()
+    except (TypeError, ValueError):
+        return True
+    return any(p.name == "attention_mask" or p.kind is p.VAR_KEYWORD for p in params)
+
+
+def _interventionable(model: nn.Module, place: Any) -> Any:
+    from iit.interventionable import Interventionable
+
+    if isinstance(place, Coordinate):
+        return Interventionable(model)
+    if type(place).__name__ == "TransformerCoordinate":
+        from iit.transformers import TransformerInterventionable
+
+        return TransformerInterventionable(model)
+    raise CoordinateError(
+        f"TXRayConfig.place must be an iit.Coordinate, an iit.TransformerCoordinate or a module "
+        f"path, got {type(place).__name__}"
+    )
+
+
 @torch.no_grad()
 def record_distributions(
     model: nn.Module, batches: Iterable[Mapping[str, Tensor]], config: TXRayConfig
 ) -> NeuronDistributions:
-    """Run ``model`` over ``batches`` and accumulate neuron distributions at ``config.module``.
+    """Run ``model`` over ``batches`` and accumulate neuron distributions at ``config.place``.
 
-    The model is put in eval mode for the pass and restored afterwards; the forward hook is
-    removed in ``finally``.
+    Activations are read with :meth:`iit.Interventionable.collect` (hooks scoped to each call,
+    each site checked to fire exactly once, the forward stopped after the place). The model is
+    put in eval mode for the pass and restored afterwards.
 
     Raises:
-        CoordinateError: unknown module name (nearest names listed).
-        HookFiringError: the module did not run exactly once per batch.
-        ValueError: activation / feature / mask shapes disagree, or no batch was given.
+        CoordinateError: unknown module or a place that does not fit (nearest names listed).
+        HookFiringError: the place's module did not run exactly once per batch.
+        NamingError: a batch lacks a configured key.
+        ArgumentError: activation / feature / mask shapes disagree, or no batch was given.
     """
-    modules = dict(model.named_modules())
-    if config.module not in modules:
-        raise CoordinateError(
-            f"the model has no module {config.module!r}{did_you_mean(config.module, modules, n=4)}"
-        )
-    seen: list[Tensor] = []
-    handle = modules[config.module].register_forward_hook(
-        lambda _m, _a, out: seen.append(output_tensor(out))
-    )
+    wrapped = _interventionable(model, config.place)
+    takes_mask = _accepts_attention_mask(model)
     was_training = model.training
     mass = counts = None
     try:
         model.eval()
         for batch in batches:
-            seen.clear()
-            model(**{k: batch[k] for k in config.input_keys})
-            if len(seen) != 1:
-                raise HookFiringError(
-                    f"module {config.module!r} ran {len(seen)} times in one batch"
-                )
-            acts, feats = seen[0], batch[config.feature_key]
+            inputs = config.model_inputs(batch, takes_mask)
+            activations = wrapped.collect(inputs, [config.place], detach=True)
+            acts, feats = activations[config.place], batch[config.feature_key]
+            where = config.place.describe()
             if acts.dim() != feats.dim() + 1 or acts.shape[:-1] != feats.shape:
                 raise ArgumentError(
-                    f"activations of {config.module!r} have shape {tuple(acts.shape)}; expected "
+                    f"activations at {where} have shape {tuple(acts.shape)}; expected "
                     f"{tuple(feats.shape)} + [neurons] to match {config.feature_key!r}"
                 )
             mask = None
             if config.mask_key is not None:
-                mask = batch[config.mask_key].reshape(-1).bool()
+                mask = batch[config.mask_key].reshape(-1).bool().to(acts.device)
             m, c = accumulate(
                 acts.reshape(-1, acts.shape[-1]), feats.reshape(-1).long().to(acts.device),
                 mask, config.mode, config.num_features,
@@ -194,7 +233,6 @@ def record_distributions(
             mass = m if mass is None else mass + m
             counts = c if counts is None else counts + c
     finally:
-        handle.remove()
         model.train(was_training)
     if mass is None or counts is None:
         raise ArgumentError("batches was empty: nothing to record")

@@ -22,9 +22,10 @@ Granularity (``SemiringConfig.granularity``) only changes ``max_product``:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import operator
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, get_args
 
@@ -32,19 +33,24 @@ import torch
 from torch import Tensor, nn
 from torch.fx import Node
 
-from iit.attribution.semiring.compiled_walk import compiled_walk
-from iit.attribution.semiring.ops import slot_vjp, value_reads
-from iit.attribution.semiring.semirings import (
+from iit.attribution.base import Attribution
+from iit.attribution.places import Place, PlaceResolver
+from iit.attribution.targets import Target
+from iit.coordinates import Coordinate
+from iit.errors import ArgumentError, ArgumentTypeError, CoordinateError, did_you_mean
+from iit.semiring.compiled_walk import CompiledWalks, compiled_walk
+from iit.semiring.ops import slot_vjp, value_reads
+from iit.semiring.semirings import (
     Granularity,
     SemiringName,
     State,
     make_semiring,
 )
-from iit.attribution.semiring.trace import TracedComputation, trace_computation
-from iit.attribution.targets import Target
-from iit.errors import ArgumentError, ArgumentTypeError, did_you_mean
+from iit.semiring.trace import TracedComputation, trace_computation
+from iit.semiring.weights import DEFAULT_LIMIT_BYTES, WeightCache, use_weight_cache
 
 __all__ = [
+    "SemiringCache",
     "SemiringConfig",
     "SemiringResult",
     "SemiringBackprop",
@@ -119,6 +125,26 @@ class SemiringResult:
     aux: dict[str, dict[str, Tensor]]
     computation: TracedComputation
     node_states: dict[Node, State] = field(default_factory=dict)
+
+
+class SemiringCache:
+    """What repeated semiring passes reuse, owned by one user (a :class:`SemiringBackprop`) and
+    released with it: the parameter transforms (:class:`~.weights.WeightCache`, at most
+    ``weight_bytes``) and the compiled walk programs (:class:`~.compiled_walk.CompiledWalks`,
+    at most ``max_programs``). Nothing is cached process-wide.
+
+    Raises:
+        ValueError: a negative byte limit or ``max_programs < 1``.
+    """
+
+    def __init__(self, weight_bytes: int = DEFAULT_LIMIT_BYTES, max_programs: int = 8) -> None:
+        self.weights = WeightCache(weight_bytes)
+        self.walks = CompiledWalks(max_programs)
+
+    def clear(self) -> None:
+        """Drop every cached transform and program."""
+        self.weights.clear()
+        self.walks.clear()
 
 
 def _last_reads(comp: TracedComputation, order: list[Node]) -> dict[int, list[Node]]:
@@ -258,12 +284,17 @@ def _walk(
     return states
 
 
-def run_walk(comp: TracedComputation, config: SemiringConfig) -> dict[Node, State]:
+def run_walk(
+    comp: TracedComputation, config: SemiringConfig, cache: SemiringCache | None = None
+) -> dict[Node, State]:
     """The reverse walk of ``comp`` (eager, or compiled with ``config.compile``); returns the
-    states it keeps (see :func:`_walk`)."""
-    if config.compile:
-        return compiled_walk(comp, config, _walk)
-    return _walk(comp, config)
+    states it keeps (see :func:`_walk`). ``cache``: transforms and programs to reuse (default:
+    a cache for this call only)."""
+    cache = cache if cache is not None else SemiringCache()
+    with use_weight_cache(cache.weights):
+        if config.compile:
+            return compiled_walk(comp, config, _walk, cache.walks)
+        return _walk(comp, config)
 
 
 def _finish(
@@ -299,6 +330,9 @@ def semiring_backward(
     inputs: Tensor | Mapping[str, Tensor],
     target: Target,
     config: SemiringConfig,
+    *,
+    cache: SemiringCache | None = None,
+    elements: Mapping[str, int | None] | None = None,
 ) -> SemiringResult:
     """Run one semiring backward pass of ``y = Σ_rows target(model(inputs))``.
 
@@ -308,6 +342,10 @@ def semiring_backward(
         inputs: one tensor (``model(x)``) or keyword inputs (``model(**inputs)``).
         target: int class, ``Tensor[batch]`` of classes, or callable ``output -> [batch]``.
         config: semiring, granularity, sources.
+        cache: parameter transforms and compiled programs to reuse across calls (default: a
+            cache for this call only, so ``compile=True`` records its program anew; keep a
+            :class:`SemiringBackprop` to reuse them).
+        elements: module source -> element of its tuple output that is the source.
 
     Returns:
         :class:`SemiringResult` with one tensor per source, shaped like the source
@@ -335,30 +373,110 @@ def semiring_backward(
             f"config must be a SemiringConfig, got {type(config).__name__} {config!r}; e.g. "
             "SemiringConfig(semiring='real')"
         )
-    comp = trace_computation(model, inputs, target, config.sources)
+    comp = trace_computation(model, inputs, target, config.sources, elements)
     with torch.no_grad():
-        states = run_walk(comp, config)
+        states = run_walk(comp, config, cache)
         values, aux = _finish(comp, config, states)
     kept = states if config.semiring == "max_product" and config.record_path else {}
     return SemiringResult(config, values, aux, comp, kept)
 
 
-class SemiringBackprop:
-    """Attribution-style wrapper: ``SemiringBackprop(model, config).attribute(inputs, target)``.
+class SemiringBackprop(Attribution):
+    """Semiring backpropagation as an attribution: ``attribute(inputs, target)`` like the others.
 
-    ``attribute`` returns the value tensor of the first source (see :class:`SemiringResult`);
-    ``last_result`` keeps the full result (all sources, aux tensors, path recovery).
+    Sources are places (:mod:`iit.attribution.places`): :class:`iit.Coordinate` (a module's
+    output, or element ``output=k`` of a tuple output; its index selects what is returned),
+    :class:`iit.TransformerCoordinate` (components that are module outputs, e.g.
+    ``block_output``, ``attention_output``, ``mlp_output``), module paths, or input keys of
+    float inputs. ``attribute`` returns the first source's values read at its index
+    (``[batch, ...]``); ``last_result`` keeps the full :class:`SemiringResult` (all sources
+    shaped like their whole hidden states, aux tensors, path recovery).
+
+    The object owns a :class:`SemiringCache` (parameter transforms, compiled walk programs),
+    released with it or by :meth:`clear_cache`; the C++ max-product kernel is built only when a
+    scalar max-product pass first needs it.
+
+    Args:
+        model: an ``nn.Module`` in eval mode (see :func:`semiring_backward`).
+        config: semiring, granularity, ...; ``config.sources`` is used when ``sources`` is empty.
+        sources: the places where paths start (default: ``config.sources``, or all float inputs).
+        cache_bytes: most bytes of parameter transforms kept.
+        max_programs: most compiled walk programs kept (``config.compile``).
+
+    Raises:
+        CoordinateError: a source that is not a module output (``io="input"``, e.g.
+            ``block_input``: use the previous block's ``block_output``), or an unknown place.
     """
 
-    def __init__(self, model: nn.Module, config: SemiringConfig) -> None:
-        self.model = model
-        self.config = config
+    def __init__(
+        self,
+        model: nn.Module,
+        config: SemiringConfig | None = None,
+        *,
+        sources: Sequence[Place] = (),
+        cache_bytes: int = DEFAULT_LIMIT_BYTES,
+        max_programs: int = 8,
+    ) -> None:
+        super().__init__(model)
+        self.config = config if config is not None else SemiringConfig()
+        # strings stay names (input keys or module paths, checked by the tracer)
+        self.sources = [s if isinstance(s, str) else PlaceResolver(model, s) for s in sources]
+        self.cache = SemiringCache(cache_bytes, max_programs)
         self.last_result: SemiringResult | None = None
 
+    def clear_cache(self) -> None:
+        """Drop the cached parameter transforms and compiled programs."""
+        self.cache.clear()
+
+    def _source_names(
+        self, inputs: Tensor | Mapping[str, Tensor]
+    ) -> tuple[tuple[str, ...], dict[str, int | None], list[tuple[str, Coordinate | None]]]:
+        names: list[str] = []
+        elements: dict[str, int | None] = {}
+        reads: list[tuple[str, Coordinate | None]] = []
+        for source in self.sources:
+            if isinstance(source, str):  # an input key or a module path
+                names.append(source)
+                reads.append((source, None))
+                continue
+            coord = source.coordinate(inputs)
+            if coord.io != "output" or isinstance(coord.output, str):
+                raise CoordinateError(
+                    f"semiring source {source.name}: paths start at a module output (or an "
+                    "element of a tuple output), not at a module input or a dict output; for "
+                    "block_input use the previous block's block_output or the embeddings"
+                )
+            if coord.module not in names:
+                names.append(coord.module)
+            elements[coord.module] = coord.output
+            reads.append((coord.module, coord))
+        return tuple(names), elements, reads
+
+    def attribute_all(self, inputs: Tensor | Mapping[str, Tensor], target: Target) -> SemiringResult:
+        """The full result for every source (see :class:`SemiringResult`); raises as
+        :func:`semiring_backward`."""
+        names, elements, _ = self._source_names(inputs)
+        config = self.config
+        if names:
+            config = dataclasses.replace(config, sources=names)
+        self.last_result = semiring_backward(
+            self.model, inputs, target, config, cache=self.cache, elements=elements
+        )
+        return self.last_result
+
     def attribute(self, inputs: Tensor | Mapping[str, Tensor], target: Target) -> Tensor:
-        """Values for the first source, shaped like it. Raises as :func:`semiring_backward`."""
-        self.last_result = semiring_backward(self.model, inputs, target, self.config)
-        return next(iter(self.last_result.values.values()))
+        """Values for the first source, read at its index (``[batch, ...]``). Raises as
+        :func:`semiring_backward`."""
+        _, _, reads = self._source_names(inputs)
+        result = self.attribute_all(inputs, target)
+        if not reads:
+            return next(iter(result.values.values()))
+        name, coord = reads[0]
+        value = result.values[name]
+        if coord is None:
+            return value
+        coord.index.check(value.shape, coord.describe())
+        return coord.index.read(value)
 
 
 def gradient_graph_entropy(

@@ -10,19 +10,21 @@ Unreached elements of a max-product state are ``(-inf, +inf)``, and an edge of w
 (``0·∞ = NaN``) is no path (:func:`signed_products`, the elementwise ⊗).
 
 For the compiled walk (:mod:`.compiled_walk`) the matrix product is also the custom op
-``torch.ops.iit.signed_max_product_matmul`` (so that a recorded program calls the kernel
+``torch.ops.iit.signed_max_product_matmul``, registered by the first call that asks for it (so that a recorded program calls the kernel
 instead of freezing its result), and :func:`signed_products` has a form without branches on
 the data.
 """
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
-from iit.attribution.semiring.tropical import signed_max_product_matmul
+from iit.semiring.tropical import signed_max_product_matmul
 
 __all__ = ["max_product_matmul", "signed_products"]
 
@@ -61,18 +63,24 @@ def max_product_matmul(
     calls it through the custom op ``torch.ops.iit.signed_max_product_matmul``, which
     recorded programs keep as a call."""
     if compiled:
-        return torch.ops.iit.signed_max_product_matmul(mx, mn, w)
+        return _registered_op()(mx, mn, w)
     return signed_max_product_matmul(mx, mn, w)
 
 
-@torch.library.custom_op("iit::signed_max_product_matmul", mutates_args=())
-def _max_product_matmul_op(s_max: Tensor, s_min: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
-    return signed_max_product_matmul(s_max, s_min, w, compiled=True)
+@functools.cache
+def _registered_op() -> Callable[[Tensor, Tensor, Tensor], tuple[Tensor, Tensor]]:
+    """Register ``torch.ops.iit.signed_max_product_matmul`` on first use (once per process:
+    nothing is registered when :mod:`iit.semiring` is imported) and return it."""
 
+    @torch.library.custom_op("iit::signed_max_product_matmul", mutates_args=())
+    def op(s_max: Tensor, s_min: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
+        return signed_max_product_matmul(s_max, s_min, w, compiled=True)
 
-@_max_product_matmul_op.register_fake
-def _max_product_matmul_shape(s_max: Tensor, s_min: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
-    batch = torch.broadcast_shapes(s_max.shape[:-2], w.shape[:-2])
-    dtype = torch.promote_types(torch.promote_types(s_max.dtype, s_min.dtype), w.dtype)
-    hi = s_max.new_empty((*batch, s_max.shape[-2], w.shape[-1]), dtype=dtype)
-    return hi, torch.empty_like(hi)
+    @op.register_fake
+    def _shape(s_max: Tensor, s_min: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
+        batch = torch.broadcast_shapes(s_max.shape[:-2], w.shape[:-2])
+        dtype = torch.promote_types(torch.promote_types(s_max.dtype, s_min.dtype), w.dtype)
+        hi = s_max.new_empty((*batch, s_max.shape[-2], w.shape[-1]), dtype=dtype)
+        return hi, torch.empty_like(hi)
+
+    return torch.ops.iit.signed_max_product_matmul

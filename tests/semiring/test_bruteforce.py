@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from iit.attribution.semiring import SemiringConfig, semiring_backward, top_path
+from iit.semiring import SemiringConfig, semiring_backward, top_path
 
 Edge = tuple[tuple, tuple, float, str]  # (src node, dst node, weight, branch)
 
@@ -108,6 +108,33 @@ def attention_edges(m: ToyAttention, x: torch.Tensor) -> list[Edge]:
         e.append((("S", t), ("a", t, j), float(-ex[t, j] / total[t] ** 2), "div"))
     for t, h in itertools.product(range(T), range(D)):
         e.append((("o", t, h), ("y",), float(m.c[t, h]), "readout"))
+    return e
+
+
+class MVReadout(nn.Module):
+    """``y = tanh(l1(x)) @ w`` with a 1-D ``w``: the readout is ``aten.mv``."""
+
+    def __init__(self, seed: int) -> None:
+        super().__init__()
+        torch.manual_seed(seed)
+        self.l1 = nn.Linear(3, 3)
+        self.w = nn.Parameter(torch.randn(3))
+        self.double()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, 3] -> [B]
+        return torch.tanh(self.l1(x)) @ self.w
+
+
+@torch.no_grad()
+def mv_edges(m: MVReadout, x: torch.Tensor) -> list[Edge]:
+    """Scalar graph of ``MVReadout`` for one input row ``x`` ``[3]``."""
+    h = torch.tanh(m.l1(x))
+    e: list[Edge] = []
+    for i, j in itertools.product(range(3), range(3)):
+        e.append((("x", i), ("a", j), float(m.l1.weight[j, i]), "l1"))
+    for j in range(3):
+        e.append((("a", j), ("h", j), float(1 - h[j] ** 2), "tanh"))
+        e.append((("h", j), ("y",), float(m.w[j]), "mv"))
     return e
 
 
@@ -222,6 +249,34 @@ def non_unit_weights(weights: list[float]) -> list[float]:
     return [w for w in weights if w != 1.0]
 
 
+def test_mv_is_traced_as_a_matrix_product_and_other_ops_are_named() -> None:
+    """``h @ w`` with a 1-D ``w`` (``aten.mv``) and ``w @ h`` (``aten.dot`` for 1-D ``h``)
+    give autograd's gradient; an op without a rule is named in the error."""
+    model = MVReadout(seed=1)
+    x = torch.randn(4, 3, dtype=torch.float64)
+    got = semiring_backward(model, x, lambda out: out, SemiringConfig("real")).values["input"]
+    leaf = x.clone().requires_grad_(True)
+    (want,) = torch.autograd.grad(model(leaf).sum(), leaf)
+    torch.testing.assert_close(got, want)
+
+    class Dot(nn.Module):
+        def forward(self, v: torch.Tensor) -> torch.Tensor:  # [3] -> [1]
+            return (torch.sin(v) @ v).reshape(1)
+
+    v = torch.randn(3, dtype=torch.float64)
+    got = semiring_backward(Dot(), v, lambda out: out, SemiringConfig("real")).values["input"]
+    torch.testing.assert_close(got, torch.cos(v) * v + torch.sin(v))
+
+    class Cumsum(nn.Module):
+        def forward(self, v: torch.Tensor) -> torch.Tensor:
+            return torch.cumsum(v, -1).sum(-1)
+
+    from iit.errors import UnsupportedOpError
+
+    with pytest.raises(UnsupportedOpError, match="cumsum"):
+        semiring_backward(Cumsum(), torch.randn(2, 3), lambda out: out, SemiringConfig("real"))
+
+
 def _models() -> list[tuple[str, nn.Module, torch.Tensor, object, list[Edge], list[tuple]]]:
     """(name, model, input, target, hand-written scalar graph, source nodes)."""
     mlp = BranchyMLP(seed=3)
@@ -233,8 +288,11 @@ def _models() -> list[tuple[str, nn.Module, torch.Tensor, object, list[Edge], li
         op = RowOp(kind, seed=10 + seed)
         xr = torch.randn(1, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
         rows.append((kind, op, xr, lambda out: out, row_op_edges(op, xr[0]), [("x", i) for i in range(3)]))
+    mv = MVReadout(seed=MV_SEED)
+    xv = torch.randn(1, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(7))
     return rows + [
         ("mlp", mlp, xm, 0, mlp_edges(mlp, xm[0]), [("x", i) for i in range(3)]),
+        ("mv", mv, xv, lambda out: out, mv_edges(mv, xv[0]), [("x", i) for i in range(3)]),
         (
             "attention",
             att,
@@ -246,6 +304,7 @@ def _models() -> list[tuple[str, nn.Module, torch.Tensor, object, list[Edge], li
     ]
 
 
+MV_SEED = 0
 MODELS = _models()
 BY_NAME = {case[0]: case for case in MODELS}
 

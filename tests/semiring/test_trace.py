@@ -12,16 +12,16 @@ from torch import nn
 from torch.fx import Interpreter, Node
 from torch.fx.experimental.proxy_tensor import make_fx
 
-from iit.attribution.semiring import SemiringConfig, semiring_backward
-from iit.attribution.semiring.decompositions import DECOMPOSITIONS
-from iit.attribution.semiring.trace import (
+from iit.attribution.targets import target_scores
+from iit.errors import HookFiringError, UnsupportedOpError
+from iit.semiring import SemiringConfig, semiring_backward
+from iit.semiring.decompositions import DECOMPOSITIONS
+from iit.semiring.trace import (
     TracedComputation,
     _dependent_slots,
     _live_nodes,
     trace_computation,
 )
-from iit.attribution.targets import target_scores
-from iit.errors import HookFiringError, UnsupportedOpError
 from tests.attribution.conftest import tiny_bert, tiny_gpt2
 
 aten = torch.ops.aten

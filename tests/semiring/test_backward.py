@@ -6,13 +6,13 @@ import pytest
 import torch
 from torch import nn
 
-from iit.attribution.semiring import (
+from iit.errors import CoordinateError, TargetError, UnsupportedOpError
+from iit.semiring import (
     SemiringBackprop,
     SemiringConfig,
     gradient_graph_entropy,
     semiring_backward,
 )
-from iit.errors import CoordinateError, TargetError, UnsupportedOpError
 from tests.attribution.conftest import mlp64, tiny_bert, tiny_gpt2
 
 

@@ -21,6 +21,8 @@ backward costs. The decompositions:
 * ``_log_softmax``: ``(x - m) - log(Σ exp(x - m))``, ``m`` detached.
 * ``_safe_softmax`` (rows that are all ``-inf`` give zeros): as ``_softmax``, with an empty
   row's maximum and sum replaced by 0 and 1 (not on the gradient graph).
+* ``mv`` / ``dot`` (a matrix or vector times a 1-D vector, e.g. a model ending in ``h @ w``):
+  the matrix product ``mm`` with the vector as one column (and row).
 * fused attention kernels (scaled dot-product attention): PyTorch's own decompositions into
   matmul, softmax and elementwise ops.
 
@@ -38,7 +40,7 @@ from torch._decomp import get_decompositions
 
 aten = torch.ops.aten
 
-__all__ = ["DECOMPOSITIONS", "layer_norm", "softmax", "log_softmax", "safe_softmax"]
+__all__ = ["DECOMPOSITIONS", "dot", "layer_norm", "log_softmax", "mv", "safe_softmax", "softmax"]
 
 
 def layer_norm(
@@ -98,6 +100,18 @@ def safe_softmax(x: Tensor, dim: int, dtype: torch.dtype | None = None) -> Tenso
     return aten.div.Tensor(e, aten.add.Tensor(total, empty))
 
 
+def mv(matrix: Tensor, vector: Tensor) -> Tensor:
+    """``aten.mv`` (``h @ w`` with a 1-D ``w``) as ``mm(matrix, w[:, None])[:, 0]``: the
+    edges of a matrix product, so every semiring rule of ``mm`` applies."""
+    return aten.squeeze.dim(aten.mm.default(matrix, aten.unsqueeze.default(vector, 1)), 1)
+
+
+def dot(a: Tensor, b: Tensor) -> Tensor:
+    """``aten.dot`` (two 1-D tensors) as ``mm(a[None, :], b[:, None])[0, 0]``."""
+    out = aten.mm.default(aten.unsqueeze.default(a, 0), aten.unsqueeze.default(b, 1))
+    return aten.squeeze.dims(out, [0, 1])
+
+
 #: op overload -> function of the op's arguments that computes it from primitive ATen ops.
 DECOMPOSITIONS: dict[Any, Callable[..., Any]] = {
     **get_decompositions(
@@ -111,4 +125,6 @@ DECOMPOSITIONS: dict[Any, Callable[..., Any]] = {
     aten._softmax.default: softmax,
     aten._log_softmax.default: log_softmax,
     aten._safe_softmax.default: safe_softmax,
+    aten.mv.default: mv,
+    aten.dot.default: dot,
 }

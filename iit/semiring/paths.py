@@ -16,10 +16,10 @@ from dataclasses import dataclass
 import torch
 from torch.fx import Node
 
-from iit.attribution.semiring.backward import SemiringResult
-from iit.attribution.semiring.kernels import signed_products
-from iit.attribution.semiring.ops import edge_weights, packet_name
 from iit.errors import ArgumentError, CoordinateError
+from iit.semiring.backward import SemiringResult
+from iit.semiring.kernels import signed_products
+from iit.semiring.ops import edge_weights, packet_name
 
 __all__ = ["PathStep", "GradientPath", "top_path", "best_source_index", "locate"]
 

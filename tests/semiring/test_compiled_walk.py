@@ -7,16 +7,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from iit.attribution.semiring import SemiringConfig, semiring_backward, top_path
-from iit.attribution.semiring.backward import _walk
-from iit.attribution.semiring.compiled_walk import (
-    _reached_rows,
-    clear_compiled_walks,
-    compiled_walk,
-    compiled_walk_count,
-)
-from iit.attribution.semiring.trace import trace_computation
 from iit.errors import UnsupportedOpError
+from iit.semiring import SemiringCache, SemiringConfig, semiring_backward, top_path
+from iit.semiring.backward import _walk
+from iit.semiring.compiled_walk import CompiledWalks, _reached_rows, compiled_walk
+from iit.semiring.trace import trace_computation
 from tests.attribution.conftest import tiny_bert, tiny_gpt2
 
 SRC = "bert.embeddings.word_embeddings"
@@ -67,7 +62,7 @@ def test_compiled_walk_equals_eager_on_gpt2_with_other_padding() -> None:
     (same structure) and still equals the eager walk. (Compiling this one-layer graph takes
     about 40 s here.)"""
     model = tiny_gpt2(seed=2, layers=1)
-    clear_compiled_walks()
+    cache = SemiringCache()
     for pad_from in ((4, 6), (3, 5)):  # pad id 0 from these positions on, per row
         ids = _ids()["input_ids"]
         for row, start in enumerate(pad_from):
@@ -77,9 +72,9 @@ def test_compiled_walk_equals_eager_on_gpt2_with_other_padding() -> None:
             config = SemiringConfig(
                 "entropy", sources=("transformer.wte",), record_path=False, compile=compile_
             )
-            out.append(semiring_backward(model, {"input_ids": ids}, 2, config))
+            out.append(semiring_backward(model, {"input_ids": ids}, 2, config, cache=cache))
         _assert_results_close(*out)
-    assert compiled_walk_count() == 1
+    assert len(cache.walks) == 1
 
 
 def test_reached_rows_only_where_the_structure_fixes_them() -> None:
@@ -99,30 +94,30 @@ def test_one_program_per_structure_and_parameters_are_inputs() -> None:
     """A second call of the same structure reuses the program, also for another model of the
     same architecture (its own weights are used), after an in-place weight update, and with
     frozen parameters; another sequence length compiles a second program."""
-    clear_compiled_walks()
+    cache = SemiringCache()
     first, second = tiny_bert(seed=1, layers=1), tiny_bert(seed=2, layers=1)
     config = SemiringConfig("entropy", sources=(SRC,), compile=True)
     eager_config = SemiringConfig("entropy", sources=(SRC,))
-    semiring_backward(first, _ids(), 1, config)
-    assert compiled_walk_count() == 1
+    semiring_backward(first, _ids(), 1, config, cache=cache)
+    assert len(cache.walks) == 1
     for model in (second, first):
-        got = semiring_backward(model, _ids(seed=6), 1, config).values[SRC]
+        got = semiring_backward(model, _ids(seed=6), 1, config, cache=cache).values[SRC]
         want = semiring_backward(model, _ids(seed=6), 1, eager_config).values[SRC]
         torch.testing.assert_close(got, want)
     with torch.no_grad():  # bumps the version: the cached |W| and -|W| log |W| are recomputed
         first.bert.encoder.layer[0].intermediate.dense.weight.mul_(-3.0)
-    got = semiring_backward(first, _ids(), 1, config).values[SRC]
+    got = semiring_backward(first, _ids(), 1, config, cache=cache).values[SRC]
     torch.testing.assert_close(got, semiring_backward(first, _ids(), 1, eager_config).values[SRC])
-    assert compiled_walk_count() == 1
+    assert len(cache.walks) == 1
     graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
     first.requires_grad_(False)  # the program's inputs are detached: no recompilation
-    semiring_backward(first, _ids(), 1, config)
+    semiring_backward(first, _ids(), 1, config, cache=cache)
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == graphs
-    semiring_backward(first, _ids(seq=7), 1, config)
-    assert compiled_walk_count() == 2
+    semiring_backward(first, _ids(seq=7), 1, config, cache=cache)
+    assert len(cache.walks) == 2
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == graphs + 1
-    clear_compiled_walks()
-    assert compiled_walk_count() == 0
+    cache.clear()
+    assert len(cache.walks) == 0
 
 
 def test_record_path_keeps_every_state_and_recovers_the_same_path() -> None:
@@ -146,4 +141,4 @@ def test_a_walk_that_reads_values_into_python_is_refused() -> None:
         return {node: (x * 2 if float(x.sum()) > 0 else x,)}
 
     with pytest.raises(UnsupportedOpError, match="reads a tensor value into Python"):
-        compiled_walk(comp, config, reads_a_value)
+        compiled_walk(comp, config, reads_a_value, CompiledWalks())

@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from iit.attribution.semiring import SemiringConfig, semiring_backward, supported_op_names
-from iit.attribution.semiring.semirings import neg_xlogx
+from iit.semiring import SemiringConfig, semiring_backward, supported_op_names
+from iit.semiring.semirings import neg_xlogx
 
 g = torch.Generator().manual_seed(0)
 R = lambda *s: torch.randn(*s, dtype=torch.float64, generator=g)  # noqa: E731

@@ -37,9 +37,9 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from iit.attribution.semiring.kernels import max_product_matmul, signed_products
-from iit.attribution.semiring.weights import cached_transform
 from iit.errors import ArgumentError, unknown_name
+from iit.semiring.kernels import max_product_matmul, signed_products
+from iit.semiring.weights import cached_transform
 
 State = tuple[Tensor, ...]
 SemiringName = Literal["real", "max_product", "entropy"]

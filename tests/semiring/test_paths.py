@@ -5,14 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from iit.attribution.semiring import (
+from iit.errors import CoordinateError
+from iit.semiring import (
     SemiringConfig,
     best_source_index,
     semiring_backward,
     top_path,
 )
-from iit.attribution.semiring.paths import locate
-from iit.errors import CoordinateError
+from iit.semiring.paths import locate
 from tests.attribution.conftest import tiny_bert, tiny_gpt2
 
 SRC = "bert.embeddings.word_embeddings"
@@ -96,8 +96,8 @@ def test_locate_layouts() -> None:
 
 
 def test_values_only_pass_frees_states_and_values_and_refuses_paths(bert_result) -> None:
-    from iit.attribution.semiring.backward import _walk
-    from iit.attribution.semiring.trace import trace_computation
+    from iit.semiring.backward import _walk
+    from iit.semiring.trace import trace_computation
 
     comp = bert_result.computation
     model = tiny_bert(seed=3).double()
@@ -129,7 +129,7 @@ def test_values_only_pass_frees_states_and_values_and_refuses_paths(bert_result)
 def test_released_values_are_never_read(semiring: str, make, monkeypatch) -> None:
     """Values the rules do not read are replaced by NaN stand-ins as the walk goes: the
     results equal a walk that keeps every value, bit for bit."""
-    from iit.attribution.semiring import backward
+    from iit.semiring import backward
 
     model = make(seed=2).double()
     ids = torch.randint(2, 40, (2, 5), generator=torch.Generator().manual_seed(3))

@@ -1,7 +1,7 @@
 """Per-op semiring VJP rules for ATen-level graphs (the op table of semiring backpropagation).
 
 Every supported op falls in one of four kinds; each kind has one generic rule, written only in
-terms of the :class:`~iit.attribution.semiring.semirings.Semiring` primitives:
+terms of the :class:`~iit.semiring.semirings.Semiring` primitives:
 
 * ``elementwise`` (with broadcasting): local derivatives in closed form for the frequent ops,
   else from ``torch.func.jvp`` with an all-ones tangent (each output element depends on exactly
@@ -32,8 +32,8 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from iit.attribution.semiring.semirings import Semiring, State
 from iit.errors import UnsupportedOpError, did_you_mean
+from iit.semiring.semirings import Semiring, State
 
 aten = torch.ops.aten
 

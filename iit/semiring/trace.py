@@ -34,8 +34,6 @@ from torch import Tensor, nn
 from torch.fx import Graph, GraphModule, Node
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from iit.attribution.semiring.decompositions import DECOMPOSITIONS
-from iit.attribution.semiring.ops import NO_GRAD_OPS, OpCall, Slot, op_kind, packet_name
 from iit.attribution.targets import Target, target_scores
 from iit.errors import (
     ArgumentError,
@@ -46,6 +44,8 @@ from iit.errors import (
     UnsupportedOpError,
     did_you_mean,
 )
+from iit.semiring.decompositions import DECOMPOSITIONS
+from iit.semiring.ops import NO_GRAD_OPS, OpCall, Slot, op_kind, packet_name
 
 try:  # generates the graph module's code only if someone asks for it
     from torch.fx._lazy_graph_module import _LazyGraphModule as _GraphModuleClass
@@ -421,6 +421,7 @@ def _install_hooks(
     placeholders: Mapping[str, Node],
     calls: dict[str, int],
     handles: list[Any],
+    elements: Mapping[str, int | None],
 ) -> None:
     """Hooks that track the running module and cut off the source modules' outputs; their
     handles are appended to ``handles`` as they are made (the caller removes them)."""
@@ -433,26 +434,38 @@ def _install_hooks(
         handles.append(m.register_forward_pre_hook(lambda _m, _a, name=name: owner.append(name)))
         handles.append(m.register_forward_hook(pop, always_call=True))
     for name, m in mods.items():
-        handles.append(m.register_forward_hook(_source_hook(recorder, name, placeholders, calls)))
+        hook = _source_hook(recorder, name, placeholders, calls, elements.get(name))
+        handles.append(m.register_forward_hook(hook))
 
 
 def _source_hook(
-    recorder: _Recorder, name: str, placeholders: Mapping[str, Node], calls: dict[str, int]
+    recorder: _Recorder,
+    name: str,
+    placeholders: Mapping[str, Node],
+    calls: dict[str, int],
+    element: int | None = None,
 ) -> Callable[[nn.Module, Any, Any], Any]:
-    """Forward hook: the module's (first) output is replaced by an alias bound to the
-    source's placeholder, so the graph continues from there and not from the module's ops."""
+    """Forward hook: the module's output (element ``element`` of a tuple output) is replaced
+    by an alias bound to the source's placeholder, so the graph continues from there and not
+    from the module's ops."""
 
     def hook(_m: nn.Module, _a: Any, out: Any) -> Any:
         calls[name] += 1
-        if calls[name] > 1 or not _is_float_tensor(out):
+        if element is None:
+            value = out
+        elif isinstance(out, tuple) and 0 <= element < len(out):
+            value = out[element]
+        else:
+            value = None
+        if calls[name] > 1 or not _is_float_tensor(value):
             return None
         recorder.paused = True
         try:
-            alias = out.detach()
+            alias = value.detach()
         finally:
             recorder.paused = False
         recorder.bind(placeholders[name], alias)
-        return alias
+        return alias if element is None else (*out[:element], alias, *out[element + 1 :])
 
     return hook
 
@@ -592,6 +605,7 @@ def trace_computation(
     inputs: Tensor | Mapping[str, Tensor],
     target: Target,
     sources: Sequence[str],
+    elements: Mapping[str, int | None] | None = None,
 ) -> TracedComputation:
     """Record ``Σ_rows target(model(**inputs))`` as ATen ops in one run, storing every value.
 
@@ -602,6 +616,8 @@ def trace_computation(
             of ``model`` (``model(**inputs)``).
         target: see :mod:`iit.attribution.targets`. Rows must not interact (eval mode).
         sources: names of floating-point inputs or of modules; empty = all float inputs.
+        elements: module source name -> which element of the module's tuple output is the
+            source (default: the output itself, which must then be a tensor).
 
     Returns:
         The traced computation; its values are those of this very run.
@@ -632,7 +648,7 @@ def trace_computation(
     calls = {n: 0 for n in mods}
     handles: list[Any] = []
     try:
-        _install_hooks(named, recorder, mods, placeholders, calls, handles)
+        _install_hooks(named, recorder, mods, placeholders, calls, handles, elements or {})
         with torch.inference_mode(False), torch.no_grad(), recorder:
             out = model(inputs["input"]) if positional else model(**inputs)
             y = target_scores(out, target).sum()
@@ -643,8 +659,9 @@ def trace_computation(
     for n, count in calls.items():
         if count != 1 or placeholders[n] not in recorder.env:
             raise HookFiringError(
-                f"source module {n!r} must run exactly once and return a float tensor; it ran "
-                f"{count} times"
+                f"source module {n!r} must run exactly once and return a float tensor"
+                + (f" at output element {(elements or {}).get(n)}" if (elements or {}).get(n) is not None else "")
+                + f"; it ran {count} times"
             )
     recorder.graph.output(root)
     env, modules = recorder.env, recorder.modules

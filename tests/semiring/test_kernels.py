@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 
-from iit.attribution.semiring import tropical
-from iit.attribution.semiring.kernels import max_product_matmul, signed_products
+from iit.semiring import tropical
+from iit.semiring.kernels import max_product_matmul, signed_products
 
 g = torch.Generator().manual_seed(0)
 

@@ -4,28 +4,35 @@ One reverse walk over an ATen-level trace of the model computes, per source elem
 gradient (``real``), the top gradient path (``max_product``) or the gradient-graph entropy
 (``entropy``); see :mod:`.backward` for the granularities and :mod:`.paths` for reading paths.
 
+:class:`SemiringBackprop` is an attribution like those of :mod:`iit.attribution`
+(``attribute(inputs, target)``, sources given as coordinates). It owns its caches (parameter
+transforms, compiled walk programs: :class:`SemiringCache`), which are bounded and released
+with it; :func:`semiring_backward` without a cache keeps nothing after the call. Importing this
+package registers and compiles nothing: the custom op of the compiled walk is registered, and
+the C++ max-product kernel built, by the first call that needs them.
+
 Speed and memory: the pass frees each state and forward value after its last use when no path
 is asked for (``SemiringConfig(record_path=False)``), and ``SemiringConfig(compile=True)`` runs
 the walk as one program compiled by ``torch.compile`` once per graph structure
-(:mod:`.compiled_walk`; ``clear_compiled_walks()`` drops the programs).
-``python benchmarks/semiring.py`` prints both against autograd's backward.
+(:mod:`.compiled_walk`). ``python benchmarks/semiring.py`` prints both against autograd's
+backward.
 """
 
-from iit.attribution.semiring.backward import (
+from iit.semiring.backward import (
     SemiringBackprop,
+    SemiringCache,
     SemiringConfig,
     SemiringResult,
     gradient_graph_entropy,
     semiring_backward,
 )
-from iit.attribution.semiring.compiled_walk import clear_compiled_walks
-from iit.attribution.semiring.ops import supported_op_names
-from iit.attribution.semiring.paths import GradientPath, PathStep, best_source_index, top_path
-from iit.attribution.semiring.semirings import Granularity, SemiringName
-from iit.attribution.semiring.weights import clear_weight_cache
+from iit.semiring.ops import supported_op_names
+from iit.semiring.paths import GradientPath, PathStep, best_source_index, top_path
+from iit.semiring.semirings import Granularity, SemiringName
 
 __all__ = [
     "SemiringBackprop",
+    "SemiringCache",
     "SemiringConfig",
     "SemiringResult",
     "semiring_backward",
@@ -37,6 +44,4 @@ __all__ = [
     "supported_op_names",
     "Granularity",
     "SemiringName",
-    "clear_weight_cache",
-    "clear_compiled_walks",
 ]

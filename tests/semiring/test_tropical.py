@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from iit.attribution.semiring import tropical
-from iit.attribution.semiring.tropical import signed_max_product_matmul
+from iit.semiring import tropical
+from iit.semiring.tropical import signed_max_product_matmul
 
 INF = float("inf")
 

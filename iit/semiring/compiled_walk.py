@@ -21,8 +21,10 @@ The program is reused for every later call whose traced graph has the same *stru
 same ops with the same constant arguments, the same value shapes, strides and dtypes, the same
 live set, sources and configuration. Another model of the same architecture reuses it too,
 since parameters are inputs. The first call of a structure compiles (tens of seconds on a CPU
-for a 4-layer BERT). Up to :data:`MAX_PROGRAMS` programs are kept, least recently used out
-first; :func:`clear_compiled_walks` drops them.
+for a 4-layer BERT). The programs live in a :class:`CompiledWalks` owned by the caller (a
+:class:`~iit.semiring.SemiringBackprop` keeps one; ``semiring_backward`` without one records a
+program for its call only): up to ``max_programs`` (default :data:`MAX_PROGRAMS`), least
+recently used out first, all released with their owner or by ``clear()``.
 
 While recorded, the walk takes no branch on the data (the semiring's ``compiled`` form). A walk
 that reads a tensor's value into Python, which the program would freeze, raises
@@ -40,6 +42,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
@@ -51,17 +54,18 @@ from torch.fx import Node
 from torch.fx.experimental.proxy_tensor import make_fx
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
-from iit.attribution.semiring.ops import is_contraction, packet_name
-from iit.attribution.semiring.semirings import State
-from iit.attribution.semiring.trace import TracedComputation
-from iit.attribution.semiring.weights import cached_transform, intercept_transforms
-from iit.errors import UnsupportedOpError
+from iit.errors import ArgumentError, UnsupportedOpError
+from iit.semiring.ops import is_contraction, packet_name
+from iit.semiring.semirings import State
+from iit.semiring.trace import TracedComputation
+from iit.semiring.weights import cached_transform, intercept_transforms
 
-__all__ = ["MAX_PROGRAMS", "compiled_walk", "clear_compiled_walks", "compiled_walk_count"]
+__all__ = ["MAX_PROGRAMS", "CompiledWalks", "compiled_walk"]
 
 _log = logging.getLogger(__name__)
 
-#: compiled programs kept at once (torch.compile's own caches keep the generated code)
+#: default number of compiled programs a :class:`CompiledWalks` keeps (torch.compile's own
+#: caches keep the generated code)
 MAX_PROGRAMS = 8
 
 #: ``walk(comp, config, rows=...)``: the eager walk (:func:`.backward._walk`)
@@ -89,20 +93,51 @@ class _Program:
     outputs: list[tuple[int, int]]
 
 
-_programs: OrderedDict[tuple, _Program] = OrderedDict()
+class CompiledWalks:
+    """The compiled walk programs of one owner (a :class:`~iit.semiring.SemiringBackprop`),
+    one per graph structure, least recently used dropped past ``max_programs``; released with
+    the owner.
+
+    Args:
+        max_programs: most programs kept at once.
+
+    Raises:
+        ArgumentError: ``max_programs < 1``.
+    """
+
+    def __init__(self, max_programs: int = MAX_PROGRAMS) -> None:
+        if max_programs < 1:
+            raise ArgumentError(f"max_programs must be >= 1, got {max_programs}")
+        self.max_programs = max_programs
+        self._programs: OrderedDict[tuple, _Program] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._programs)
+
+    def clear(self) -> None:
+        """Drop every program (the next call of each structure compiles again)."""
+        self._programs.clear()
+
+    def last(self) -> _Program:
+        """The program used most recently (for the benchmark's memory estimate)."""
+        return next(reversed(self._programs.values()))
+
+    def program(self, key: tuple, record: Callable[[], _Program]) -> _Program:
+        """The program of structure ``key``, recorded by ``record()`` when missing."""
+        program = self._programs.get(key)
+        if program is None:
+            program = record()
+            self._programs[key] = program
+            while len(self._programs) > self.max_programs:
+                self._programs.popitem(last=False)
+        else:
+            self._programs.move_to_end(key)
+        return program
 
 
-def clear_compiled_walks() -> None:
-    """Drop every compiled walk program (the next call of each structure compiles again)."""
-    _programs.clear()
-
-
-def compiled_walk_count() -> int:
-    """Number of compiled walk programs held now."""
-    return len(_programs)
-
-
-def compiled_walk(comp: TracedComputation, config: Any, walk: _WalkFn) -> dict[Node, State]:
+def compiled_walk(
+    comp: TracedComputation, config: Any, walk: _WalkFn, programs: CompiledWalks
+) -> dict[Node, State]:
     """Run ``walk(comp, config)`` as a compiled program: compiled on the first call of this
     graph structure (see the module docs), reused afterwards.
 
@@ -110,6 +145,7 @@ def compiled_walk(comp: TracedComputation, config: Any, walk: _WalkFn) -> dict[N
         comp: a traced computation (:func:`~.trace.trace_computation`).
         config: the :class:`~.backward.SemiringConfig` (``compile=True``).
         walk: the eager walk, recorded once per structure.
+        programs: where the programs are kept (recorded once per structure there).
 
     Returns:
         The states ``walk`` keeps (the sources', or every node's with ``record_path``), keyed by
@@ -122,14 +158,7 @@ def compiled_walk(comp: TracedComputation, config: Any, walk: _WalkFn) -> dict[N
     """
     v = _flatten(comp)
     key = _structure_key(comp, config, v.nodes, v.position, v.leaves)
-    program = _programs.get(key)
-    if program is None:
-        program = _record(comp, config, walk, v)
-        _programs[key] = program
-        while len(_programs) > MAX_PROGRAMS:
-            _programs.popitem(last=False)
-    else:
-        _programs.move_to_end(key)
+    program = programs.program(key, functools.partial(_record, comp, config, walk, v))
     args = program_args(program, v)
     nodes = v.nodes
     del v
@@ -192,7 +221,7 @@ def _transform_inputs(requests: list[_TransformRequest], params: list[Tensor]) -
 def _release(comp: TracedComputation, config: Any) -> None:
     """Leave ``comp``'s values as a values-only eager walk leaves them: shape-only stand-ins
     for everything but the sources and parameters (kept as they are with ``record_path``)."""
-    from iit.attribution.semiring.backward import _stand_in
+    from iit.semiring.backward import _stand_in
 
     if config.semiring == "max_product" and config.record_path:
         return
