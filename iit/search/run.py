@@ -28,6 +28,7 @@ from iit.errors import AlignmentError
 from iit.interventions import Intervention
 from iit.search.cells import Cell, SearchSettings, frozen, run_cell
 from iit.search.data import PlaceData, collect_place
+from iit.search.manifest import check_manifest, search_manifest
 from iit.search.methods import Method
 from iit.search.problem import CounterfactualSplits, Place, SearchProblem
 from iit.search.results import SearchResult
@@ -158,7 +159,9 @@ def search(
             :func:`~iit.search.neurons`, :func:`~iit.search.sae`).
         sizes: feature counts per cell (larger than a place allows: skipped and listed).
         settings: fitting settings and the seed (the same seed gives the same table).
-        out_dir: keep finished cells there and skip them on a rerun.
+        out_dir: keep finished cells there and skip them on a rerun; ``out_dir/manifest.json``
+            records what they were computed from (model weights, splits, settings, variable,
+            place coordinates, method configs) and a rerun with other ones is refused.
         executor: where cells run (default: this process;
             :class:`~iit.search.distributed.RayExecutor` for a Ray cluster).
         progress: show a progress bar over cells.
@@ -168,12 +171,16 @@ def search(
 
     Raises:
         AlignmentError: splits for another variable, or an empty / repeated sweep.
+        ManifestMismatchError: ``out_dir`` holds cells of a search with other settings, splits,
+            model weights, variable, or another coordinate / config under a place / method name.
         CoordinateError: a place that does not resolve on the model (when its first cell runs).
     """
     settings = settings or SearchSettings()
     if splits.variable != problem.variable:
         raise AlignmentError(f"the splits intervene on {splits.variable!r} but the search is for {problem.variable!r}")
     cells = plan_cells(places, methods, sizes)
+    if out_dir is not None:
+        check_manifest(out_dir, search_manifest(problem, splits, places, methods, settings))
     store = CellStore(out_dir) if out_dir is not None else None
     keys = [c.key(problem.variable) for c in cells]
     rows: dict[str, dict[str, Any]] = {}
