@@ -115,7 +115,7 @@ class MaskedFeatureInterchange(Intervention):
     def to_interchange(self, k: int | None = None) -> FeatureInterchange:
         """The hard :class:`FeatureInterchange` on :meth:`selected` features (same featurizer)."""
         return FeatureInterchange(
-            self.coordinate, self.featurizer, self.selected(k), source=self.source if self.source is not None else 0,
+            self.coordinate, self.featurizer, list(self.selected(k)), source=self.source if self.source is not None else 0,
             source_coordinate=self.source_coordinate,
         )
 
