@@ -24,6 +24,7 @@ from torch import Tensor
 
 from iit.errors import ArgumentTypeError, InterventionError
 from iit.featurizers.base import Featurizer
+from iit.featurizers.rotation import RotationFeaturizer
 from iit.interventions import Intervention
 
 __all__ = ["FeatureInterchange", "feature_indices"]
@@ -125,7 +126,8 @@ class FeatureInterchange(Intervention):
         return torch.where(self.chosen.to(f_base.device), f_source, f_base)
 
     def forward(self, base: Tensor, source: Tensor | None) -> Tensor:
-        """``base``, ``source``: ``[batch, ..., d]``; returns ``[batch, ..., d]`` in base's dtype.
+        """``base``, ``source``: ``[batch, ..., d]``; returns ``[batch, ..., d]`` in base's dtype and
+        on base's device, computed in ``promote_types(featurizer dtype, base dtype)``.
 
         Raises:
             InterventionError: no source values.
@@ -137,6 +139,10 @@ class FeatureInterchange(Intervention):
         self.featurizer.check_width(base, where)
         if source.shape != base.shape:
             raise InterventionError(f"{where}: base values {tuple(base.shape)} and source values {tuple(source.shape)} differ")
+        source = source.to(base.device)
+        if isinstance(self.featurizer, RotationFeaturizer) and not self.interchange_error:
+            # DAS: the one implementation shared with iit.RotatedInterchange (same numbers)
+            return self.featurizer.interchange(base, source, self.features)
         with torch.autocast(device_type=base.device.type, enabled=False):
             f_base, f_source = self.featurizer.encode(base), self.featurizer.encode(source)
             mixed = self.mix(f_base, f_source)
