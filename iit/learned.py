@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from torch.nn.utils.parametrizations import orthogonal
 
 from iit.errors import ArgumentTypeError, InterventionError, InterventionShapeError
-from iit.interventions import Intervention
+from iit.interventions import BasisUse, Intervention
 
 __all__ = [
     "BOUNDARY_RANGE",
@@ -152,6 +152,12 @@ class _RotatedBase(Intervention):
 
     def _columns(self) -> slice | None:
         return None
+
+    def basis_use(self) -> BasisUse:
+        """The shared :class:`Rotation` and the rotated dims written (all ``k`` unless
+        :class:`RotatedInterchange`; Boundless DAS: all ``d``, since its boundary can grow)."""
+        cols = self._columns() or slice(0, self.rotation.k)
+        return BasisUse(self.rotation, frozenset(range(cols.start, cols.stop)), self.rotation.d, "rotated dims")
 
     _mask: Callable[[Tensor], Tensor] | None = None
 

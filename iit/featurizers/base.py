@@ -89,6 +89,12 @@ class Featurizer(nn.Module, metaclass=ABCMeta):
         """A featurizer with the shapes of ``config``; load its values with ``load_state_dict``."""
         return cls(**config)
 
+    def basis(self) -> object:
+        """The object whose features interventions share (itself; a
+        :class:`~iit.featurizers.RotationFeaturizer` answers its :class:`~iit.Rotation`, so it
+        is checked together with the :mod:`iit.learned` interventions on that rotation)."""
+        return self
+
     def check_width(self, h: Tensor, where: str) -> None:
         """Raise :class:`InterventionShapeError` unless ``h.shape[-1] == d``."""
         if h.dim() == 0 or h.shape[-1] != self.d:

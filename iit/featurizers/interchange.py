@@ -25,7 +25,7 @@ from torch import Tensor
 from iit.errors import ArgumentTypeError, InterventionError
 from iit.featurizers.base import Featurizer
 from iit.featurizers.rotation import RotationFeaturizer
-from iit.interventions import Intervention
+from iit.interventions import BasisUse, Intervention
 
 __all__ = ["FeatureInterchange", "feature_indices"]
 
@@ -120,6 +120,10 @@ class FeatureInterchange(Intervention):
         chosen = torch.zeros(featurizer.n_features, dtype=torch.bool)
         chosen[list(self.features)] = True
         self.register_buffer("chosen", chosen, persistent=False)
+
+    def basis_use(self) -> BasisUse:
+        """The featurizer's basis (:meth:`Featurizer.basis`), the chosen features, width ``d``."""
+        return BasisUse(self.featurizer.basis(), frozenset(self.features), self.featurizer.d)
 
     def mix(self, f_base: Tensor, f_source: Tensor) -> Tensor:
         """Features written: source features where chosen, base features elsewhere."""

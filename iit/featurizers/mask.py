@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from iit.errors import InterventionError
 from iit.featurizers.base import Featurizer
 from iit.featurizers.interchange import FeatureInterchange
-from iit.interventions import Intervention
+from iit.interventions import BasisUse, Intervention
 
 __all__ = ["MaskedFeatureInterchange"]
 
@@ -102,6 +102,10 @@ class MaskedFeatureInterchange(Intervention):
         if self.kind == "sigmoid":
             return torch.sigmoid(self.logits / self.temperature).sum()
         return torch.sigmoid(self.logits - _BETA * math.log(-_GAMMA / _ZETA)).sum()
+
+    def basis_use(self) -> BasisUse:
+        """The featurizer's basis, every feature (the learned mask can select any), width ``d``."""
+        return BasisUse(self.featurizer.basis(), frozenset(range(self.featurizer.n_features)), self.featurizer.d)
 
     def selected(self, k: int | None = None) -> tuple[int, ...]:
         """Selected features: those with a positive logit, or the ``k`` largest logits."""

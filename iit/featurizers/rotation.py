@@ -63,6 +63,10 @@ class RotationFeaturizer(Featurizer):
         self.rotation = rotation
         self.d, self.n_features = int(d), int(k)
 
+    def basis(self) -> Rotation:
+        """The rotation (shared with other interventions on it)."""
+        return self.rotation
+
     def encode(self, h: Tensor) -> Tensor:
         """``h @ W`` in ``promote_types(W dtype, h dtype)`` on ``h``'s device."""
         x, w = in_compute_dtype(h, self.rotation.matrix())
