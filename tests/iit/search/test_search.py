@@ -12,7 +12,7 @@ import torch
 from causal_models import CausalModel, standard
 from causal_models.domains import IntegerRange
 from iit import Coordinate, Index, Interchange, Interventionable
-from iit.errors import AlignmentError
+from iit.errors import AlignmentError, ArgumentError, ArgumentTypeError, CoordinateError
 from iit.search import (
     DAS,
     PCA,
@@ -181,9 +181,9 @@ def test_compare_hypotheses_on_distinguishing_pairs(problem, splits) -> None:
 
 
 def test_bad_requests_raise_before_running(problem, splits, places) -> None:
-    with pytest.raises(AlignmentError, match="unique"):
+    with pytest.raises(ArgumentError, match="unique"):
         search(problem, splits, [places[0], places[0]], [DAS()], [1], progress=False)
-    with pytest.raises(AlignmentError, match="sizes"):
+    with pytest.raises(ArgumentError, match="sizes"):
         search(problem, splits, places, [DAS()], [0], progress=False)
     other = type(splits).generate(standard.digit_sum(MAX_DIGIT), "z", (8, 8, 8))
     with pytest.raises(AlignmentError, match="'z'"):
@@ -219,3 +219,23 @@ def test_resume_refuses_other_settings_splits_model_or_coordinates(problem, spli
     again = search(problem, splits, places, [DAS()], [1], tiny, out_dir=tmp_path, progress=False)
     pd.testing.assert_frame_equal(again.table.iloc[:1], first.table)
     assert len(again.table) == 2
+
+
+def test_bad_place_raises_before_any_cell_runs(problem, splits, monkeypatch) -> None:
+    import iit.search.run as run_module
+
+    def boom(*args, **kwargs):
+        raise AssertionError("a cell ran before the places were checked")
+
+    monkeypatch.setattr(run_module, "run_cell", boom)
+    monkeypatch.setattr(run_module, "collect_place", boom)
+    with pytest.raises(CoordinateError, match="l9.*'l0'|l9.*'l1'"):
+        search(problem, splits, module_places(["l0", "l9"]), [DAS()], [1], progress=False)
+    with pytest.raises(CoordinateError):  # an index that does not fit the hidden state
+        bad = [module_places(["l0"])[0], type(module_places(["l1"])[0])(Coordinate("l1", Index.dims(0, 99)), name="wide")]
+        search(problem, splits, bad, [DAS()], [1], progress=False)
+
+
+def test_problem_model_type_is_an_argument_type_error(problem) -> None:
+    with pytest.raises(ArgumentTypeError, match="Interventionable"):
+        SearchProblem(HandcraftedSum(), problem.causal_model, "S", encode)  # type: ignore[arg-type]
