@@ -22,7 +22,7 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import Tensor, nn
 
-from iit.errors import InterventionError
+from iit.errors import ArgumentError, ArgumentTypeError, InterventionError
 from iit.featurizers.base import Featurizer
 from iit.featurizers.interchange import FeatureInterchange
 from iit.interventions import BasisUse, Intervention
@@ -80,9 +80,16 @@ class MaskedFeatureInterchange(Intervention):
         self.source_coordinate = coordinate if source_coordinate is None else source_coordinate
 
     def set_temperature(self, value: float) -> None:
-        """Set the sigmoid temperature (> 0)."""
-        if value <= 0:
-            raise InterventionError(f"temperature must be > 0, got {value}")
+        """Set the sigmoid temperature (> 0).
+
+        Raises:
+            ArgumentTypeError: not a real number.
+            ArgumentError: not > 0 (NaN included).
+        """
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ArgumentTypeError(f"temperature must be a number > 0, got {type(value).__name__} {value!r}")
+        if not value > 0:
+            raise ArgumentError(f"temperature must be > 0, got {value}")
         self.temperature.fill_(float(value))
 
     def mask(self) -> Tensor:
