@@ -47,7 +47,7 @@ from iit.coordinates import Coordinate, Index
 from iit.errors import AlignmentError
 from iit.hooks import Inputs
 from iit.interventions import BasisUse, Intervention
-from iit.learned import BoundlessRotatedInterchange
+from iit.learned import BoundlessRotatedInterchange, Rotation
 
 if TYPE_CHECKING:
     from iit.alignment import Alignment
@@ -59,6 +59,11 @@ __all__ = [
     "check_shared_rotations",
     "check_parameter_ranges",
 ]
+
+
+def _basis_name(basis: object) -> str:
+    # a parametrised module's class is renamed (ParametrizedRotation): name the user's class
+    return "Rotation" if isinstance(basis, Rotation) else type(basis).__name__
 
 
 def _same_coordinate(a: Any, b: Any) -> bool:
@@ -98,7 +103,7 @@ def _raise_if_features_meet(
         shared = BasisUse(use_a.basis, common, use_a.width, use_a.what).describe()
         raise AlignmentError(
             f"variables {var_a!r} ({type(a).__name__}, {use_a.describe()}) and {var_b!r} "
-            f"({type(b).__name__}, {use_b.describe()}) share one {type(use_a.basis).__name__} {where} and "
+            f"({type(b).__name__}, {use_b.describe()}) share one {_basis_name(use_a.basis)} {where} and "
             f"overlap on {shared}; give them disjoint features of the shared basis "
             "(e.g. dims (0, k) and (k, 2k)) or pass allow_overlap=True"
         )
@@ -253,7 +258,7 @@ def _probe(
             if width != use.width:
                 raise AlignmentError(
                     f"{label}: {type(iv).__name__} works on d={use.width} units (its "
-                    f"{type(use.basis).__name__}) but its slot {base.describe()} has {width} units on its "
+                    f"{_basis_name(use.basis)}) but its slot {base.describe()} has {width} units on its "
                     f"last axis (slot {tuple(slot)}, hidden state {tuple(shape)}); build it with d={width} "
                     f"or choose a coordinate whose last axis has {use.width} units"
                 )
@@ -291,7 +296,7 @@ def _check_overlaps(placed: Sequence[_Placed]) -> None:
                 _raise_if_features_meet(a.variable, a.iv, use_a, b.variable, b.iv, use_b, where)
                 continue
             kinds = [
-                "units" if (use := p.iv.basis_use()) is None else f"a {type(use.basis).__name__} over the whole slot"
+                "units" if (use := p.iv.basis_use()) is None else "a rotation over the whole slot" if isinstance(use.basis, Rotation) else f"a {_basis_name(use.basis)} over the whole slot"
                 for p in (a, b)
             ]
             raise AlignmentError(
