@@ -257,3 +257,23 @@ def test_save_and_load_every_featurizer(tmp_path) -> None:
         iv.eval(), loaded[name].eval()
         assert type(loaded[name]) is type(iv)
         torch.testing.assert_close(loaded[name](b, s), iv(b, s), atol=0, rtol=0, msg=name)
+
+
+def test_save_and_load_keeps_float64_featurizers(tmp_path) -> None:
+    net = Interventionable(nn.Sequential(nn.Linear(3, 6), nn.Linear(6, 2)))
+    coord = Coordinate("0", Index.all())
+    g = torch.Generator().manual_seed(6)
+    sae64 = _sae()
+    sae64 = SAEFeaturizer(sae64.w_enc.double(), sae64.b_enc.double(), sae64.w_dec.double(), sae64.b_dec.double())
+    ivs = {
+        "das": FeatureInterchange(coord, RotationFeaturizer(6, 2, generator=g, dtype=torch.float64), [0, 1]),
+        "pca": FeatureInterchange(coord, PCAFeaturizer.fit(torch.randn(50, 6, generator=g, dtype=torch.float64), 4), [0, 1]),
+        "sae": FeatureInterchange(coord, sae64, [1, 7]),
+    }
+    path = tmp_path / "ivs64.safetensors"
+    save_interventions(path, ivs)
+    loaded = load_interventions(path, net)
+    b, s = (t.double() for t in _pair())
+    for name, iv in ivs.items():
+        assert all(t.dtype == torch.float64 for t in loaded[name].featurizer.state_dict().values()), name
+        assert torch.equal(loaded[name](b, s), iv(b, s)), name
