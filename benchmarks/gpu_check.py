@@ -45,6 +45,7 @@ import transformers as tf  # noqa: E402
 
 from iit import Interchange, MeanAblation, RotatedInterchange, Rotation, ZeroAblation  # noqa: E402
 from iit.generation import generate  # noqa: E402
+from iit.placement import dequantized_twin  # noqa: E402
 from iit.transformers import Tokens, TransformerCoordinate, TransformerInterventionable  # noqa: E402
 
 VOCAB, WIDTH = 64, 32
@@ -219,33 +220,6 @@ def quantizers(device: str) -> dict[str, Callable[[nn.Module, Path], nn.Module]]
     return found
 
 
-def dequantize(weight: Tensor) -> Tensor | None:
-    """The float weight behind a quantized one (``None`` for a plain float weight)."""
-    kind = type(weight).__name__
-    if kind in ("Int8Params", "Params4bit"):
-        import bitsandbytes as bnb
-
-        if kind == "Int8Params":
-            return bnb.functional.int8_vectorwise_dequant(weight.data, weight.SCB)
-        return bnb.functional.dequantize_4bit(weight.data, weight.quant_state)
-    if type(weight.data) not in (Tensor, nn.Parameter):  # quanto / torchao tensor subclasses
-        return weight.dequantize()
-    return None
-
-
-def dequantized_twin(model: nn.Module, quantized: nn.Module) -> nn.Module:
-    """A float copy of ``model`` carrying ``quantized``'s dequantized weights."""
-    twin = copy.deepcopy(model)
-    table = dict(twin.named_modules())
-    for name, module in quantized.named_modules():
-        weight = getattr(module, "weight", None)
-        value = dequantize(weight) if isinstance(weight, Tensor) else None
-        if value is not None:
-            target = table[name].weight
-            target.data = value.to(target.device, target.dtype).reshape(target.shape)
-    return twin
-
-
 def quantized_rows(device: str) -> list[Row]:
     rows: list[Row] = []
     tol = {"quanto qint8": 1e-4, "torchao int8": 1e-3, "bnb int8": 5e-2, "bnb nf4": 1e-3}
@@ -254,7 +228,7 @@ def quantized_rows(device: str) -> list[Row]:
         with tempfile.TemporaryDirectory() as tmp:
             try:
                 quantized = quantize(copy.deepcopy(model).to(device), Path(tmp)).requires_grad_(False)
-                twin = dequantized_twin(model.to(device), quantized).requires_grad_(False)
+                twin = dequantized_twin(model.to(device), quantized)[0].requires_grad_(False)
                 cached = cached_source(tiny_llama(torch.float32))
                 ours = lm_features(quantized, device, cached)
                 ref = lm_features(twin, device, cached)

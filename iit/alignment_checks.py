@@ -24,11 +24,14 @@ known, and misses every hand-written ``forward``; the fingerprint costs nothing 
 forward :meth:`~iit.Alignment.check` already runs, and is exact for every model. Meta tensors (no
 storage) are never merged.
 
-Overlap rule. Each aligned intervention occupies the units its index selects. A learned
-(rotated) intervention mixes every unit of its slot, so it occupies the whole slot; two learned
-interventions that share one rotation at the same slot overlap only when their rotated
-dimensions intersect (``RotatedInterchange``: its ``dims``; ``LowRankRotatedInterchange``: all
-``k`` columns; ``BoundlessRotatedInterchange``: all ``d``, since its boundary can grow).
+Overlap rule. Each aligned intervention occupies the units its index selects. An intervention in
+a basis (:meth:`~iit.interventions.Intervention.basis_use`: the learned rotations and the
+featurizer interventions) mixes every unit of its slot, so it occupies the whole slot; two that
+share one basis object at the same slot overlap only when their features intersect
+(``RotatedInterchange``: its ``dims``; ``LowRankRotatedInterchange``: all ``k`` columns;
+``BoundlessRotatedInterchange``: all ``d``, since its boundary can grow;
+``FeatureInterchange``: its features, in the featurizer's basis, which for a
+``RotationFeaturizer`` is its ``Rotation``; ``MaskedFeatureInterchange``: all features).
 """
 
 from __future__ import annotations
@@ -43,13 +46,8 @@ from torch import Tensor
 from iit.coordinates import Coordinate, Index
 from iit.errors import AlignmentError
 from iit.hooks import Inputs
-from iit.interventions import Intervention
-from iit.learned import (
-    BoundlessRotatedInterchange,
-    LowRankRotatedInterchange,
-    RotatedInterchange,
-    Rotation,
-)
+from iit.interventions import BasisUse, Intervention
+from iit.learned import BoundlessRotatedInterchange, Rotation
 
 if TYPE_CHECKING:
     from iit.alignment import Alignment
@@ -60,26 +58,12 @@ __all__ = [
     "check_interventions",
     "check_shared_rotations",
     "check_parameter_ranges",
-    "rotated_columns",
 ]
 
 
-def rotated_columns(iv: Intervention) -> tuple[int, int] | None:
-    """The rotated dimensions ``[start, stop)`` a learned intervention writes (``None`` for an
-    intervention without a :class:`~iit.learned.Rotation`)."""
-    rotation = getattr(iv, "rotation", None)
-    if not isinstance(rotation, Rotation):
-        return None
-    if isinstance(iv, RotatedInterchange):
-        return iv.dims
-    if isinstance(iv, LowRankRotatedInterchange):
-        return (0, rotation.k)
-    return (0, rotation.d)
-
-
-def _columns_text(iv: Intervention) -> str:
-    cols = rotated_columns(iv)
-    return f"rotated dims [{cols[0]}, {cols[1]})" if cols else "units"
+def _basis_name(basis: object) -> str:
+    # a parametrised module's class is renamed (ParametrizedRotation): name the user's class
+    return "Rotation" if isinstance(basis, Rotation) else type(basis).__name__
 
 
 def _same_coordinate(a: Any, b: Any) -> bool:
@@ -87,36 +71,41 @@ def _same_coordinate(a: Any, b: Any) -> bool:
 
 
 def check_shared_rotations(templates: dict[str, tuple[Intervention, ...]], allow_overlap: bool) -> None:
-    """Raise if two variables rotate with one shared :class:`~iit.learned.Rotation` at the same
-    coordinate on intersecting rotated dimensions (no model needed).
+    """Raise if two variables write in one shared basis (a :class:`~iit.learned.Rotation`, also
+    through :class:`~iit.featurizers.RotationFeaturizer`, or one featurizer) at the same
+    coordinate on intersecting features (:meth:`~iit.interventions.Intervention.basis_use`;
+    no model needed).
 
     Raises:
-        AlignmentError: naming both variables, their dimensions and the fix.
+        AlignmentError: naming both variables, their features and the fix.
     """
     if allow_overlap:
         return
     learned = [
-        (variable, iv)
+        (variable, iv, use)
         for variable, ivs in templates.items()
         for iv in ivs
-        if rotated_columns(iv) is not None
+        if (use := iv.basis_use()) is not None
     ]
-    for i, (var_a, a) in enumerate(learned):
-        for var_b, b in learned[i + 1 :]:
-            if var_a == var_b or a.rotation is not b.rotation or not _same_coordinate(a.coordinate, b.coordinate):
+    for i, (var_a, a, use_a) in enumerate(learned):
+        for var_b, b, use_b in learned[i + 1 :]:
+            if var_a == var_b or use_a.basis is not use_b.basis or not _same_coordinate(a.coordinate, b.coordinate):
                 continue
-            _raise_if_columns_meet(var_a, a, var_b, b)
+            _raise_if_features_meet(var_a, a, use_a, var_b, b, use_b)
 
 
-def _raise_if_columns_meet(var_a: str, a: Intervention, var_b: str, b: Intervention, where: str = "") -> None:
-    (a0, a1), (b0, b1) = rotated_columns(a), rotated_columns(b)  # type: ignore[misc]
-    if max(a0, b0) < min(a1, b1):
+def _raise_if_features_meet(
+    var_a: str, a: Intervention, use_a: BasisUse, var_b: str, b: Intervention, use_b: BasisUse, where: str = ""
+) -> None:
+    common = use_a.features & use_b.features
+    if common:
         where = where or f"at {a.where_text()}"
+        shared = BasisUse(use_a.basis, common, use_a.width, use_a.what).describe()
         raise AlignmentError(
-            f"variables {var_a!r} ({type(a).__name__}, {_columns_text(a)}) and {var_b!r} "
-            f"({type(b).__name__}, {_columns_text(b)}) share one Rotation {where} and "
-            f"overlap on rotated dims [{max(a0, b0)}, {min(a1, b1)}); give them disjoint dims of the "
-            "shared rotation (e.g. (0, k) and (k, 2k)) or pass allow_overlap=True"
+            f"variables {var_a!r} ({type(a).__name__}, {use_a.describe()}) and {var_b!r} "
+            f"({type(b).__name__}, {use_b.describe()}) share one {_basis_name(use_a.basis)} {where} and "
+            f"overlap on {shared}; give them disjoint features of the shared basis "
+            "(e.g. dims (0, k) and (k, 2k)) or pass allow_overlap=True"
         )
 
 
@@ -263,15 +252,15 @@ def _probe(
                     f"{tuple(source_slot)} but the base coordinate {base.describe()} selects "
                     f"{tuple(slot)}; choose coordinates that select the same shape"
                 )
-        rotation = getattr(iv, "rotation", None)
-        if isinstance(rotation, Rotation):
+        use = iv.basis_use()
+        if use is not None:
             width = slot[-1] if len(slot) > 1 else None
-            if width != rotation.d:
+            if width != use.width:
                 raise AlignmentError(
-                    f"{label}: {type(iv).__name__} rotates d={rotation.d} units but its slot "
-                    f"{base.describe()} has {width} units on its last axis (slot {tuple(slot)}, "
-                    f"hidden state {tuple(shape)}); build the Rotation with d={width} or choose a "
-                    f"coordinate whose last axis has {rotation.d} units"
+                    f"{label}: {type(iv).__name__} works on d={use.width} units (its "
+                    f"{_basis_name(use.basis)}) but its slot {base.describe()} has {width} units on its "
+                    f"last axis (slot {tuple(slot)}, hidden state {tuple(shape)}); build it with d={width} "
+                    f"or choose a coordinate whose last axis has {use.width} units"
                 )
         placed.append(_Placed(owner, iv, base, groups[key], _unit_mask(base.index, shape)))
     return placed
@@ -301,13 +290,13 @@ def _check_overlaps(placed: Sequence[_Placed]) -> None:
                 if a.resolved.site == b.resolved.site and a.resolved.output == b.resolved.output
                 else " (the two hook sites reach the same tensor: one module's output is the other's input)"
             )
-            shared = getattr(a.iv, "rotation", None)
-            if isinstance(shared, Rotation) and shared is getattr(b.iv, "rotation", None):
+            use_a, use_b = a.iv.basis_use(), b.iv.basis_use()
+            if use_a is not None and use_b is not None and use_a.basis is use_b.basis:
                 where = f"at {a.resolved.describe()} and {b.resolved.describe()}{through}" if through else ""
-                _raise_if_columns_meet(a.variable, a.iv, b.variable, b.iv, where)
+                _raise_if_features_meet(a.variable, a.iv, use_a, b.variable, b.iv, use_b, where)
                 continue
             kinds = [
-                "a rotation over the whole slot" if rotated_columns(p.iv) is not None else "units"
+                "units" if (use := p.iv.basis_use()) is None else "a rotation over the whole slot" if isinstance(use.basis, Rotation) else f"a {_basis_name(use.basis)} over the whole slot"
                 for p in (a, b)
             ]
             raise AlignmentError(

@@ -133,6 +133,11 @@ class DamagedFileError(IITError, ValueError):
     chained as ``__cause__``)."""
 
 
+class ManifestMismatchError(ArgumentError):
+    """A results folder (a search's ``out_dir``) holds results computed from other settings, data,
+    model weights or places; reusing them would give stale results. Use a new folder or delete it."""
+
+
 class MissingFileError(IITError, FileNotFoundError):
     """A file to read, or the folder to write into, does not exist."""
 

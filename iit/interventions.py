@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from abc import ABCMeta, abstractmethod
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
@@ -38,7 +39,33 @@ __all__ = [
     "ResampleAblation",
     "Addition",
     "BoundIntervention",
+    "BasisUse",
 ]
+
+
+@dataclass(frozen=True)
+class BasisUse:
+    """What an intervention in a learned or fitted basis occupies (used by the alignment checks).
+
+    Attributes:
+        basis: the basis object (an :class:`iit.Rotation`, or a featurizer); two interventions with
+            the same object at one slot overlap only when their ``features`` intersect.
+        features: the basis columns / feature indices the intervention writes.
+        width: the width ``d`` of the slot's last axis the basis expects.
+        what: how ``features`` are named in messages ("rotated dims", "features").
+    """
+
+    basis: object
+    features: frozenset[int]
+    width: int
+    what: str = "features"
+
+    def describe(self) -> str:
+        """``"rotated dims [2, 5)"`` or ``"features [0, 4, 7]"``."""
+        idx = sorted(self.features)
+        if idx and idx == list(range(idx[0], idx[-1] + 1)):
+            return f"{self.what} [{idx[0]}, {idx[-1] + 1})"
+        return f"{self.what} {idx}"
 
 
 class Intervention(nn.Module, metaclass=ABCMeta):
@@ -64,6 +91,12 @@ class Intervention(nn.Module, metaclass=ABCMeta):
     def forward(self, base: Tensor, source: Tensor | None) -> Tensor:
         """Map base values ``[batch, ...]`` (and source values, same shape) at the coordinate
         to the values written (same shape)."""
+
+    def basis_use(self) -> BasisUse | None:
+        """The basis this intervention writes in and the columns it occupies (``None``: it
+        writes units of its slot directly). Learned rotations and featurizer interventions
+        override it; :meth:`iit.Alignment.check` uses it for the width and overlap checks."""
+        return None
 
     def where(self, rows: Tensor) -> BoundIntervention:
         """This intervention applied only to the rows where ``rows`` (bool ``[batch]``) is True."""

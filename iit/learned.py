@@ -25,7 +25,7 @@ Several variables can share one :class:`Rotation` with disjoint ``dims`` ranges.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from torch.nn.utils.parametrizations import orthogonal
 
 from iit.errors import ArgumentTypeError, InterventionError, InterventionShapeError
-from iit.interventions import Intervention
+from iit.interventions import BasisUse, Intervention
 from iit.trainable import TrainingProgress
 
 __all__ = [
@@ -44,6 +44,7 @@ __all__ = [
     "LowRankRotatedInterchange",
     "BoundlessRotatedInterchange",
     "TemperatureSchedule",
+    "interchange_in_basis",
 ]
 
 
@@ -100,6 +101,43 @@ class Rotation(nn.Module):
         return f"d={self.d}, k={self.k}"
 
 
+def interchange_in_basis(
+    base: Tensor,
+    source: Tensor,
+    basis: Callable[[], Tensor],
+    columns: slice | list[int] | None = None,
+    mask: Callable[[Tensor], Tensor] | None = None,
+) -> Tensor:
+    """DAS's write, the one implementation used by every rotated interchange (the
+    :mod:`iit.learned` classes and :class:`iit.featurizers.RotationFeaturizer`):
+    ``b + (((s - b) @ C) * mask) @ C^T`` with ``C = basis()[:, columns]``.
+
+    Computed in ``promote_types(w.dtype, base.dtype)`` with autocast disabled, with ``w`` and
+    ``source`` moved to ``base``'s device; returned in ``base``'s dtype.
+
+    Args:
+        base, source: ``[batch, ..., d]`` (shapes are checked by the callers).
+        basis: materialises the basis ``[d, k]`` (orthonormal columns), e.g.
+            ``Rotation.matrix``; called once, with autocast disabled.
+        columns: the columns interchanged (default: all ``k``).
+        mask: ``mask(w_promoted)`` -> ``[j]`` weights of the interchanged columns (Boundless DAS).
+
+    Returns:
+        ``[batch, ..., d]`` in ``base.dtype`` on ``base.device``.
+    """
+    with torch.autocast(device_type=base.device.type, enabled=False):
+        w = basis()  # [d, k], outside autocast
+        dtype = torch.promote_types(w.dtype, base.dtype)  # see the module docstring
+        w = w.to(base.device, dtype)
+        cols = w if columns is None else w[:, columns]  # [d, j]
+        b = base.to(dtype)
+        delta = (source.to(base.device, dtype) - b) @ cols  # [..., j]
+        if mask is not None:
+            delta = delta * mask(w)
+        out = b + delta @ cols.T  # [..., d]
+    return out.to(base.dtype)
+
+
 class _RotatedBase(Intervention):
     """Shared forward: ``b + (((s - b) @ W) * mask) @ W^T`` over the last axis."""
 
@@ -113,11 +151,16 @@ class _RotatedBase(Intervention):
         self.source = source
         self.source_coordinate = coordinate if source_coordinate is None else source_coordinate
 
-    def _columns(self, w: Tensor) -> Tensor:
-        return w
-
-    def _mask(self, w: Tensor) -> Tensor | None:
+    def _columns(self) -> slice | None:
         return None
+
+    def basis_use(self) -> BasisUse:
+        """The shared :class:`Rotation` and the rotated dims written (all ``k`` unless
+        :class:`RotatedInterchange`; Boundless DAS: all ``d``, since its boundary can grow)."""
+        cols = self._columns() or slice(0, self.rotation.k)
+        return BasisUse(self.rotation, frozenset(range(cols.start, cols.stop)), self.rotation.d, "rotated dims")
+
+    _mask: Callable[[Tensor], Tensor] | None = None
 
     def forward(self, base: Tensor, source: Tensor | None) -> Tensor:
         """``base``, ``source``: ``[batch, ..., d]``; returns ``[batch, ..., d]`` in base's dtype
@@ -136,18 +179,8 @@ class _RotatedBase(Intervention):
                 f"values are {tuple(base.shape)} and the source values {tuple(source.shape)}; select "
                 f"a slot whose last axis has {d} entries"
             )
-        with torch.autocast(device_type=base.device.type, enabled=False):
-            w = self.rotation.matrix()  # [d, k], materialised once, outside autocast
-            dtype = torch.promote_types(w.dtype, base.dtype)  # see the module docstring
-            w = w.to(base.device, dtype)
-            cols = self._columns(w)  # [d, j]
-            b = base.to(dtype)
-            delta = (source.to(base.device, dtype) - b) @ cols  # [..., j]
-            mask = self._mask(w)
-            if mask is not None:
-                delta = delta * mask
-            out = b + delta @ cols.T  # [..., d]
-        return out.to(base.dtype)
+        # the rotation is materialised once per forward, outside autocast
+        return interchange_in_basis(base, source, self.rotation.matrix, self._columns(), self._mask)
 
 
 class RotatedInterchange(_RotatedBase):
@@ -199,8 +232,8 @@ class RotatedInterchange(_RotatedBase):
         super().__init__(coordinate, rotation, source, source_coordinate)
         self.dims = (int(start), int(stop))
 
-    def _columns(self, w: Tensor) -> Tensor:
-        return w[:, self.dims[0] : self.dims[1]]
+    def _columns(self) -> slice:
+        return slice(self.dims[0], self.dims[1])
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, dims={self.dims}"

@@ -13,9 +13,9 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
-from torch import nn
+from torch import Tensor, nn
 
-__all__ = ["is_offloaded", "materialized"]
+__all__ = ["is_offloaded", "materialized", "dequantized_weight", "dequantized_twin"]
 
 
 def is_offloaded(module: nn.Module) -> bool:
@@ -44,3 +44,41 @@ def materialized(module: nn.Module) -> Iterator[nn.Module]:
 
     with align_module_device(module):
         yield module
+
+
+def dequantized_weight(weight: Tensor) -> Tensor | None:
+    """The float weight behind a quantized one (bitsandbytes int8 / 4-bit, quanto and torchao
+    tensor subclasses), ``[out, in]`` or the packed shape; ``None`` for a plain float weight."""
+    kind = type(weight).__name__
+    if kind in ("Int8Params", "Params4bit"):
+        import bitsandbytes as bnb
+
+        if kind == "Int8Params":  # LLM.int8: row-wise absmax scales
+            return bnb.functional.int8_vectorwise_dequant(weight.data, weight.SCB)
+        return bnb.functional.dequantize_4bit(weight.data, weight.quant_state)
+    if type(weight.data) not in (Tensor, nn.Parameter):  # quanto / torchao tensor subclasses
+        return weight.dequantize()
+    return None
+
+
+def dequantized_twin(model: nn.Module, quantized: nn.Module) -> tuple[nn.Module, int]:
+    """A float copy of ``model`` carrying ``quantized``'s dequantized weights (the reference a
+    quantized model's interventions are compared with), and how many weights were replaced.
+
+    Args:
+        model: the float model ``quantized`` was made from (same module names).
+        quantized: its quantized copy.
+    """
+    import copy
+
+    twin = copy.deepcopy(model)
+    table = dict(twin.named_modules())
+    replaced = 0
+    for name, module in quantized.named_modules():
+        weight = getattr(module, "weight", None)
+        value = dequantized_weight(weight) if isinstance(weight, Tensor) else None
+        if value is not None:
+            target = table[name].weight
+            target.data = value.to(target.device, target.dtype).reshape(target.shape)
+            replaced += 1
+    return twin, replaced

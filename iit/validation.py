@@ -6,7 +6,7 @@ was given, what is valid and the fix (usually: wrap one item in a list).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -23,8 +23,15 @@ def _what(value: Any) -> str:
     return f"one {type(value).__name__}"
 
 
+def _is_coordinate(value: Any) -> bool:
+    from iit.coordinates import Coordinate
+
+    return isinstance(value, Coordinate) or type(value).__name__.endswith("Coordinate")
+
+
 def require_list(value: Any, argument: str, items: str, example: str) -> list[Any]:
-    """``value`` as a list, if it is a list or tuple; otherwise raise.
+    """``value`` as a list: a list, tuple, or any other iterable of items (``dict.values()``, a
+    ``range``, a generator, ...); a single item is refused.
 
     Args:
         value: what the caller passed.
@@ -33,10 +40,12 @@ def require_list(value: Any, argument: str, items: str, example: str) -> list[An
         example: the name of one entry in the fix shown (``"coordinate"``).
 
     Raises:
-        ArgumentTypeError: a single item (a tensor, a coordinate, a string, a mapping, ...) where
-            a list is expected; the message shows the fix ``[item]``.
+        ArgumentTypeError: a single item (a tensor, a coordinate, a string, a mapping, anything
+            not iterable) where a list is expected; the message shows the fix ``[item]``.
     """
     if isinstance(value, (list, tuple)):
+        return list(value)
+    if isinstance(value, Iterable) and not isinstance(value, (str, bytes, Tensor, Mapping)) and not _is_coordinate(value):
         return list(value)
     raise ArgumentTypeError(
         f"{argument} must be a list of {items}, got {_what(value)}; wrap a single one in a list: [{example}]"

@@ -16,6 +16,7 @@ from __future__ import annotations
 from abc import ABCMeta, abstractmethod
 from typing import Any, ClassVar
 
+import torch
 from torch import Tensor, nn
 
 from iit.errors import InterventionError, InterventionShapeError
@@ -23,6 +24,33 @@ from iit.errors import InterventionError, InterventionShapeError
 __all__ = ["Featurizer", "register_featurizer", "featurizer_from_config", "FEATURIZERS"]
 
 FEATURIZERS: dict[str, type[Featurizer]] = {}
+
+
+def in_compute_dtype(x: Tensor, *weights: Tensor) -> tuple[Tensor, ...]:
+    """``x`` and ``weights`` in ``promote_types`` of all their dtypes, the weights moved to ``x``'s
+    device (a float64 hidden state is never rounded to a float32 weight's dtype; a half-precision
+    one computes in the float32 weights' dtype)."""
+    dtype = x.dtype
+    for w in weights:
+        dtype = torch.promote_types(dtype, w.dtype)
+    return (x.to(dtype), *(w.to(x.device, dtype) for w in weights))
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """``"float32"`` for ``torch.float32`` (JSON-able configs)."""
+    return str(dtype).removeprefix("torch.")
+
+
+def dtype_from_name(name: str) -> torch.dtype:
+    """Inverse of :func:`dtype_name`.
+
+    Raises:
+        InterventionError: not a floating torch dtype.
+    """
+    dtype = getattr(torch, name, None)
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise InterventionError(f"unknown floating dtype {name!r} in a featurizer config")
+    return dtype
 
 
 def register_featurizer(cls: type[Featurizer]) -> type[Featurizer]:
@@ -60,6 +88,12 @@ class Featurizer(nn.Module, metaclass=ABCMeta):
     def from_config(cls, config: dict[str, Any]) -> Featurizer:
         """A featurizer with the shapes of ``config``; load its values with ``load_state_dict``."""
         return cls(**config)
+
+    def basis(self) -> object:
+        """The object whose features interventions share (itself; a
+        :class:`~iit.featurizers.RotationFeaturizer` answers its :class:`~iit.Rotation`, so it
+        is checked together with the :mod:`iit.learned` interventions on that rotation)."""
+        return self
 
     def check_width(self, h: Tensor, where: str) -> None:
         """Raise :class:`InterventionShapeError` unless ``h.shape[-1] == d``."""

@@ -16,27 +16,56 @@ features together with the error writes the source exactly.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
-from iit.errors import InterventionError
+from iit.errors import ArgumentTypeError, InterventionError
 from iit.featurizers.base import Featurizer
-from iit.interventions import Intervention
+from iit.featurizers.rotation import RotationFeaturizer
+from iit.interventions import BasisUse, Intervention
 
 __all__ = ["FeatureInterchange", "feature_indices"]
 
 
-def feature_indices(features: Sequence[int] | tuple[int, int] | range, n_features: int) -> tuple[int, ...]:
-    """Normalise a feature choice: a ``range``, a ``(start, stop)`` pair given as ``range``, or a
-    sequence of distinct indices in ``[0, n_features)``.
+def feature_indices(features: tuple[int, int] | Iterable[int], n_features: int) -> tuple[int, ...]:
+    """Normalise a feature choice, with the convention of :class:`iit.RotatedInterchange`'s
+    ``dims``: a tuple is a ``(start, stop)`` pair meaning features ``start .. stop - 1``
+    (``(0, 4)`` is features 0, 1, 2, 3); a list, ``range`` or any other iterable lists the feature
+    indices themselves (``[0, 4]`` is features 0 and 4).
+
+    Returns:
+        The distinct indices in ``[0, n_features)``, in the given order.
 
     Raises:
+        ArgumentTypeError: not an iterable, a string, an entry that is not an int (floats are
+            not truncated), or a tuple that is not a ``(start, stop)`` pair.
         InterventionError: an empty, repeated or out-of-range choice.
     """
-    idx = tuple(int(i) for i in features)
+    if isinstance(features, (str, bytes, Tensor)) or not isinstance(features, Iterable):
+        raise ArgumentTypeError(
+            f"features must be a (start, stop) tuple or a list / range of feature indices, got "
+            f"{type(features).__name__} {features!r}"
+        )
+    items = list(features)
+    bad_type = [v for v in items if isinstance(v, bool) or not isinstance(v, int)]
+    if bad_type:
+        raise ArgumentTypeError(f"feature indices must be ints, got {bad_type[0]!r} ({type(bad_type[0]).__name__}) in {features!r}")
+    if isinstance(features, tuple):
+        if len(items) != 2:
+            raise ArgumentTypeError(
+                f"a tuple of features is a (start, stop) pair as in RotatedInterchange's dims, got {features!r}; "
+                "pass a list or range to list feature indices"
+            )
+        start, stop = items
+        if not 0 <= start < stop <= n_features:
+            raise InterventionError(
+                f"features (start, stop) must satisfy 0 <= start < stop <= {n_features}, got {features!r}"
+            )
+        return tuple(range(start, stop))
+    idx = tuple(int(i) for i in items)
     if not idx:
         raise InterventionError("choose at least one feature")
     if len(set(idx)) != len(idx):
@@ -54,12 +83,15 @@ class FeatureInterchange(Intervention):
         coordinate: where (the slot's last axis has the featurizer's ``d`` entries).
         featurizer: any :class:`~iit.featurizers.Featurizer` (trainable ones train with the
             intervention: DAS is ``FeatureInterchange(c, RotationFeaturizer(d, k), range(k))``).
-        features: the chosen feature indices (e.g. ``range(k)``).
+        features: the chosen features: a ``(start, stop)`` tuple (as RotatedInterchange's
+            ``dims``: ``(0, 4)`` is features 0..3), or a list / ``range`` of indices
+            (``[0, 4]`` is features 0 and 4); see :func:`feature_indices`.
         interchange_error: take the reconstruction error from the source instead of the base.
         source: source slot.
         source_coordinate: where to read in the source run (default: ``coordinate``).
 
     Raises:
+        ArgumentTypeError: features that are not a (start, stop) tuple or an iterable of ints.
         InterventionError: a bad source slot or feature choice.
     """
 
@@ -69,7 +101,7 @@ class FeatureInterchange(Intervention):
         self,
         coordinate: Any,
         featurizer: Featurizer,
-        features: Sequence[int] | range,
+        features: tuple[int, int] | Iterable[int],
         *,
         interchange_error: bool = False,
         source: int = 0,
@@ -89,12 +121,17 @@ class FeatureInterchange(Intervention):
         chosen[list(self.features)] = True
         self.register_buffer("chosen", chosen, persistent=False)
 
+    def basis_use(self) -> BasisUse:
+        """The featurizer's basis (:meth:`Featurizer.basis`), the chosen features, width ``d``."""
+        return BasisUse(self.featurizer.basis(), frozenset(self.features), self.featurizer.d)
+
     def mix(self, f_base: Tensor, f_source: Tensor) -> Tensor:
         """Features written: source features where chosen, base features elsewhere."""
         return torch.where(self.chosen.to(f_base.device), f_source, f_base)
 
     def forward(self, base: Tensor, source: Tensor | None) -> Tensor:
-        """``base``, ``source``: ``[batch, ..., d]``; returns ``[batch, ..., d]`` in base's dtype.
+        """``base``, ``source``: ``[batch, ..., d]``; returns ``[batch, ..., d]`` in base's dtype and
+        on base's device, computed in ``promote_types(featurizer dtype, base dtype)``.
 
         Raises:
             InterventionError: no source values.
@@ -106,6 +143,10 @@ class FeatureInterchange(Intervention):
         self.featurizer.check_width(base, where)
         if source.shape != base.shape:
             raise InterventionError(f"{where}: base values {tuple(base.shape)} and source values {tuple(source.shape)} differ")
+        source = source.to(base.device)
+        if isinstance(self.featurizer, RotationFeaturizer) and not self.interchange_error:
+            # DAS: the one implementation shared with iit.RotatedInterchange (same numbers)
+            return self.featurizer.interchange(base, source, self.features)
         with torch.autocast(device_type=base.device.type, enabled=False):
             f_base, f_source = self.featurizer.encode(base), self.featurizer.encode(source)
             mixed = self.mix(f_base, f_source)

@@ -22,10 +22,10 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import Tensor, nn
 
-from iit.errors import InterventionError
+from iit.errors import ArgumentError, ArgumentTypeError, InterventionError
 from iit.featurizers.base import Featurizer
 from iit.featurizers.interchange import FeatureInterchange
-from iit.interventions import Intervention
+from iit.interventions import BasisUse, Intervention
 
 __all__ = ["MaskedFeatureInterchange"]
 
@@ -80,9 +80,16 @@ class MaskedFeatureInterchange(Intervention):
         self.source_coordinate = coordinate if source_coordinate is None else source_coordinate
 
     def set_temperature(self, value: float) -> None:
-        """Set the sigmoid temperature (> 0)."""
-        if value <= 0:
-            raise InterventionError(f"temperature must be > 0, got {value}")
+        """Set the sigmoid temperature (> 0).
+
+        Raises:
+            ArgumentTypeError: not a real number.
+            ArgumentError: not > 0 (NaN included).
+        """
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ArgumentTypeError(f"temperature must be a number > 0, got {type(value).__name__} {value!r}")
+        if not value > 0:
+            raise ArgumentError(f"temperature must be > 0, got {value}")
         self.temperature.fill_(float(value))
 
     def mask(self) -> Tensor:
@@ -103,6 +110,10 @@ class MaskedFeatureInterchange(Intervention):
             return torch.sigmoid(self.logits / self.temperature).sum()
         return torch.sigmoid(self.logits - _BETA * math.log(-_GAMMA / _ZETA)).sum()
 
+    def basis_use(self) -> BasisUse:
+        """The featurizer's basis, every feature (the learned mask can select any), width ``d``."""
+        return BasisUse(self.featurizer.basis(), frozenset(range(self.featurizer.n_features)), self.featurizer.d)
+
     def selected(self, k: int | None = None) -> tuple[int, ...]:
         """Selected features: those with a positive logit, or the ``k`` largest logits."""
         if k is None:
@@ -115,7 +126,7 @@ class MaskedFeatureInterchange(Intervention):
     def to_interchange(self, k: int | None = None) -> FeatureInterchange:
         """The hard :class:`FeatureInterchange` on :meth:`selected` features (same featurizer)."""
         return FeatureInterchange(
-            self.coordinate, self.featurizer, self.selected(k), source=self.source if self.source is not None else 0,
+            self.coordinate, self.featurizer, list(self.selected(k)), source=self.source if self.source is not None else 0,
             source_coordinate=self.source_coordinate,
         )
 

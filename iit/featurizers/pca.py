@@ -9,7 +9,14 @@ import torch
 from torch import Tensor
 
 from iit.errors import InterventionError
-from iit.featurizers.base import Featurizer, register_featurizer
+from iit.featurizers.base import (
+    Featurizer,
+    dtype_from_name,
+    dtype_name,
+    in_compute_dtype,
+    register_featurizer,
+)
+from iit.precision import compute_dtype
 
 __all__ = ["PCAFeaturizer"]
 
@@ -24,6 +31,8 @@ class PCAFeaturizer(Featurizer):
     Args:
         d: width of the hidden state.
         k: number of components.
+        dtype: storage dtype of the buffers (:meth:`fit` uses the activations' compute dtype:
+            float64 for float64 activations, float32 otherwise).
 
     Raises:
         InterventionError: ``not 1 <= k <= d``.
@@ -31,14 +40,15 @@ class PCAFeaturizer(Featurizer):
 
     kind = "pca"
 
-    def __init__(self, d: int, k: int) -> None:
+    def __init__(self, d: int, k: int, dtype: str | torch.dtype = torch.float32) -> None:
         super().__init__()
         if not 1 <= k <= d:
             raise InterventionError(f"PCAFeaturizer needs 1 <= k <= d, got d={d}, k={k}")
         self.d, self.n_features = int(d), int(k)
-        self.register_buffer("mean", torch.zeros(d))
-        self.register_buffer("components", torch.zeros(d, k))
-        self.register_buffer("explained_variance", torch.zeros(k))
+        dtype = dtype_from_name(dtype) if isinstance(dtype, str) else dtype
+        self.register_buffer("mean", torch.zeros(d, dtype=dtype))
+        self.register_buffer("components", torch.zeros(d, k, dtype=dtype))
+        self.register_buffer("explained_variance", torch.zeros(k, dtype=dtype))
 
     @classmethod
     def fit(cls, activations: Tensor, k: int | None = None) -> PCAFeaturizer:
@@ -61,17 +71,21 @@ class PCAFeaturizer(Featurizer):
         v = vh[:k].T  # [d, k]
         sign = torch.sign(v.gather(0, v.abs().argmax(0, keepdim=True)))
         v = v * torch.where(sign == 0, torch.ones_like(sign), sign)
-        out = cls(d, k)
-        out.mean.copy_(mean.float())
-        out.components.copy_(v.float())
-        out.explained_variance.copy_((s[:k] ** 2 / (n - 1)).float())
+        out = cls(d, k, dtype=compute_dtype(activations.dtype))
+        out.mean.copy_(mean)
+        out.components.copy_(v)
+        out.explained_variance.copy_(s[:k] ** 2 / (n - 1))
         return out
 
     def encode(self, h: Tensor) -> Tensor:
-        return (h.to(self.components.dtype) - self.mean) @ self.components
+        """``(h - mean) @ V`` in ``promote_types(buffer dtype, h dtype)`` on ``h``'s device."""
+        x, mean, v = in_compute_dtype(h, self.mean, self.components)
+        return (x - mean) @ v
 
     def decode(self, f: Tensor) -> Tensor:
-        return f @ self.components.T + self.mean
+        """``f @ V^T + mean`` in ``promote_types(buffer dtype, f dtype)`` on ``f``'s device."""
+        x, mean, v = in_compute_dtype(f, self.mean, self.components)
+        return x @ v.T + mean
 
     def config(self) -> dict[str, Any]:
-        return {"d": self.d, "k": self.n_features}
+        return {"d": self.d, "k": self.n_features, "dtype": dtype_name(self.components.dtype)}

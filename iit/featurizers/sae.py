@@ -10,7 +10,13 @@ import torch
 from torch import Tensor
 
 from iit.errors import InterventionError
-from iit.featurizers.base import Featurizer, register_featurizer
+from iit.featurizers.base import (
+    Featurizer,
+    dtype_from_name,
+    dtype_name,
+    in_compute_dtype,
+    register_featurizer,
+)
 
 __all__ = ["SAEFeaturizer"]
 
@@ -59,30 +65,35 @@ class SAEFeaturizer(Featurizer):
         self.d, self.n_features = int(d), int(m)
         self.activation, self.subtract_decoder_bias = activation, subtract_decoder_bias
         for name, value in (("w_enc", w_enc), ("b_enc", b_enc), ("w_dec", w_dec), ("b_dec", b_dec)):
-            self.register_buffer(name, value.detach().clone().float())
-        self.register_buffer("threshold", (threshold if threshold is not None else torch.zeros(m)).detach().clone().float())
+            self.register_buffer(name, value.detach().clone())
+        zeros = torch.zeros(m, dtype=w_enc.dtype, device=w_enc.device)
+        self.register_buffer("threshold", (threshold if threshold is not None else zeros).detach().clone())
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> SAEFeaturizer:
         d, m = config["d"], config["m"]
+        dtype = dtype_from_name(config.get("dtype", "float32"))
         return cls(
-            torch.zeros(d, m), torch.zeros(m), torch.zeros(m, d), torch.zeros(d),
-            activation=config["activation"], threshold=torch.zeros(m),
+            torch.zeros(d, m, dtype=dtype), torch.zeros(m, dtype=dtype), torch.zeros(m, d, dtype=dtype),
+            torch.zeros(d, dtype=dtype), activation=config["activation"], threshold=torch.zeros(m, dtype=dtype),
             subtract_decoder_bias=config["subtract_decoder_bias"],
         )
 
     def encode(self, h: Tensor) -> Tensor:
-        x = h.to(self.w_enc.dtype)
+        """Latents in ``promote_types(weight dtype, h dtype)`` on ``h``'s device."""
+        x, w_enc, b_enc, b_dec, threshold = in_compute_dtype(h, self.w_enc, self.b_enc, self.b_dec, self.threshold)
         if self.subtract_decoder_bias:
-            x = x - self.b_dec
-        z = x @ self.w_enc + self.b_enc
+            x = x - b_dec
+        z = x @ w_enc + b_enc
         if self.activation == "jumprelu":
-            return z * (z > self.threshold)
+            return z * (z > threshold)
         return torch.relu(z)
 
     def decode(self, f: Tensor) -> Tensor:
-        return f @ self.w_dec + self.b_dec
+        """``f @ W_dec + b_dec`` in ``promote_types(weight dtype, f dtype)`` on ``f``'s device."""
+        x, w_dec, b_dec = in_compute_dtype(f, self.w_dec, self.b_dec)
+        return x @ w_dec + b_dec
 
     def config(self) -> dict[str, Any]:
         return {"d": self.d, "m": self.n_features, "activation": self.activation,
-                "subtract_decoder_bias": self.subtract_decoder_bias}
+                "subtract_decoder_bias": self.subtract_decoder_bias, "dtype": dtype_name(self.w_enc.dtype)}

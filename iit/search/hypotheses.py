@@ -15,8 +15,7 @@ from torch import Tensor
 
 from causal_models import CausalModel
 from causal_models.data import CounterfactualBatch
-from iit.alignment import _unknown
-from iit.errors import AlignmentError
+from iit.errors import AlignmentError, unknown_name
 from iit.interventions import Intervention
 from iit.search.problem import SearchProblem
 from iit.search.stats import wilson_interval
@@ -38,7 +37,7 @@ class Hypothesis:
 
     def __post_init__(self) -> None:
         if self.variable not in self.causal_model.variables:
-            raise AlignmentError(_unknown(self.variable, list(self.causal_model.variables), "causal variable"))
+            raise AlignmentError(unknown_name(self.variable, list(self.causal_model.variables), "causal variable"))
         if len(self.causal_model.outputs) != 1:
             raise AlignmentError(f"hypothesis {self.name!r}: the causal model needs exactly one output")
 

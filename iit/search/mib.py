@@ -25,6 +25,7 @@ components (the PCA mean cancels in an interchange), neurons as the identity wit
 from __future__ import annotations
 
 import json
+import pickle
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +34,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from iit.errors import InterventionError
+from iit.errors import DamagedFileError, InterventionError, MissingFileError
 from iit.featurizers import (
     FeatureInterchange,
     IdentityFeaturizer,
@@ -145,22 +146,36 @@ def read_mib(folder: str | Path) -> list[MIBUnit]:
     """Read the units of one ``{TASK}_{MODEL}_{VARIABLE}`` folder (sorted by name).
 
     Raises:
-        InterventionError: a unit with a missing file or an unknown featurizer class.
+        MissingFileError: the folder does not exist, holds no unit, or a unit lacks a file.
+        DamagedFileError: a file that is truncated, not a MIB file or unsafe to load (the
+            original error chained).
+        InterventionError: an unknown featurizer class.
     """
     folder = Path(folder)
+    if not folder.is_dir():
+        raise MissingFileError(f"MIB folder {str(folder)!r} does not exist (export one with export_mib)")
     units = sorted(p.name[: -len("_featurizer")] for p in folder.glob("*_featurizer") if not p.name.endswith("_inverse_featurizer"))
+    if not units:
+        raise MissingFileError(f"MIB folder {str(folder)!r} holds no '<unit>_featurizer' file")
     out = []
     for unit in units:
         paths = [folder / f"{unit}{suffix}" for suffix in ("_featurizer", "_inverse_featurizer", "_indices")]
         missing = [p.name for p in paths if not p.exists()]
         if missing:
-            raise InterventionError(f"unit {unit!r} lacks {missing}")
-        data = torch.load(paths[0], weights_only=True)
-        info = data["model_info"]
-        indices = json.loads(paths[2].read_text().splitlines()[0])
-        if info["featurizer_class"] == "IdentityFeaturizerModule":
+            raise MissingFileError(f"unit {unit!r} in {str(folder)!r} lacks {missing}")
+        try:
+            data = torch.load(paths[0], weights_only=True)
+            info = data["model_info"]
+            kind = info["featurizer_class"]
+            indices = json.loads(paths[2].read_text().splitlines()[0])
+        except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, KeyError, TypeError, IndexError, ValueError) as exc:
+            raise DamagedFileError(
+                f"MIB unit {unit!r} in {str(folder)!r} is damaged or unsafe and was not loaded "
+                f"({type(exc).__name__}: {exc})"
+            ) from exc
+        if kind == "IdentityFeaturizerModule":
             out.append(MIBUnit(unit, None, indices))
-        elif info["featurizer_class"] == "SubspaceFeaturizerModule":
+        elif kind == "SubspaceFeaturizerModule":
             out.append(MIBUnit(unit, info["additional_config"]["rotation_matrix"], indices))
         else:
             raise InterventionError(f"unit {unit!r}: unknown featurizer class {info['featurizer_class']!r}")

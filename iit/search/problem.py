@@ -13,9 +13,8 @@ from torch import Tensor
 
 from causal_models import CausalModel, CounterfactualConfig, CounterfactualGenerator
 from causal_models.data import CounterfactualBatch, InputSampler
-from iit.alignment import _unknown
 from iit.coordinates import Coordinate, Index
-from iit.errors import AlignmentError
+from iit.errors import AlignmentError, ArgumentTypeError, unknown_name
 from iit.hooks import Inputs
 from iit.interventionable import Interventionable
 from iit.outputs import output_tensor
@@ -38,6 +37,7 @@ class SearchProblem:
             must be finite (the classes).
 
     Raises:
+        ArgumentTypeError: a model that is not an :class:`~iit.Interventionable`.
         AlignmentError: an unknown variable or output (nearest names listed), or an output whose
             domain is not finite.
     """
@@ -51,16 +51,19 @@ class SearchProblem:
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, Interventionable):
-            raise AlignmentError(f"model must be an iit.Interventionable, got {type(self.model).__name__}")
+            raise ArgumentTypeError(
+                f"model must be an iit.Interventionable (wrap the network: Interventionable(net)), got "
+                f"{type(self.model).__name__}"
+            )
         known = list(self.causal_model.variables)
         if self.variable not in known:
-            raise AlignmentError(_unknown(self.variable, known, "causal variable"))
+            raise AlignmentError(unknown_name(self.variable, known, "causal variable"))
         if self.output is None:
             if len(self.causal_model.outputs) != 1:
                 raise AlignmentError(f"the causal model has outputs {self.causal_model.outputs}; choose one with output=")
             self.output = self.causal_model.outputs[0]
         elif self.output not in self.causal_model.outputs:
-            raise AlignmentError(_unknown(self.output, self.causal_model.outputs, "output"))
+            raise AlignmentError(unknown_name(self.output, self.causal_model.outputs, "output"))
         if not getattr(self.causal_model.domain(self.output), "is_finite", False):
             raise AlignmentError(f"the search scores classification: output {self.output!r} needs a finite domain")
 

@@ -22,12 +22,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+import torch
 from tqdm.auto import tqdm
 
-from iit.errors import AlignmentError
+from iit.errors import AlignmentError, ArgumentError
 from iit.interventions import Intervention
 from iit.search.cells import Cell, SearchSettings, frozen, run_cell
 from iit.search.data import PlaceData, collect_place
+from iit.search.manifest import check_manifest, search_manifest
 from iit.search.methods import Method
 from iit.search.problem import CounterfactualSplits, Place, SearchProblem
 from iit.search.results import SearchResult
@@ -84,18 +86,34 @@ def plan_cells(places: Sequence[Place], methods: Sequence[Method], sizes: Sequen
     """Every (place, method, size), in that nesting order.
 
     Raises:
-        AlignmentError: nothing to sweep, repeated place or method names, or sizes < 1.
+        ArgumentError: nothing to sweep, repeated place or method names, or sizes < 1.
     """
     if not places or not methods or not sizes:
-        raise AlignmentError(f"a search needs places, methods and sizes; got {len(places)}, {len(methods)}, {len(sizes)}")
+        raise ArgumentError(f"a search needs places, methods and sizes; got {len(places)}, {len(methods)}, {len(sizes)}")
     for what, names in (("place", [p.name for p in places]), ("method", [m.name for m in methods])):
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
-            raise AlignmentError(f"{what} names must be unique; repeated: {dup}")
+            raise ArgumentError(f"{what} names must be unique; repeated: {dup}")
     bad = [s for s in sizes if isinstance(s, bool) or not isinstance(s, int) or s < 1]
     if bad or len(set(sizes)) != len(sizes):
-        raise AlignmentError(f"sizes must be distinct ints >= 1, got {list(sizes)}")
+        raise ArgumentError(f"sizes must be distinct ints >= 1, got {list(sizes)}")
     return [Cell(p, m, s) for p in places for m in methods for s in sizes]
+
+
+def check_places(problem: SearchProblem, splits: CounterfactualSplits, places: Sequence[Place]) -> None:
+    """Resolve every place's coordinate on two training bases (module names first, without a
+    forward; then one forward reading all places, which checks their indices), so that a bad
+    place fails before the first cell runs.
+
+    Raises:
+        CoordinateError: a place whose module does not exist (the nearest names listed) or whose
+            index does not fit the hidden state.
+    """
+    example = problem.encode_inputs(splits.train.select(torch.arange(min(2, len(splits.train)))).base)
+    for place in places:
+        problem.model.check_coordinate(place.coordinate, example)
+    with torch.no_grad():
+        problem.model.collect(example, [p.coordinate for p in places])
 
 
 def run_one(
@@ -158,7 +176,9 @@ def search(
             :func:`~iit.search.neurons`, :func:`~iit.search.sae`).
         sizes: feature counts per cell (larger than a place allows: skipped and listed).
         settings: fitting settings and the seed (the same seed gives the same table).
-        out_dir: keep finished cells there and skip them on a rerun.
+        out_dir: keep finished cells there and skip them on a rerun; ``out_dir/manifest.json``
+            records what they were computed from (model weights, splits, settings, variable,
+            place coordinates, method configs) and a rerun with other ones is refused.
         executor: where cells run (default: this process;
             :class:`~iit.search.distributed.RayExecutor` for a Ray cluster).
         progress: show a progress bar over cells.
@@ -167,13 +187,19 @@ def search(
         :class:`~iit.search.SearchResult` (rows in cell order).
 
     Raises:
-        AlignmentError: splits for another variable, or an empty / repeated sweep.
-        CoordinateError: a place that does not resolve on the model (when its first cell runs).
+        AlignmentError: splits for another variable.
+        ArgumentError: an empty / repeated sweep or bad sizes.
+        ManifestMismatchError: ``out_dir`` holds cells of a search with other settings, splits,
+            model weights, variable, or another coordinate / config under a place / method name.
+        CoordinateError: a place that does not resolve on the model (checked before any cell runs).
     """
     settings = settings or SearchSettings()
     if splits.variable != problem.variable:
         raise AlignmentError(f"the splits intervene on {splits.variable!r} but the search is for {problem.variable!r}")
     cells = plan_cells(places, methods, sizes)
+    check_places(problem, splits, places)
+    if out_dir is not None:
+        check_manifest(out_dir, search_manifest(problem, splits, places, methods, settings))
     store = CellStore(out_dir) if out_dir is not None else None
     keys = [c.key(problem.variable) for c in cells]
     rows: dict[str, dict[str, Any]] = {}

@@ -132,3 +132,43 @@ def test_describe_lists_each_variable():
     alignment = Alignment(model, {"YZ": Coordinate("layer1", Index.dims(4, 8)), "WX": Coordinate("layer1", Index.dims(0, 4))})
     assert alignment.variables == ["WX", "YZ"]
     assert alignment.describe() == "WX -> layer1.output[dims 0:4]\nYZ -> layer1.output[dims 4:8]"
+
+
+def _featurized(wx_features, yz_features, shared_with_rotated: bool = False):
+    from iit.featurizers import FeatureInterchange, RotationFeaturizer
+    from iit.learned import RotatedInterchange
+
+    place = Coordinate("layer1", Index.all())
+    shared = RotationFeaturizer(8, generator=torch.Generator().manual_seed(0))
+    yz = (
+        RotatedInterchange(place, shared.rotation, yz_features)
+        if shared_with_rotated
+        else FeatureInterchange(place, shared, yz_features)
+    )
+    return {"WX": FeatureInterchange(place, shared, wx_features), "YZ": yz}
+
+
+@pytest.mark.parametrize("shared_with_rotated", [False, True], ids=["featurizer", "featurizer+rotated"])
+def test_shared_rotation_featurizer_disjoint_accepted_overlapping_refused(shared_with_rotated: bool) -> None:
+    model = standard.hierarchical_equality(emb_dim=2)
+    network = Interventionable(HandcraftedEquality())
+    x = torch.randn(4, 8)
+    Alignment(model, _featurized((0, 4), (4, 8), shared_with_rotated)).check(network, x)
+    with pytest.raises(AlignmentError, match=r"overlap on .*\[3, 4\)"):  # refused at construction already
+        Alignment(model, _featurized((0, 4), (3, 8), shared_with_rotated))
+    Alignment(model, _featurized((0, 4), (3, 8), shared_with_rotated), allow_overlap=True).check(network, x)
+
+
+def test_featurizer_wider_than_its_slot_refused_in_check() -> None:
+    from iit.featurizers import FeatureInterchange, MaskedFeatureInterchange, RotationFeaturizer
+    from iit.featurizers.identity import IdentityFeaturizer
+
+    model = standard.hierarchical_equality(emb_dim=2)
+    network = Interventionable(HandcraftedEquality())
+    x = torch.randn(4, 8)
+    wide = FeatureInterchange(Coordinate("layer1", Index.dims(0, 4)), RotationFeaturizer(8), (0, 2))
+    with pytest.raises(AlignmentError, match=r"d=8 units.*has 4 units"):
+        Alignment(model, {"WX": wide}).check(network, x)
+    masked = MaskedFeatureInterchange(Coordinate("layer2", Index.all()), IdentityFeaturizer(8))
+    with pytest.raises(AlignmentError, match=r"d=8 units.*has 4 units"):
+        Alignment(model, {"YZ": masked}).check(network, x)

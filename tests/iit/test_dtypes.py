@@ -18,6 +18,8 @@ from torch import Tensor, nn
 from iit import (
     BoundlessRotatedInterchange,
     ConstantAblation,
+    Coordinate,
+    Index,
     Interchange,
     LowRankRotatedInterchange,
     MeanAblation,
@@ -326,3 +328,78 @@ def test_aupc_curve_keeps_float64() -> None:
     assert seen[1] == [6]  # the token with the (barely) larger score is kept first
     expected = [torch.tensor([0.0, 1e-9 * k], dtype=torch.float64).softmax(-1)[1].item() for k in (1, 2)]
     assert curve == pytest.approx(expected, abs=1e-15) and curve[0] != 0.5
+
+
+# ---- featurizers: float64 hidden states are computed in float64 (never rounded to float32) ----
+
+
+def _f64_pair(d: int = 6) -> tuple[Tensor, Tensor]:
+    g = torch.Generator().manual_seed(5)
+    return torch.randn(4, 3, d, generator=g, dtype=torch.float64), torch.randn(4, 3, d, generator=g, dtype=torch.float64)
+
+
+def test_rotation_featurizer_float64_matches_hand_math() -> None:
+    from iit.featurizers import FeatureInterchange, RotationFeaturizer
+
+    feat = RotationFeaturizer(6, 3, generator=torch.Generator().manual_seed(0))  # float32 weights
+    b, s = _f64_pair()
+    w = feat.rotation.matrix().detach().double()
+    torch.testing.assert_close(feat.encode(b), b @ w, rtol=0, atol=1e-12)
+    torch.testing.assert_close(feat.decode(b[..., :3]), b[..., :3] @ w.T, rtol=0, atol=1e-12)
+    out = FeatureInterchange(Coordinate("0", Index.all()), feat, [0, 2])(b, s)
+    cols = w[:, [0, 2]]
+    assert out.dtype == torch.float64
+    torch.testing.assert_close(out, b + ((s - b) @ cols) @ cols.T, rtol=0, atol=1e-12)
+
+
+def test_pca_featurizer_keeps_float64() -> None:
+    from iit.featurizers import FeatureInterchange, PCAFeaturizer
+
+    g = torch.Generator().manual_seed(1)
+    acts = torch.randn(40, 6, generator=g, dtype=torch.float64) * torch.arange(1, 7, dtype=torch.float64)
+    pca = PCAFeaturizer.fit(acts, 3)
+    assert pca.components.dtype == torch.float64 and pca.mean.dtype == torch.float64
+    # hand computation: numpy-free SVD in float64
+    mean = acts.mean(0)
+    _, _, vh = torch.linalg.svd(acts - mean, full_matrices=False)
+    v = vh[:3].T
+    v = v * torch.sign(v.gather(0, v.abs().argmax(0, keepdim=True)))
+    b, s = _f64_pair()
+    torch.testing.assert_close(pca.encode(b), (b - mean) @ v, rtol=0, atol=1e-12)
+    out = FeatureInterchange(Coordinate("0", Index.all()), pca, [1])(b, s)
+    assert out.dtype == torch.float64
+    col = v[:, 1:2]
+    torch.testing.assert_close(out, b + ((s - b) @ col) @ col.T, rtol=0, atol=1e-12)
+    assert PCAFeaturizer.fit(acts.float(), 3).components.dtype == torch.float32
+
+
+def test_sae_featurizer_keeps_given_float64_weights() -> None:
+    from iit.featurizers import FeatureInterchange, SAEFeaturizer
+
+    g = torch.Generator().manual_seed(2)
+    w_enc, b_enc = torch.randn(6, 9, generator=g, dtype=torch.float64), torch.randn(9, generator=g, dtype=torch.float64)
+    w_dec, b_dec = torch.randn(9, 6, generator=g, dtype=torch.float64), torch.randn(6, generator=g, dtype=torch.float64)
+    sae = SAEFeaturizer(w_enc, b_enc, w_dec, b_dec)
+    assert sae.w_enc.dtype == torch.float64
+    b, s = _f64_pair()
+    f_b, f_s = torch.relu((b - b_dec) @ w_enc + b_enc), torch.relu((s - b_dec) @ w_enc + b_enc)
+    torch.testing.assert_close(sae.encode(b), f_b, rtol=0, atol=1e-12)
+    mixed = f_b.clone()
+    mixed[..., [2, 7]] = f_s[..., [2, 7]]
+    out = FeatureInterchange(Coordinate("0", Index.all()), sae, [2, 7])(b, s)
+    assert out.dtype == torch.float64
+    torch.testing.assert_close(out, b + (mixed @ w_dec + b_dec) - (f_b @ w_dec + b_dec), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("rotation_dtype", [torch.float32, torch.float64], ids=["rot32", "rot64"])
+def test_feature_interchange_of_rotation_equals_rotated_interchange_exactly(rotation_dtype: torch.dtype) -> None:
+    from iit.featurizers import FeatureInterchange, RotationFeaturizer
+
+    rot = Rotation(6, dtype=rotation_dtype, generator=torch.Generator().manual_seed(3))
+    c = Coordinate("0", Index.all())
+    b, s = _f64_pair()
+    ours = FeatureInterchange(c, RotationFeaturizer(6, rotation=rot), (1, 4))(b, s)
+    assert torch.equal(ours, RotatedInterchange(c, rot, (1, 4))(b, s))
+    low = Rotation(6, 2, dtype=rotation_dtype, generator=torch.Generator().manual_seed(4))
+    ours = FeatureInterchange(c, RotationFeaturizer(6, 2, rotation=low), range(2))(b, s)
+    assert torch.equal(ours, LowRankRotatedInterchange(c, low)(b, s))

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from iit import Interchange, RotatedInterchange, Rotation
 from iit.das import DASBatch, DASConfig, train_das
 from iit.generation import generate
+from iit.placement import dequantized_twin, dequantized_weight
 from iit.transformers import Tokens, TransformerCoordinate, TransformerInterventionable
 from tests.iit.transformers._models import VOCAB, tiny_model
 
@@ -71,35 +72,10 @@ def _inputs(seed: int, batch: int = 3, seq: int = 6) -> dict[str, Tensor]:
 BASE, SOURCE = _inputs(1), _inputs(2)
 
 
-def _dequantize(weight: Tensor) -> Tensor | None:
-    """The float weight behind a quantized one (``None`` for a plain float weight)."""
-    kind = type(weight).__name__
-    if kind == "Int8Params":  # bitsandbytes LLM.int8: row-wise absmax scales
-        import bitsandbytes as bnb
-
-        return bnb.functional.int8_vectorwise_dequant(weight.data, weight.SCB)
-    if kind == "Params4bit":
-        import bitsandbytes as bnb
-
-        return bnb.functional.dequantize_4bit(weight.data, weight.quant_state)
-    if type(weight.data) not in (Tensor, nn.Parameter):  # quanto / torchao tensor subclasses
-        return weight.dequantize()
-    return None
-
-
 def _dequantized(float_model: nn.Module, quantized: nn.Module) -> nn.Module:
-    """A float copy of ``float_model`` carrying ``quantized``'s dequantized weights."""
-    copy_ = copy.deepcopy(float_model)
-    table = dict(copy_.named_modules())
-    n = 0
-    for name, module in quantized.named_modules():
-        weight = getattr(module, "weight", None)
-        value = _dequantize(weight) if isinstance(weight, Tensor) else None
-        if value is not None:
-            table[name].weight.data = value.to(table[name].weight.dtype).reshape(table[name].weight.shape)
-            n += 1
-    assert n >= 7 * 3  # every linear layer of every block was quantized
-    return copy_
+    twin, replaced = dequantized_twin(float_model, quantized)
+    assert replaced >= 7 * 3  # every linear layer of every block was quantized
+    return twin
 
 
 def _d_head(model: nn.Module) -> int:
@@ -111,7 +87,7 @@ def models(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, nn.Modu
     """(backend, frozen quantized tiny Llama LM, frozen dequantized float twin)."""
     float_model = tiny_model("llama", head=True)
     quantized = BACKENDS[request.param](copy.deepcopy(float_model), tmp_path).requires_grad_(False)
-    assert _dequantize(quantized.model.layers[0].mlp.up_proj.weight) is not None, "not quantized"
+    assert dequantized_weight(quantized.model.layers[0].mlp.up_proj.weight) is not None, "not quantized"
     return request.param, quantized, _dequantized(float_model, quantized).requires_grad_(False)
 
 
@@ -217,7 +193,7 @@ def _stored(t: Tensor) -> Tensor:
     quanto / torchao tensor subclasses, the tensor itself otherwise."""
     if type(t).__name__ in ("Int8Params", "Params4bit"):
         return t.data
-    value = _dequantize(t)
+    value = dequantized_weight(t)
     return t if value is None else value
 
 

@@ -225,3 +225,21 @@ def test_mean_ablation_fits_a_dataloader_as_its_docstring_promises() -> None:
     fitted = MeanAblation.fit(env.net, (chunk for chunk in data.split(5)), D4)  # a generator
     torch.testing.assert_close(fitted.value, want)
     torch.testing.assert_close(MeanAblation.fit(env.net, data, D4).value, want)  # one batch
+
+
+def test_collect_takes_any_iterable_of_coordinates() -> None:
+    """dict.values(), a generator or a map of coordinates work as before (a list of them is made);
+    the values equal a plain list's and the hand-computed hidden state."""
+    env = ENVS["mlp"]()
+    coords = {"a": L0, "b": D4}
+    want = env.net.collect(env.x, [L0, D4])
+    with torch.no_grad():
+        hand = env.model.layers[0](env.x)
+    torch.testing.assert_close(want[L0], hand)
+    for given in (coords.values(), (c for c in (L0, D4)), map(lambda c: c, [L0, D4])):
+        got = env.net.collect(env.x, given)
+        for c in (L0, D4):
+            torch.testing.assert_close(got[c], want[c], rtol=0, atol=0)
+    for single in (L0, "layers.0", torch.zeros(2), {"a": L0}):
+        with pytest.raises(ArgumentTypeError):
+            env.net.collect(env.x, single)

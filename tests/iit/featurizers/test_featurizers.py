@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from iit import Coordinate, Index, Interchange, Interventionable
-from iit.errors import InterventionError, InterventionShapeError
+from iit.errors import ArgumentTypeError, InterventionError, InterventionShapeError
 from iit.featurizers import (
     FeatureInterchange,
     IdentityFeaturizer,
@@ -186,6 +186,44 @@ def test_errors_name_what_is_wrong() -> None:
         MaskedFeatureInterchange(C, IdentityFeaturizer(4), "gumbel")  # type: ignore[arg-type]
 
 
+def test_features_follow_the_dims_convention_of_rotated_interchange() -> None:
+    """A tuple is (start, stop) as RotatedInterchange's dims; a list / range lists indices."""
+    assert FeatureInterchange(C, IdentityFeaturizer(6), (0, 4)).features == (0, 1, 2, 3)
+    assert FeatureInterchange(C, IdentityFeaturizer(6), (2, 3)).features == (2,)
+    assert FeatureInterchange(C, IdentityFeaturizer(6), [0, 4]).features == (0, 4)
+    assert FeatureInterchange(C, IdentityFeaturizer(6), range(1, 3)).features == (1, 2)
+    # the same numbers as RotatedInterchange with the same rotation and dims
+    rot = Rotation(6, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    b, s = (t.double() for t in _pair())
+    ours = FeatureInterchange(C, RotationFeaturizer(6, rotation=rot), (1, 4))(b, s)
+    torch.testing.assert_close(ours, RotatedInterchange(C, rot, (1, 4))(b, s), rtol=0, atol=1e-12)
+    # a hand computation of "interchange features 0..3"
+    hand = b.clone()
+    hand[..., :4] = s[..., :4]
+    assert torch.equal(FeatureInterchange(C, IdentityFeaturizer(6), (0, 4))(b, s), hand)
+
+
+@pytest.mark.parametrize(
+    ("features", "match"),
+    [(3, "int 3"), ("01", "str"), ([0.0, 1.5], "0.0"), ((0, 2.9), "2.9"), ([True], "True"), ((0, 1, 2), "pair")],
+)
+def test_bad_feature_choices_raise_argument_type_error(features, match) -> None:
+    with pytest.raises(ArgumentTypeError, match=match):
+        FeatureInterchange(C, IdentityFeaturizer(6), features)
+
+
+def test_bad_feature_ranges_raise() -> None:
+    with pytest.raises(InterventionError, match="start < stop"):
+        FeatureInterchange(C, IdentityFeaturizer(6), (4, 4))
+    with pytest.raises(InterventionError, match="start < stop"):
+        FeatureInterchange(C, IdentityFeaturizer(6), (0, 7))
+
+
+def test_mask_to_interchange_keeps_two_selected_indices() -> None:
+    iv = MaskedFeatureInterchange(C, IdentityFeaturizer(6), init=torch.tensor([-1.0, 2.0, -1.0, 3.0, -1.0, -1.0]))
+    assert iv.to_interchange().features == (1, 3)
+
+
 def test_used_in_an_alignment_matches_plain_interchange() -> None:
     from causal_models import standard
     from iit.alignment import Alignment
@@ -219,3 +257,23 @@ def test_save_and_load_every_featurizer(tmp_path) -> None:
         iv.eval(), loaded[name].eval()
         assert type(loaded[name]) is type(iv)
         torch.testing.assert_close(loaded[name](b, s), iv(b, s), atol=0, rtol=0, msg=name)
+
+
+def test_save_and_load_keeps_float64_featurizers(tmp_path) -> None:
+    net = Interventionable(nn.Sequential(nn.Linear(3, 6), nn.Linear(6, 2)))
+    coord = Coordinate("0", Index.all())
+    g = torch.Generator().manual_seed(6)
+    sae64 = _sae()
+    sae64 = SAEFeaturizer(sae64.w_enc.double(), sae64.b_enc.double(), sae64.w_dec.double(), sae64.b_dec.double())
+    ivs = {
+        "das": FeatureInterchange(coord, RotationFeaturizer(6, 2, generator=g, dtype=torch.float64), [0, 1]),
+        "pca": FeatureInterchange(coord, PCAFeaturizer.fit(torch.randn(50, 6, generator=g, dtype=torch.float64), 4), [0, 1]),
+        "sae": FeatureInterchange(coord, sae64, [1, 7]),
+    }
+    path = tmp_path / "ivs64.safetensors"
+    save_interventions(path, ivs)
+    loaded = load_interventions(path, net)
+    b, s = (t.double() for t in _pair())
+    for name, iv in ivs.items():
+        assert all(t.dtype == torch.float64 for t in loaded[name].featurizer.state_dict().values()), name
+        assert torch.equal(loaded[name](b, s), iv(b, s)), name

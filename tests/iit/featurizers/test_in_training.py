@@ -3,6 +3,7 @@ are the module's trainable parameters and receive gradients through the IIT loss
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from causal_models import CounterfactualConfig, CounterfactualGenerator
@@ -15,25 +16,31 @@ from tasks.equality import HierarchicalEqualityMLP
 
 class FeaturizedEquality(HierarchicalEqualityMLP):
     def alignments(self):
-        # two places: variables on one place would overlap (a whole-slot rotation and a neuron
-        # mask over the same units), which Alignment.check refuses
+        # both variables on layers.0, on disjoint features of ONE shared rotation featurizer
+        shared = RotationFeaturizer(8, generator=torch.Generator().manual_seed(0))
+        place = Coordinate("layers.0", Index.all())
+        return {"default": {"WX": FeatureInterchange(place, shared, (0, 3)), "YZ": FeatureInterchange(place, shared, (3, 6))}}
+
+
+class MaskedEquality(HierarchicalEqualityMLP):
+    def alignments(self):
         return {
             "default": {
                 "WX": FeatureInterchange(
-                    Coordinate("layers.0", Index.all()),
-                    RotationFeaturizer(8, 3, generator=torch.Generator().manual_seed(0)),
-                    range(3),
+                    Coordinate("layers.0", Index.all()), RotationFeaturizer(8, 3, generator=torch.Generator().manual_seed(0)), (0, 3)
                 ),
                 "YZ": MaskedFeatureInterchange(Coordinate("layers.1", Index.all()), IdentityFeaturizer(8), init=0.1),
             }
         }
 
 
-def test_featurizers_train_inside_iit_module() -> None:
-    task = FeaturizedEquality(train_entities=50, test_entities=10)
+@pytest.mark.parametrize("task_class", [FeaturizedEquality, MaskedEquality])
+def test_featurizers_train_inside_iit_module(task_class) -> None:
+    task = task_class(train_entities=50, test_entities=10)
     module = IITModule(task, IITConfig(freeze_network=True, behaviour_weight=0.0))
     trainable = {n for n, p in module.named_parameters() if p.requires_grad}
-    assert any("rotation" in n for n in trainable) and any("logits" in n for n in trainable)
+    assert any("rotation" in n for n in trainable)
+    assert any("logits" in n for n in trainable) == (task_class is MaskedEquality)
     assert not any(n.startswith("network.model") for n in trainable)
     causal = task.causal_model()
     batch = CounterfactualGenerator(causal, CounterfactualConfig(variables=("WX", "YZ"), selection="subset"),

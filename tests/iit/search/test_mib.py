@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from iit.errors import InterventionError
+from iit.errors import DamagedFileError, InterventionError, MissingFileError
 from iit.search import DAS, PCA, FitSettings, SearchSettings, neurons, search
 from iit.search.mib import export_mib, read_mib, units_by_layer
 
@@ -56,3 +56,38 @@ def test_export_rejects_what_the_track_cannot_load(problem, splits, places, tmp_
     result.interventions.clear()  # type: ignore[attr-defined]
     with pytest.raises(InterventionError, match="no exportable"):
         export_mib(result, tmp_path, "t", "m")
+
+
+def _unit_files(folder, unit: str = "ResidualStream(Layer-0,Token-all)") -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    info = {"featurizer_class": "IdentityFeaturizerModule", "inverse_featurizer_class": "IdentityInverseFeaturizerModule",
+            "n_features": 4, "additional_config": {}}
+    for suffix in ("_featurizer", "_inverse_featurizer"):
+        torch.save({"model_info": info, "state_dict": {}}, folder / f"{unit}{suffix}")
+    (folder / f"{unit}_indices").write_text("[0, 2]\n")
+
+
+def test_read_mib_missing_and_damaged_files(tmp_path) -> None:
+    with pytest.raises(MissingFileError, match="does not exist"):
+        read_mib(tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(MissingFileError, match="no '<unit>_featurizer'"):
+        read_mib(tmp_path / "empty")
+    good = tmp_path / "good"
+    _unit_files(good)
+    assert read_mib(good)[0].indices == [0, 2]
+    unit = "ResidualStream(Layer-0,Token-all)"
+    path = good / f"{unit}_featurizer"
+    whole = path.read_bytes()
+    for name, data in (("garbage", b"\x80\x04not a pickle at all"), ("truncated", whole[: len(whole) // 2])):
+        path.write_bytes(data)
+        with pytest.raises(DamagedFileError, match="damaged or unsafe and was not loaded") as info:
+            read_mib(good)
+        assert info.value.__cause__ is not None, name
+    path.write_bytes(whole)
+    (good / f"{unit}_indices").write_text("{not json")
+    with pytest.raises(DamagedFileError, match="damaged"):
+        read_mib(good)
+    (good / f"{unit}_indices").unlink()
+    with pytest.raises(MissingFileError, match="_indices"):
+        read_mib(good)

@@ -12,7 +12,7 @@ import torch
 from causal_models import CausalModel, standard
 from causal_models.domains import IntegerRange
 from iit import Coordinate, Index, Interchange, Interventionable
-from iit.errors import AlignmentError
+from iit.errors import AlignmentError, ArgumentError, ArgumentTypeError, CoordinateError
 from iit.search import (
     DAS,
     PCA,
@@ -181,12 +181,61 @@ def test_compare_hypotheses_on_distinguishing_pairs(problem, splits) -> None:
 
 
 def test_bad_requests_raise_before_running(problem, splits, places) -> None:
-    with pytest.raises(AlignmentError, match="unique"):
+    with pytest.raises(ArgumentError, match="unique"):
         search(problem, splits, [places[0], places[0]], [DAS()], [1], progress=False)
-    with pytest.raises(AlignmentError, match="sizes"):
+    with pytest.raises(ArgumentError, match="sizes"):
         search(problem, splits, places, [DAS()], [0], progress=False)
     other = type(splits).generate(standard.digit_sum(MAX_DIGIT), "z", (8, 8, 8))
     with pytest.raises(AlignmentError, match="'z'"):
         search(problem, other, places, [DAS()], [1], progress=False)
     with pytest.raises(AlignmentError, match="did you mean"):
         type(problem)(problem.model, problem.causal_model, "SS", problem.encode_inputs)
+
+
+def test_resume_refuses_other_settings_splits_model_or_coordinates(problem, splits, places, tmp_path) -> None:
+    """A folder of stored cells is never reused for a search with other inputs (stale results)."""
+    from iit.errors import ManifestMismatchError
+
+    tiny = SearchSettings(fit=FitSettings(epochs=1, batch_size=64, lr=0.05), seed=3)
+    first = search(problem, splits, places[:1], [DAS()], [1], tiny, out_dir=tmp_path, progress=False)
+    assert (tmp_path / "manifest.json").exists()
+    with pytest.raises(ManifestMismatchError, match="settings.*new out_dir.*delete"):
+        search(problem, splits, places[:1], [DAS()], [1], SearchSettings(fit=tiny.fit, seed=4), out_dir=tmp_path, progress=False)
+    with pytest.raises(ManifestMismatchError, match="settings"):
+        other_fit = SearchSettings(fit=FitSettings(epochs=2, batch_size=64, lr=0.05), seed=3)
+        search(problem, splits, places[:1], [DAS()], [1], other_fit, out_dir=tmp_path, progress=False)
+    other_splits = CounterfactualSplits.generate(standard.digit_sum(MAX_DIGIT), "S", (512, 256, 512), seed=9)
+    with pytest.raises(ManifestMismatchError, match="splits"):
+        search(problem, other_splits, places[:1], [DAS()], [1], tiny, out_dir=tmp_path, progress=False)
+    moved = [type(places[0])(Coordinate("l0", Index.dims(0, 2)), layer=0, component="l0", name=places[0].name)]
+    with pytest.raises(ManifestMismatchError, match="place 'l0'"):
+        search(problem, splits, moved, [DAS()], [1], tiny, out_dir=tmp_path, progress=False)
+    changed = SearchProblem(Interventionable(HandcraftedSum()), problem.causal_model, "S", encode)
+    with torch.no_grad():
+        next(changed.model.model.parameters()).add_(1.0)
+    with pytest.raises(ManifestMismatchError, match="model"):
+        search(changed, splits, places[:1], [DAS()], [1], tiny, out_dir=tmp_path, progress=False)
+    # the same search still resumes, and a new place name extends the folder
+    again = search(problem, splits, places, [DAS()], [1], tiny, out_dir=tmp_path, progress=False)
+    pd.testing.assert_frame_equal(again.table.iloc[:1], first.table)
+    assert len(again.table) == 2
+
+
+def test_bad_place_raises_before_any_cell_runs(problem, splits, monkeypatch) -> None:
+    import iit.search.run as run_module
+
+    def boom(*args, **kwargs):
+        raise AssertionError("a cell ran before the places were checked")
+
+    monkeypatch.setattr(run_module, "run_cell", boom)
+    monkeypatch.setattr(run_module, "collect_place", boom)
+    with pytest.raises(CoordinateError, match="l9.*'l0'|l9.*'l1'"):
+        search(problem, splits, module_places(["l0", "l9"]), [DAS()], [1], progress=False)
+    with pytest.raises(CoordinateError):  # an index that does not fit the hidden state
+        bad = [module_places(["l0"])[0], type(module_places(["l1"])[0])(Coordinate("l1", Index.dims(0, 99)), name="wide")]
+        search(problem, splits, bad, [DAS()], [1], progress=False)
+
+
+def test_problem_model_type_is_an_argument_type_error(problem) -> None:
+    with pytest.raises(ArgumentTypeError, match="Interventionable"):
+        SearchProblem(HandcraftedSum(), problem.causal_model, "S", encode)  # type: ignore[arg-type]
