@@ -41,12 +41,13 @@ SiteKey = tuple[int, str]  # (id(module), "input" | "output")
 class _Run(Protocol):
     site_keys: dict[SiteKey, Any]
     live_regions: int
+    regions: list[tuple[int, int]]
     ended: bool
     held: list[SiteKey]
 
-    def on_output(self, key: SiteKey, module: nn.Module, args: tuple, output: Any, replay: bool) -> Any: ...
+    def on_output(self, key: SiteKey, module: nn.Module, args: tuple, output: Any, replay: str | None) -> Any: ...
 
-    def on_input(self, key: SiteKey, module: nn.Module, args: tuple, kwargs: dict, replay: bool) -> Any: ...
+    def on_input(self, key: SiteKey, module: nn.Module, args: tuple, kwargs: dict, replay: str | None) -> Any: ...
 
 
 ACTIVE_RUN: ContextVar[Any] = ContextVar("iit_active_hook_run", default=None)
@@ -63,14 +64,17 @@ class _Dispatcher:
 
 _lock = threading.Lock()
 _dispatchers: dict[SiteKey, _Dispatcher] = {}
-# regions being (re)computable: id(region object) -> (weakref to it, run)
-_regions: dict[int, tuple[weakref.ref, Any]] = {}
+# regions that can still be recomputed: id(region object) -> (weakref to it, run, serial)
+_regions: dict[int, tuple[weakref.ref, Any, int]] = {}
+_serial = 0
 # region deaths reported while the lock was busy (finalizers run at arbitrary times)
-_dead: list[int] = []
+_dead: list[tuple[int, int]] = []
 
 
 # ---------------------------------------------------------------------------- dispatchers
-def _owner(module: nn.Module, io: str) -> tuple[Any, bool, SiteKey]:
+def _owner(module: nn.Module, io: str) -> tuple[Any, str | None, SiteKey]:
+    """Who acts at this firing: ``(run, None)`` in the run's own call, ``(replayer, "replay" |
+    "replay-reentrant")`` in a recomputation of one of its checkpointed regions, else nobody."""
     key = (id(module), io)
     if _regions and torch._C._current_graph_task_id() != -1:
         region = recompute_region()
@@ -78,12 +82,12 @@ def _owner(module: nn.Module, io: str) -> tuple[Any, bool, SiteKey]:
             entry = _regions.get(id(region))
             run = entry[1] if entry is not None and entry[0]() is region else None
             if run is not None and key in run.site_keys:
-                return run, True, key
-            return None, False, key  # a recomputation that is not one of our runs'
+                return run, "replay" if isinstance(region, _ckpt._CheckpointFrame) else "replay-reentrant", key
+            return None, None, key  # a recomputation that is not one of our runs'
     run = ACTIVE_RUN.get()
     if run is not None and key in run.site_keys:
-        return run, False, key
-    return None, False, key
+        return run, None, key
+    return None, None, key
 
 
 def _output_dispatch(module: nn.Module, args: tuple, output: Any) -> Any:
@@ -127,32 +131,38 @@ def _release_locked(run: _Run) -> None:
             d.handle.remove()
 
 
-def release(run: _Run) -> None:
+def release(run: _Run, *, keep_regions: bool = True) -> None:
     """The run's call is over: let go of its dispatchers now, or, if checkpointed regions of
-    it can still be recomputed, when the last of them is freed."""
+    it can still be recomputed (and ``keep_regions``), when the last of them is freed. A failed
+    call passes ``keep_regions=False``: nothing of it can be backpropagated."""
     with _lock:
         run.ended = True
+        if not keep_regions:
+            for region_id, serial in list(run.regions):
+                _forget_locked(region_id, serial)
         if run.live_regions == 0:
             _release_locked(run)
     _drain()
 
 
-def _region_died(region_id: int) -> None:
+def _region_died(region_id: int, serial: int) -> None:
     if _lock.acquire(blocking=False):
         try:
-            _forget_locked(region_id)
+            _forget_locked(region_id, serial)
         finally:
             _lock.release()
         _drain()
     else:
-        _dead.append(region_id)
+        _dead.append((region_id, serial))
 
 
-def _forget_locked(region_id: int) -> None:
-    entry = _regions.pop(region_id, None)
-    if entry is None:
+def _forget_locked(region_id: int, serial: int) -> None:
+    entry = _regions.get(region_id)
+    if entry is None or entry[2] != serial:
         return
+    del _regions[region_id]
     run = entry[1]
+    run.regions.remove((region_id, serial))
     run.live_regions -= 1
     if run.ended and run.live_regions == 0:
         _release_locked(run)
@@ -162,20 +172,25 @@ def _drain() -> None:
     while _dead and _lock.acquire(blocking=False):
         try:
             while _dead:
-                _forget_locked(_dead.pop())
+                _forget_locked(*_dead.pop())
         finally:
             _lock.release()
 
 
 def add_region(run: _Run, region: object) -> None:
-    """Record that ``run``'s hooks fired inside the checkpointed region ``region``."""
+    """Record that ``run``'s hooks fired inside the checkpointed region ``region`` (kept until
+    the region object is freed, i.e. until its autograd graph is gone)."""
+    global _serial
     with _lock:
         entry = _regions.get(id(region))
         if entry is not None and entry[0]() is region:
             return
-        _regions[id(region)] = (weakref.ref(region), run)
+        _serial += 1
+        _regions[id(region)] = (weakref.ref(region), run, _serial)
+        run.regions.append((id(region), _serial))
         run.live_regions += 1
-    weakref.finalize(region, _region_died, id(region))
+        serial = _serial
+    weakref.finalize(region, _region_died, id(region), serial)
 
 
 def active_dispatchers() -> int:

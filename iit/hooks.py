@@ -95,12 +95,15 @@ class WriteOp:
         apply: ``base_values -> new_values`` (the intervention, with its source bound).
         rows: optional bool ``[batch]``: rows where the write happens.
         name: a label for error messages.
+        source: the source values ``apply`` writes from, if any (checked for gradients under
+            reentrant checkpointing).
     """
 
     coordinate: Coordinate
     apply: Callable[[Tensor], Tensor]
     rows: Tensor | None = None
     name: str = ""
+    source: Tensor | None = None
 
 
 @dataclass
@@ -188,6 +191,25 @@ class _Captured(BaseException):
         self.result = result
 
 
+class _Replayer:
+    """The part of a :class:`HookRun` that outlives its call while a checkpointed region of it
+    can be recomputed: its sites (replayed in backward) and its dispatcher bookkeeping."""
+
+    def __init__(self, sites: dict[tuple[str, str], _Site], site_keys: dict[SiteKey, _Site]) -> None:
+        self.sites = sites
+        self.site_keys = site_keys
+        self.held: list[SiteKey] = []
+        self.regions: list[tuple[int, int]] = []
+        self.live_regions = 0
+        self.ended = False
+
+    def on_output(self, key: SiteKey, module: nn.Module, args: tuple, output: Any, replay: str | None) -> Any:
+        return HookRun._replay_shell(self).on_output(key, module, args, output, replay or "replay")
+
+    def on_input(self, key: SiteKey, module: nn.Module, args: tuple, kwargs: dict, replay: str | None) -> Any:
+        return HookRun._replay_shell(self).on_input(key, module, args, kwargs, replay or "replay")
+
+
 def _shares_storage(a: Tensor, b: Tensor) -> bool:
     return a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
 
@@ -234,16 +256,24 @@ class HookRun:
         self.stop_early = stop_early and not writes
         self.values: dict[Any, Tensor] = {}
         self._pending_reads = sum(1 for s in self.sites.values() if s.reads)
-        # dispatcher bookkeeping (iit._dispatch)
-        self.held: list[SiteKey] = []
-        self.live_regions = 0
-        self.ended = False
+        # what the dispatchers and checkpoint recomputations see of this run (iit._dispatch):
+        # the sites only, never the values read (they may hold the recomputable graph)
+        self.replayer = _Replayer(self.sites, self.site_keys)
         # outcome of the call
         self.error: BaseException | None = None
         self.stopped = False
         self._grad_at_start = False
         self._uncopied: list[tuple[Any, Tensor, int]] = []
         self._capture: _Site | None = None
+
+    @classmethod
+    def _replay_shell(cls, replayer: _Replayer) -> HookRun:
+        """A run over ``replayer``'s sites that only replays (recomputation in backward)."""
+        shell = cls.__new__(cls)
+        shell.sites, shell.site_keys = replayer.sites, replayer.site_keys
+        shell.stop_early, shell._pending_reads = False, 0
+        shell.values, shell._uncopied, shell._capture = {}, [], None
+        return shell
 
     def _site(self, modules: Mapping[str, nn.Module], coord: Coordinate) -> _Site:
         key = coord.site
@@ -257,7 +287,7 @@ class HookRun:
     # Modes of a hook body:
     #   "first"    the call's own forward: count the firing, read, write, maybe stop;
     #   "replay"   a checkpoint recomputation (or a re-run for gradients): the same autograd
-    #              ops, values discarded, no counting;
+    #              ops, values discarded, no counting ("replay-reentrant": of a reentrant one);
     #   "capture"  the re-run of a reentrant checkpointed region, with grad, up to a read site:
     #              keep the values read there, then end the re-run (:class:`_Captured`);
     #   "captured" the first pass at that site: the values are already there.
@@ -271,7 +301,7 @@ class HookRun:
             )
         region = forward_region(self._grad_at_start)
         if region is not None:
-            add_region(self, region)
+            add_region(self.replayer, region)
         return region
 
     def _transform(self, site: _Site, get: Callable[[Coordinate], Tensor], put: Callable, mode: str) -> None:
@@ -293,6 +323,11 @@ class HookRun:
             written = op.coordinate.index.write(hidden, new_values)
             if written is new_values and (new_values.grad_fn is None or new_values._base is not None):
                 written = new_values.clone()  # a full replacement must not alias a caller's tensor
+                if mode == "replay-reentrant" and hidden.requires_grad and not written.requires_grad:
+                    # the region's output no longer depends on anything that needs a gradient
+                    # (as in the first pass); a reentrant checkpoint refuses to backpropagate a
+                    # recomputation without one, so give it a leaf to send the unused gradient to
+                    written.requires_grad_(True)
             put(op.coordinate, written)
         if not site.reads:
             return
@@ -302,7 +337,7 @@ class HookRun:
                 hidden = get(coord)
                 coord.index.check(hidden.shape, coord.describe())
                 value = coord.index.read(hidden)
-                if mode == "replay":
+                if mode.startswith("replay"):
                     continue  # same autograd ops as the first pass; its values were kept then
                 if _shares_storage(value, hidden):
                     if last:  # the forward stops right here: nothing can change it any more
@@ -316,22 +351,23 @@ class HookRun:
                 self.stopped = True
                 raise StopForward(self)
 
-    def _hook(self, site: _Site, transform: Callable[[str], Any], replay: bool) -> Any:
+    def _hook(self, site: _Site, transform: Callable[[str], Any], replay: str | None) -> Any:
         """Run a hook body in the right mode; in the call's own forward, count the firing and
         record any error (raised again after the forward even if the model catches it)."""
-        if replay:
-            return transform("replay")
+        if replay is not None:
+            return transform(replay)
         if self._capture is not None:  # re-running a reentrant checkpointed region for gradients
             if site is not self._capture:
-                return transform("replay")
+                return transform("replay")  # (grad mode is on: a leaf is never made here)
             result = transform("capture")
             raise _Captured(self, result)
         if self.stopped or self.error is not None:
             return None  # the model caught our stop / error and went on: leave it alone
         try:
             region = self._fire(site)
-            if site.reads and self._grad_at_start and not torch.is_grad_enabled() and region is not None:
-                call = reentrant_call()
+            if region is not None and not torch.is_grad_enabled():  # inside a reentrant checkpoint
+                self._check_reentrant_writes(site)
+                call = reentrant_call() if site.reads else None
                 if call is not None:  # reads under a reentrant checkpoint: get them with grad
                     self._capture_reads(site, call)
                     return transform("captured")
@@ -341,6 +377,17 @@ class HookRun:
         except BaseException as error:
             self.error = error
             raise
+
+    def _check_reentrant_writes(self, site: _Site) -> None:
+        for op in site.writes:
+            if op.source is not None and op.source.requires_grad:
+                raise InterventionError(
+                    f"{op.name or op.coordinate.describe()}: module {site.path!r} runs inside a reentrant "
+                    "activation checkpoint (torch.utils.checkpoint(..., use_reentrant=True)), where "
+                    "gradients cannot reach the source run (backward re-runs the region in a separate "
+                    "pass); use use_reentrant=False (PyTorch's recommendation and Hugging Face's "
+                    "default) or detach_sources=True"
+                )
 
     def _capture_reads(self, site: _Site, call: tuple[Any, Callable, tuple]) -> None:
         """Re-run the reentrant checkpointed region that contains ``site`` from its start, with
@@ -368,7 +415,7 @@ class HookRun:
                 "did not reach it again; the region's forward is not repeatable"
             )
 
-    def on_output(self, key: SiteKey, module: nn.Module, args: tuple, output: Any, replay: bool) -> Any:
+    def on_output(self, key: SiteKey, module: nn.Module, args: tuple, output: Any, replay: str | None) -> Any:
         """Forward hook body for the site ``key`` (called by the dispatcher)."""
         site = self.site_keys[key]
         box = [output]
@@ -382,7 +429,7 @@ class HookRun:
 
         return self._hook(site, transform, replay)
 
-    def on_input(self, key: SiteKey, module: nn.Module, args: tuple, kwargs: dict, replay: bool) -> Any:
+    def on_input(self, key: SiteKey, module: nn.Module, args: tuple, kwargs: dict, replay: str | None) -> Any:
         """Forward pre-hook body for the site ``key`` (called by the dispatcher)."""
         site = self.site_keys[key]
         state = [list(args), dict(kwargs)]
@@ -411,12 +458,13 @@ class HookRun:
 
         Raises:
             HookFiringError: a site fired twice or never.
+            InterventionError: the model caught the early stop, then changed a collected value.
             Exception: an error raised inside a hook, also when the model caught it.
         """
         self._grad_at_start = torch.is_grad_enabled()
         try:
             for site in self.sites.values():
-                acquire(self, site.module, site.io)
+                acquire(self.replayer, site.module, site.io)
             token = ACTIVE_RUN.set(self)
             try:
                 output = forward()
@@ -430,8 +478,16 @@ class HookRun:
                 raise
             finally:
                 ACTIVE_RUN.reset(token)
-        finally:
-            release(self)
+            output = self._check_outcome(output)
+        except BaseException:
+            release(self.replayer, keep_regions=False)  # a failed call leaves nothing behind
+            raise
+        release(self.replayer)
+        return output
+
+    def _check_outcome(self, output: Any) -> Any:
+        """After the forward returned: an error the model swallowed, a swallowed early stop,
+        sites that never fired."""
         if self.error is not None:  # the model caught the error and returned
             self.error.add_note("(raised inside an iit hook; the model caught it, iit raises it again)")
             raise self.error

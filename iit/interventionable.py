@@ -230,6 +230,7 @@ class Interventionable(nn.Module):
                 _bind(step.intervention, source_values.get((step.source, step.intervention.source_coordinate))),
                 step.rows,
                 name=f"{type(step.intervention).__name__} at {step.coordinate.describe()}",
+                source=source_values.get((step.source, step.intervention.source_coordinate)),
             )
             for step in plan
         ]
