@@ -134,13 +134,14 @@ def test_collected_sources_carry_gradients_under_checkpointing(reentrant):
     wrapped = Interventionable(net)
     x = torch.randn(4, 6, dtype=torch.float64, requires_grad=True)
     inside = Coordinate("blocks.1.inner.1", Index.dims(0, 6))
+    inside_half = Coordinate("blocks.1.inner.1", Index.dims(3, 6))
     between = Coordinate("resid.0", Index.dims(2, 5))
     perm = torch.tensor([2, 0, 3, 1])
 
     def call(ivs: list[Any]) -> Tensor:
-        out, acts = wrapped.collect(x, [inside, between], return_output=True)
-        writes = [
-            Interchange(Coordinate("resid.1"), source_coordinate=inside),  # read inside, written outside
+        out, acts = wrapped.collect(x, [inside, inside_half, between], return_output=True)
+        writes = [  # read inside a region, written outside:
+            Interchange(Coordinate("resid.1", Index.dims(0, 3)), source_coordinate=inside_half),
             Interchange(between),
         ]
         if not reentrant:
