@@ -474,8 +474,13 @@ class HookRun:
                 output = None
             except BaseException as exc:
                 if self.error is not None and exc is not self.error and isinstance(exc, Exception):
-                    raise self.error from exc
-                raise
+                    raise self.error from exc  # the model (or torch) replaced our error by another
+                if not (self.stopped and isinstance(exc, Exception)):
+                    raise
+                # our early stop came back as another exception (the model caught it and raised
+                # its own, or torch's exception path met a concurrent hook change): every value
+                # was read before the stop, and nothing the forward does after it is a result
+                output = None
             finally:
                 ACTIVE_RUN.reset(token)
             output = self._check_outcome(output)

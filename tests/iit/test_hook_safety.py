@@ -170,6 +170,18 @@ def test_a_swallowed_early_stop_never_returns_the_models_fallback():
     clean(model, before)
 
 
+def test_an_early_stop_the_model_turns_into_its_own_error_still_gives_the_values():
+    torch.manual_seed(0)
+    model = Forgiving(reraise=True)
+    net = Interventionable(model)
+    source = torch.randn(3, 4)
+    expected = model.b(torch.relu(model.a(source)))
+    assert torch.equal(net.collect(source, [Coordinate("b")])[Coordinate("b")], expected)
+    with pytest.raises(RuntimeError, match="shapes cannot be multiplied"):  # a real error stays one
+        net.collect(torch.randn(3, 5), [Coordinate("b")])
+    clean(model, state(model))
+
+
 def test_a_collected_value_changed_after_a_swallowed_early_stop_is_an_error():
     class EditsAfterCatching(nn.Module):
         def __init__(self) -> None:
