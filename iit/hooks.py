@@ -224,8 +224,8 @@ class HookRun:
 
     Values read are never a tensor the model can still change in place: a value that shares
     memory with the hidden state is copied (``clone``, differentiable) unless the forward stops
-    right after it is read. A full replacement of a hidden state is never a tensor the caller
-    owns (copied when it is a view or a leaf). An error raised inside a hook is recorded and
+    right after it is read. A full replacement of a hidden state is never a tensor someone else
+    keeps (copied when it is the source values, a view or a parameter). An error raised inside a hook is recorded and
     raised again after the forward, even if the model caught it.
 
     Args:
@@ -321,13 +321,14 @@ class HookRun:
                 rows = op.rows.to(new_values.device).reshape((-1,) + (1,) * (new_values.dim() - 1))
                 new_values = torch.where(rows, new_values, base_values)
             written = op.coordinate.index.write(hidden, new_values)
-            if written is new_values and (new_values.grad_fn is None or new_values._base is not None):
-                written = new_values.clone()  # a full replacement must not alias a caller's tensor
-                if mode == "replay-reentrant" and hidden.requires_grad and not written.requires_grad:
-                    # the region's output no longer depends on anything that needs a gradient
-                    # (as in the first pass); a reentrant checkpoint refuses to backpropagate a
-                    # recomputation without one, so give it a leaf to send the unused gradient to
-                    written.requires_grad_(True)
+            if written is new_values and self._foreign(new_values, op.source):
+                written = new_values.clone()  # the model may change what it is given in place
+            if mode == "replay-reentrant" and hidden.requires_grad and not written.requires_grad:
+                # the region's output no longer depends on anything that needs a gradient (as in
+                # the first pass); a reentrant checkpoint refuses to backpropagate a recomputation
+                # without one, so give it a fresh leaf to send the unused gradient to
+                written = written.clone() if written is new_values else written
+                written.requires_grad_(True)
             put(op.coordinate, written)
         if not site.reads:
             return
@@ -350,6 +351,17 @@ class HookRun:
             if self.stop_early and self._pending_reads == 0:
                 self.stopped = True
                 raise StopForward(self)
+
+    @staticmethod
+    def _foreign(values: Tensor, source: Tensor | None) -> bool:
+        """Whether ``values`` may be a tensor someone else keeps: the source values themselves
+        (a cached :class:`Activations`, another run's hidden state), a view (e.g. a broadcast
+        constant) or a parameter."""
+        return (
+            values._base is not None
+            or (values.is_leaf and values.requires_grad)
+            or (source is not None and _shares_storage(values, source))
+        )
 
     def _hook(self, site: _Site, transform: Callable[[str], Any], replay: str | None) -> Any:
         """Run a hook body in the right mode; in the call's own forward, count the firing and

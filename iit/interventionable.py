@@ -330,11 +330,6 @@ class _Step:
 
 def _bind(iv: Intervention, source: Tensor | None) -> Callable[[Tensor], Tensor]:
     def apply(base_values: Tensor) -> Tensor:
-        out = iv(base_values, source)
-        if source is not None and out.untyped_storage().data_ptr() == source.untyped_storage().data_ptr():
-            # the base run may change what it is given in place: never hand it the source
-            # values themselves (a cached Activations, or another run's hidden state)
-            out = out.clone()
-        return out
+        return iv(base_values, source)
 
     return apply
