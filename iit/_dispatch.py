@@ -16,7 +16,16 @@ every :class:`iit.hooks.HookRun` that uses the site.
 
 Checkpoint regions are recognised through ``torch.utils.checkpoint`` internals (the saved-tensor
 hooks of a non-reentrant checkpoint, the stack frame of ``CheckpointFunction`` for a reentrant
-one); nested checkpoints (a checkpoint inside a checkpointed region) are not supported.
+one; tested against the pinned torch). Not supported: nested checkpoints (a checkpoint inside a
+checkpointed region) and other saved-tensor hooks (e.g. ``save_on_cpu``) opened inside a
+non-reentrant checkpointed region.
+
+A dispatcher is added to / removed from ``module._forward_hooks`` in place (so every handle the
+user holds keeps working). torch iterates that dict atomically when it calls hooks; only its
+exception path (``always_call`` hooks) loops over it in Python, so a forward failing at the moment
+another thread adds or removes a dispatcher on the same module may see that error replaced by
+"mutated during iteration". :class:`iit.hooks.HookRun` tells its own early stop and errors apart
+from such a replacement.
 """
 
 from __future__ import annotations
