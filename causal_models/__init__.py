@@ -64,6 +64,7 @@ from causal_models.drawing import (
 from causal_models.errors import (
     BatchShapeError,
     CausalModelError,
+    DatasetIndexError,
     DomainError,
     GraphError,
     InterventionSpecError,
@@ -95,6 +96,7 @@ __all__ = [
     "write_dot",
     "KIND_COLORS",
     "CausalModelError",
+    "DatasetIndexError",
     "UnknownVariableError",
     "GraphError",
     "DomainError",

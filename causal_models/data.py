@@ -40,6 +40,7 @@ from torch.utils.data import Dataset
 from causal_models import engine
 from causal_models.errors import (
     CausalModelError,
+    DatasetIndexError,
     SamplingError,
     UnknownVariableError,
     unknown_name_message,
@@ -471,7 +472,9 @@ class CounterfactualDataset(Dataset[CounterfactualExample]):
     def __getitem__(self, i: int) -> CounterfactualExample:
         d = self.data
         if not -len(d) <= i < len(d):
-            raise IndexError(f"index {i} out of range for a dataset of {len(d)} examples")
+            raise DatasetIndexError(
+                f"index {i} out of range for a dataset of {len(d)} examples; valid: -{len(d)} <= index < {len(d)}"
+            )
         return CounterfactualExample(
             {k: v[i] for k, v in d.base.items()},
             [{k: v[i] for k, v in s.items()} for s in d.sources],

@@ -31,6 +31,15 @@ Symptom / cause / fix
 ``SamplingError``
     *Symptom*: ``could not balance labels: class 0 appeared 3 times in 100000 draws``. *Cause*: a
     sampler or a dataset option cannot be satisfied. *Fix*: relax the option or change the sampler.
+``DatasetIndexError``
+    *Symptom*: ``index 12 out of range for a dataset of 10 examples``. *Cause*: an example index
+    outside the dataset. *Fix*: use ``0 <= i < len(dataset)`` (it is also an ``IndexError``).
+
+Nearest names
+-------------
+:func:`did_you_mean` is the one "did you mean" helper of the whole project: it lives here, in the
+lowest layer, because :mod:`causal_models` imports nothing from :mod:`iit`; :mod:`iit.errors`
+re-exports it, and every unknown-name message of ``iit``, ``causal_models`` and ``tasks`` uses it.
 """
 
 from __future__ import annotations
@@ -48,6 +57,8 @@ __all__ = [
     "InterventionSpecError",
     "MissingInputError",
     "SamplingError",
+    "DatasetIndexError",
+    "did_you_mean",
     "unknown_name_message",
 ]
 
@@ -95,6 +106,33 @@ class SamplingError(CausalModelError):
     """A sampler or a counterfactual-data option cannot be satisfied."""
 
 
+class DatasetIndexError(CausalModelError, IndexError):
+    """An example index outside a dataset (also an ``IndexError``, so iteration protocols work)."""
+
+
+def did_you_mean(name: object, valid: Iterable[object], *, n: int = 3, cutoff: float = 0.5) -> str:
+    """The ``"; did you mean 'a' or 'b'?"`` hint for an unknown ``name``, or ``""`` when no valid
+    name is close (:func:`difflib.get_close_matches` on the string forms).
+
+    Parameters
+    ----------
+    name
+        The offending name.
+    valid
+        The valid names (any objects; compared as strings).
+    n
+        At most this many suggestions.
+    cutoff
+        Similarity in ``[0, 1]`` a suggestion needs.
+    """
+    close = difflib.get_close_matches(str(name), [str(v) for v in valid], n=n, cutoff=cutoff)
+    if not close:
+        return ""
+    names = [repr(c) for c in close]
+    listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
+    return f"; did you mean {listed}?"
+
+
 def unknown_name_message(name: object, valid: Iterable[str], what: str = "variable") -> str:
     """Return ``"unknown {what} 'name'; did you mean ...? valid: ..."``.
 
@@ -107,7 +145,5 @@ def unknown_name_message(name: object, valid: Iterable[str], what: str = "variab
     what
         What the names denote (``"variable"``, ``"input"``, ...).
     """
-    valid_list = list(valid)
-    close = difflib.get_close_matches(str(name), valid_list, n=3, cutoff=0.5)
-    hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-    return f"unknown {what} {name!r}{hint} (valid: {', '.join(valid_list)})"
+    valid_list = [str(v) for v in valid]
+    return f"unknown {what} {name!r}{did_you_mean(name, valid_list)} (valid: {', '.join(valid_list)})"

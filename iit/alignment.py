@@ -15,19 +15,18 @@ to hidden coordinates too (pointer-value tasks).
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
 from causal_models import CausalModel
 from causal_models.data import CounterfactualBatch
-from iit.coordinates import Coordinate, Index
-from iit.errors import AlignmentError
-from iit.hooks import Inputs, call_model
+from iit.alignment_checks import check_alignment, check_shared_rotations
+from iit.coordinates import Index
+from iit.errors import AlignmentError, ArgumentTypeError, InterventionShapeError, unknown_name
+from iit.hooks import Inputs, batch_size, call_model
 from iit.interventionable import Activations, Interventionable
 from iit.interventions import BoundIntervention, Interchange, Intervention
 
@@ -72,8 +71,10 @@ class Alignment:
             :meth:`check` otherwise).
 
     Raises:
+        ArgumentTypeError: ``causal_model`` is not a ``CausalModel`` or ``mapping`` not a mapping.
         AlignmentError: a variable the causal model lacks (nearest names listed), an empty
-            mapping, an entry that is neither a coordinate nor an intervention, an unknown output.
+            mapping, an entry that is neither a coordinate nor an intervention, an unknown output, two
+            variables on overlapping dims of one shared Rotation at one coordinate.
     """
 
     def __init__(
@@ -84,6 +85,15 @@ class Alignment:
         output: str | None = None,
         allow_overlap: bool = False,
     ) -> None:
+        if not isinstance(causal_model, CausalModel):
+            raise ArgumentTypeError(
+                f"Alignment needs a causal_models.CausalModel first, got {type(causal_model).__name__}"
+            )
+        if not isinstance(mapping, Mapping):
+            raise ArgumentTypeError(
+                f"Alignment needs a mapping {{variable: coordinate(s)}}, got {type(mapping).__name__}; "
+                "e.g. {'S': Coordinate('layers.0', Index.dims(0, 8))}"
+            )
         if not mapping:
             raise AlignmentError("an alignment needs at least one variable")
         self.causal_model = causal_model
@@ -124,6 +134,7 @@ class Alignment:
                 else:
                     templates.append(Interchange(item))
             self._templates[variable] = tuple(templates)
+        check_shared_rotations(self._templates, allow_overlap)
 
     # ------------------------------------------------------------------ access
     @property
@@ -183,40 +194,18 @@ class Alignment:
 
     # ------------------------------------------------------------------ validation
     def check(self, model: Interventionable, example_inputs: Inputs) -> None:
-        """Check the alignment against a network, with one probe forward on ``example_inputs``.
+        """Check the alignment against a network, with one probe forward on ``example_inputs``
+        (see :mod:`iit.alignment_checks` for the full list).
 
         Raises:
             CoordinateError: a coordinate that does not resolve (unknown module, bad index).
-            AlignmentError: coordinates of different variables overlap (unless
-                ``allow_overlap``).
+            AlignmentError: a learned intervention whose width differs from its hidden state's
+                (both widths named), a source slot shaped unlike its base slot, or units of
+                different variables that overlap (unless ``allow_overlap``), also when two hook
+                sites reach one tensor (a module's output and the next module's input).
+            InterventionError: a learned parameter outside its range (a Boundless boundary).
         """
-        probes: dict[tuple, Coordinate] = {}
-        placed: list[tuple[str, Coordinate]] = []
-        for variable in self.variables:
-            for iv in self._templates[variable]:
-                for coordinate in {iv.coordinate, iv.source_coordinate}:
-                    resolved = model.check_coordinate(coordinate, example_inputs)
-                    key = (resolved.module, resolved.io, resolved.output)
-                    probes.setdefault(key, Coordinate(resolved.module, Index.all(), resolved.output, resolved.io))
-                    if type(iv) is Interchange and coordinate is iv.coordinate:
-                        placed.append((variable, resolved))
-        with torch.no_grad():
-            hidden = model.collect(example_inputs, list(probes.values()))
-        occupancy: dict[tuple, list[tuple[str, Coordinate, Tensor]]] = {}
-        for variable, resolved in placed:
-            key = (resolved.module, resolved.io, resolved.output)
-            full = hidden[probes[key]]
-            resolved.index.check(full.shape, f"variable {variable!r} at {resolved.describe()}")
-            empty = torch.zeros(full.shape, dtype=torch.bool)
-            mask = resolved.index.write(empty, torch.ones_like(resolved.index.read(empty)))
-            for other_var, other, other_mask in occupancy.get(key, []):
-                if other_var != variable and not self.allow_overlap and (mask & other_mask).any():
-                    raise AlignmentError(
-                        f"variables {other_var!r} ({other.describe()}) and {variable!r} "
-                        f"({resolved.describe()}) share units; give them disjoint coordinates or "
-                        "pass allow_overlap=True"
-                    )
-            occupancy.setdefault(key, []).append((variable, resolved, mask))
+        check_alignment(self, model, example_inputs)
 
     # ------------------------------------------------------------------ running
     def bound_interventions(
@@ -279,12 +268,22 @@ class Alignment:
 
         Returns:
             :class:`AlignedRun` with the network output and the causal counterfactual values.
+
+        Raises:
+            InterventionShapeError: ``encode_inputs`` gives another number of rows than the batch.
+            AlignmentError: a variable of the batch that is not aligned.
         """
         causal = self.causal_model.interchange_per_row(
             batch.base, batch.sources, batch.variables, batch.intervened, batch.source_index
         )
         bound = self.bound_interventions(batch.variables, batch.intervened, batch.source_index)
         base_inputs = encode_inputs(batch.base)
+        rows, encoded = batch.intervened.shape[0], batch_size(base_inputs)
+        if encoded is not None and encoded != rows:
+            raise InterventionShapeError(
+                f"encode_inputs returned inputs with {encoded} rows for a batch of {rows} pairs; it must "
+                "encode each row of the causal values into one row of network inputs"
+            )
         if not bound:
             output = call_model(model, base_inputs)
         else:
@@ -295,7 +294,5 @@ class Alignment:
 
 
 def _unknown(name: str, valid: Sequence[str], what: str) -> str:
-    close = difflib.get_close_matches(str(name), list(valid), n=3)
-    hint = f"; did you mean {close}?" if close else ""
-    return f"unknown {what} {name!r}{hint} Valid: {list(valid)}"
+    return unknown_name(name, valid, what)
 

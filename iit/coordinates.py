@@ -34,7 +34,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from iit.errors import CoordinateError, InterventionShapeError
+from iit.errors import ArgumentTypeError, CoordinateError, InterventionShapeError
 
 __all__ = ["Coordinate", "Index", "AxisSelector"]
 
@@ -73,7 +73,12 @@ class Index:
 
     @staticmethod
     def dims(start: int, stop: int) -> Index:
-        """Entries ``[start, stop)`` of the last axis (hidden units), for every position."""
+        """Entries ``[start, stop)`` of the last axis (hidden units), for every position.
+
+        Raises:
+            CoordinateError: non-int bounds or not ``0 <= start < stop``.
+        """
+        _require_ints("Index.dims", start=start, stop=stop)
         if not 0 <= start < stop:
             raise CoordinateError(f"Index.dims needs 0 <= start < stop, got start={start}, stop={stop}")
         return Index(selectors=((-1, slice(start, stop)),), _key=("dims", start, stop))
@@ -85,6 +90,13 @@ class Index:
 
         ``Index.slices(slice(None), slice(0, 16))`` on ``[batch, seq, d]`` is ``x[:, :, 0:16]``.
         An ``int`` keeps its axis (length 1), so written values keep the hidden state's rank.
+        Negative ``int`` and ``slice`` bounds count from the end of the axis, as in Python;
+        entries of a list must be ``>= 0`` (a list is checked for repeats before the axis size
+        is known, and ``-1`` and ``size - 1`` would repeat silently).
+
+        Raises:
+            CoordinateError: a bool or float selector, a slice with a step, a tensor (use
+                :meth:`positions`), a negative or repeated entry in a list.
         """
         selectors: list[tuple[int, AxisSelector]] = []
         key: list = ["slices"]
@@ -94,6 +106,8 @@ class Index:
                 continue
             if isinstance(sel, bool):
                 raise CoordinateError(f"axis {axis}: a selector cannot be a bool")
+            if isinstance(sel, float):
+                raise CoordinateError(f"axis {axis}: a selector must be an int, a slice or a list of ints, got {sel!r}")
             if isinstance(sel, int):
                 sel = slice(sel, sel + 1) if sel != -1 else slice(-1, None)
             if isinstance(sel, slice):
@@ -106,7 +120,22 @@ class Index:
                     f"axis {axis}: per-row positions go through Index.positions(tensor, axis=...)"
                 )
             else:
+                if isinstance(sel, (str, bytes)) or not isinstance(sel, Sequence):
+                    raise CoordinateError(
+                        f"axis {axis}: a selector must be None, an int, a slice or a list of ints, got "
+                        f"{type(sel).__name__} {sel!r}"
+                    )
+                if any(isinstance(p, bool) or not isinstance(p, int) for p in sel):
+                    raise CoordinateError(f"axis {axis}: a list selector must hold ints, got {list(sel)!r}")
                 positions = tuple(int(p) for p in sel)
+                if not positions:
+                    raise CoordinateError(f"axis {axis}: a list selector must not be empty")
+                if min(positions) < 0:
+                    raise CoordinateError(
+                        f"axis {axis}: list entries must be >= 0 (counted from the start), got "
+                        f"{list(positions)}; for the last entries use an int or a slice, e.g. "
+                        "slice(-2, None)"
+                    )
                 _check_unique(positions, f"axis {axis}")
                 selectors.append((axis, positions))
                 key.append(("list", positions))
@@ -154,6 +183,11 @@ class Index:
             raise CoordinateError(f"Index.positions: axis must be >= 1 (axis 0 is the batch), got {axis}")
         selectors: list[tuple[int, AxisSelector]] = []
         if isinstance(positions, Tensor):
+            if positions.device.type == "meta":
+                raise CoordinateError(
+                    "per-row positions are a meta tensor, which holds no values; give them as a real "
+                    "LongTensor [batch, k] (on the CPU; a meta-device model can still be hooked)"
+                )
             if positions.dim() != 2 or positions.dtype in (torch.bool,) or positions.is_floating_point():
                 raise CoordinateError(
                     "per-row positions must be an integer tensor [batch, k], got "
@@ -168,6 +202,13 @@ class Index:
             selectors.append((axis, positions.long()))
             key: tuple = ("rowpos", id(positions), axis)
         else:
+            if isinstance(positions, (int, str, bytes)) or not isinstance(positions, Sequence):
+                raise ArgumentTypeError(
+                    f"Index.positions needs a list of ints or a LongTensor [batch, k], got "
+                    f"{type(positions).__name__} {positions!r}; wrap one position in a list: [{positions!r}]"
+                )
+            if any(isinstance(p, bool) or not isinstance(p, int) for p in positions):
+                raise CoordinateError(f"positions must be ints, got {list(positions)!r}")
             static = tuple(int(p) for p in positions)
             if not static or min(static) < 0:
                 raise CoordinateError(f"positions must be a non-empty list of ints >= 0, got {list(static)}")
@@ -283,6 +324,12 @@ class Index:
                 m = m.expand_as(hidden)
             return hidden.masked_scatter(m, values)
         return _write_chain(hidden, list(self.selectors), values)
+
+
+def _require_ints(where: str, **values: object) -> None:
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise CoordinateError(f"{where}: {name} must be an int, got {type(value).__name__} {value!r}")
 
 
 def _check_unique(positions: tuple[int, ...], what: str) -> None:

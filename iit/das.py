@@ -15,11 +15,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from iit.errors import InterventionError
-from iit.hooks import Inputs
+from iit.alignment_checks import check_interventions, check_parameter_ranges
+from iit.errors import ArgumentTypeError, InterventionError, InterventionShapeError
+from iit.hooks import Inputs, batch_size
 from iit.interventionable import Activations, Interventionable
 from iit.interventions import Intervention
-from iit.learned import BoundlessRotatedInterchange, TemperatureSchedule
+from iit.learned import BOUNDARY_RANGE, BoundlessRotatedInterchange, TemperatureSchedule
 
 __all__ = ["DASBatch", "DASConfig", "SourceCache", "check_frozen", "train_das", "das_step"]
 
@@ -27,11 +28,34 @@ __all__ = ["DASBatch", "DASConfig", "SourceCache", "check_frozen", "train_das", 
 @dataclass(frozen=True)
 class DASBatch:
     """One training batch: base inputs, source inputs (one per source slot) and the labels the
-    intervened output should predict."""
+    intervened output should predict.
+
+    Raises:
+        ArgumentTypeError: ``sources`` is not a list / tuple (one tensor where a list of sources
+            is expected), or ``labels`` is not a tensor.
+        InterventionShapeError: base, sources and labels do not have the same number of rows.
+    """
 
     base: Inputs
     sources: Sequence[Inputs]
     labels: Tensor
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.sources, (list, tuple)):
+            raise ArgumentTypeError(
+                f"DASBatch.sources must be a list with one input per source slot, got "
+                f"{type(self.sources).__name__}; wrap a single source: sources=[source]"
+            )
+        if not isinstance(self.labels, Tensor):
+            raise ArgumentTypeError(f"DASBatch.labels must be a tensor [batch, ...], got {type(self.labels).__name__}")
+        rows = {"base": batch_size(self.base), "labels": self.labels.shape[0] if self.labels.dim() else None}
+        rows.update({f"source {i}": batch_size(s) for i, s in enumerate(self.sources)})
+        known = {k: v for k, v in rows.items() if v is not None}
+        if len(set(known.values())) > 1:
+            raise InterventionShapeError(
+                f"DASBatch: base, sources and labels must have the same number of rows, got {known}; "
+                "row i of every source and of the labels belongs to base row i"
+            )
 
 
 @dataclass(frozen=True)
@@ -55,8 +79,14 @@ class DASConfig:
     cache_sources: bool = True
 
     def __post_init__(self) -> None:
-        if self.epochs < 1 or self.lr <= 0 or self.boundary_lr <= 0:
+        if self.epochs < 1 or not self.lr > 0 or not self.boundary_lr > 0:
             raise InterventionError(f"DASConfig needs epochs >= 1 and positive learning rates, got {self}")
+        if not self.boundary_penalty >= 0:
+            raise InterventionError(f"DASConfig.boundary_penalty must be >= 0, got {self.boundary_penalty}")
+        if len(self.temperature) != 2 or not all(t > 0 for t in self.temperature):
+            raise InterventionError(
+                f"DASConfig.temperature must be (start, end) with both > 0, got {self.temperature}"
+            )
 
 
 def check_frozen(model: Interventionable) -> None:
@@ -127,7 +157,15 @@ def das_step(
 ) -> float:
     """One optimisation step: intervened forward, ``loss_fn(output, labels)`` (+ the boundary
     penalty of Boundless interventions), backward, ``optimizer.step()``, then Boundless
-    boundaries are projected back to ``[1e-3, 1]``. Returns the loss."""
+    boundaries are projected back to ``[1e-3, 1]``. Returns the loss.
+
+    Raises:
+        InterventionError: a Boundless boundary outside ``[1e-3, 1]`` before the step (it is
+            never clamped silently; only the projection after a step moves it).
+    """
+    interventions = [interventions] if isinstance(interventions, Intervention) else list(interventions)
+    for iv in interventions:
+        check_parameter_ranges(iv, "das_step")
     optimizer.zero_grad(set_to_none=True)
     output = model.intervene(
         batch.base, list(interventions), list(batch.sources if sources is None else sources), detach_sources=True
@@ -142,7 +180,7 @@ def das_step(
     with torch.no_grad():  # projected step: keep boundaries where their gradient is alive
         for iv in interventions:
             if isinstance(iv, BoundlessRotatedInterchange):
-                iv.boundary.clamp_(1e-3, 1.0)
+                iv.boundary.clamp_(*BOUNDARY_RANGE)
     return float(loss.detach())
 
 
@@ -158,11 +196,24 @@ def train_das(
     Boundless interventions get their temperature annealed per optimizer step and their
     boundary trained with ``config.boundary_lr``; the boundary penalty is added to the loss.
 
+    Before the first step, one probe forward on the first batch checks every intervention
+    against the real hidden states (:func:`iit.alignment_checks.check_interventions`): a
+    rotation wider than its slot fails here, naming both widths, not inside the first step.
+
     Raises:
-        InterventionError: a model parameter requires grad, no batches, or no trainable
-            intervention parameter.
+        InterventionError: a model parameter requires grad, no batches, no trainable
+            intervention parameter, or a parameter outside its range.
+        ArgumentTypeError: one DASBatch or one intervention where a list is expected.
+        AlignmentError: a learned intervention whose width differs from its slot's.
+        CoordinateError: a coordinate that does not fit the model.
     """
     check_frozen(model)
+    if isinstance(batches, DASBatch) or not isinstance(batches, Sequence):
+        raise ArgumentTypeError(
+            f"train_das needs a list of DASBatch, got {type(batches).__name__}; wrap one batch: [batch]"
+        )
+    if isinstance(interventions, Intervention):
+        raise ArgumentTypeError("train_das needs a list of interventions; wrap one: [intervention]")
     if not batches:
         raise InterventionError("train_das needs at least one batch")
     modules = nn.ModuleList(interventions)
@@ -170,6 +221,7 @@ def train_das(
     others = [p for p in modules.parameters() if p.requires_grad and not any(p is b for b in boundaries)]
     if not others and not boundaries:
         raise InterventionError("the interventions have no trainable parameters")
+    check_interventions(model, list(interventions), batches[0].base)
     groups: list[dict[str, Any]] = [{"params": others, "lr": config.lr}]
     if boundaries:
         groups.append({"params": boundaries, "lr": config.boundary_lr})

@@ -23,12 +23,13 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from iit.errors import InterventionError
+from iit.errors import ArgumentTypeError, InterventionError
 from iit.interventionable import Activations
 from iit.interventions import BoundIntervention, Intervention
 from iit.transformers.coordinates import TransformerCoordinate
 from iit.transformers.interventionable import TransformerInterventionable
 from iit.transformers.positions import Tokens, position_ids_from_mask, real_token_positions
+from iit.validation import check_sources
 
 __all__ = ["generate", "ApplyTo"]
 
@@ -64,8 +65,18 @@ def generate(
     """
     if apply_to not in ("prompt", "every_step"):
         raise InterventionError(f"apply_to must be 'prompt' or 'every_step', got {apply_to!r}")
-    if max_new_tokens < 1:
+    if isinstance(max_new_tokens, int) and not isinstance(max_new_tokens, bool) and max_new_tokens < 1:
         raise InterventionError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int):
+        raise ArgumentTypeError(f"max_new_tokens must be an int, got {type(max_new_tokens).__name__}")
+    if not isinstance(prompt, Mapping):
+        raise ArgumentTypeError(
+            f"the prompt must be a dict {{'input_ids': ..., 'attention_mask': ...}} (a tokenizer's output), "
+            f"got {type(prompt).__name__}"
+        )
+    check_sources(sources)
+    if isinstance(interventions, (Intervention, BoundIntervention)):
+        interventions = [interventions]
     if not {"input_ids", "attention_mask"} <= set(prompt):
         raise InterventionError(
             f"the prompt needs 'input_ids' and 'attention_mask', got keys {sorted(prompt)}"
@@ -90,9 +101,9 @@ def generate(
                         f"{type(model.model).__name__} returns no logits; generate needs a causal LM "
                         "(e.g. AutoModelForCausalLM)"
                     )
-                last = real_token_positions(Tokens.last(), mask)  # [batch, 1]
+                last = real_token_positions(Tokens.last(), mask).to(logits.device)  # [batch, 1]
                 next_logits = logits.gather(1, last[:, :, None].expand(-1, -1, logits.shape[-1]))[:, 0]
-                token = next_logits.argmax(-1)  # [batch]
+                token = next_logits.argmax(-1).to(ids.device)  # [batch], on the prompt's device
                 new_tokens.append(token)
                 ids = torch.cat([ids, token[:, None]], dim=1)
                 mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)

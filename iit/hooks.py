@@ -11,7 +11,6 @@ the user or by other libraries are never touched.
 
 from __future__ import annotations
 
-import difflib
 import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -31,7 +30,7 @@ from iit._dispatch import (
     release,
 )
 from iit.coordinates import Coordinate, check_values
-from iit.errors import CoordinateError, HookFiringError, InterventionError
+from iit.errors import CoordinateError, HookFiringError, InterventionError, did_you_mean
 
 __all__ = ["Inputs", "HookRun", "WriteOp", "call_model", "batch_size", "find_module"]
 
@@ -71,9 +70,8 @@ def find_module(modules: Mapping[str, nn.Module], path: str) -> nn.Module:
         return modules[path]
     except KeyError:
         names = [n for n in modules if n]
-        close = difflib.get_close_matches(path, names, n=5, cutoff=0.5)
-        hint = f"nearest names: {close}" if close else f"some valid names: {names[:8]}"
-        raise CoordinateError(f"the model has no module {path!r}; {hint}") from None
+        hint = did_you_mean(path, names, n=5) or f"; some valid names: {names[:8]}"
+        raise CoordinateError(f"the model has no module {path!r}{hint}") from None
 
 
 class StopForward(Exception):

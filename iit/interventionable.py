@@ -11,9 +11,10 @@ import torch
 from torch import Tensor, nn
 
 from iit.coordinates import Coordinate
-from iit.errors import CoordinateError, InterventionError, InterventionShapeError
+from iit.errors import ArgumentTypeError, CoordinateError, InterventionError, InterventionShapeError
 from iit.hooks import HookRun, Inputs, WriteOp, batch_size, call_model, find_module
 from iit.interventions import BoundIntervention, Intervention
+from iit.validation import check_module_name, check_row_index, check_sources, require_list
 
 __all__ = ["Interventionable", "Activations"]
 
@@ -55,6 +56,7 @@ class Activations(Mapping[Any, Tensor]):
     def rows(self, index: Tensor) -> Activations:
         """The same activations with rows reordered / selected by ``index`` (LongTensor
         ``[n]``), e.g. a permutation to use row ``perm[i]`` as the source of base row ``i``."""
+        index = check_row_index(index, self.batch_size)
         return Activations({k: v[index.to(v.device)] for k, v in self._values.items()})
 
     def detach(self) -> Activations:
@@ -100,7 +102,7 @@ class Interventionable(nn.Module):
     def __init__(self, model: nn.Module, *, stop_source_early: bool = True) -> None:
         super().__init__()
         if not isinstance(model, nn.Module):
-            raise TypeError(f"Interventionable wraps an nn.Module, got {type(model).__name__}")
+            raise ArgumentTypeError(f"Interventionable wraps an nn.Module, got {type(model).__name__}")
         self.model = model
         self.interventions = nn.ModuleDict()
         self.stop_source_early = stop_source_early
@@ -116,6 +118,7 @@ class Interventionable(nn.Module):
         ``state_dict()`` under ``interventions.<name>``."""
         if not isinstance(intervention, Intervention):
             raise InterventionError(f"add_intervention takes an Intervention, got {type(intervention).__name__}")
+        check_module_name(name)
         self.interventions[name] = intervention
 
     # ------------------------------------------------------------------ coordinates
@@ -181,6 +184,7 @@ class Interventionable(nn.Module):
             CoordinateError: unknown module (before the forward), bad index or selector.
             HookFiringError: a module ran twice or never.
         """
+        coordinates = require_list(coordinates, "collect: coordinates", "coordinates", "coordinate")
         if not coordinates:
             raise InterventionError("collect needs at least one coordinate")
         modules = self._module_table()
@@ -248,6 +252,7 @@ class Interventionable(nn.Module):
         interventions: Sequence[Intervention | BoundIntervention],
         sources: Sequence[Inputs | Activations],
     ) -> list[_Step]:
+        check_sources(sources)
         if isinstance(interventions, (Intervention, BoundIntervention)):
             interventions = [interventions]
         if not interventions:
@@ -330,6 +335,7 @@ class _Step:
 
 def _bind(iv: Intervention, source: Tensor | None) -> Callable[[Tensor], Tensor]:
     def apply(base_values: Tensor) -> Tensor:
-        return iv(base_values, source)
+        # source values go to the device of the module that consumes them (accelerate placement)
+        return iv(base_values, None if source is None else source.to(base_values.device))
 
     return apply

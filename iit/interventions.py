@@ -9,17 +9,25 @@ slot, to the values written back. New kinds subclass :class:`Intervention` and o
 Per-row interventions: ``intervention.where(rows)`` (``rows`` a bool ``[batch]``) applies it to
 the chosen rows only, so one training batch can mix interventions on different variables;
 ``intervention.from_source(i)`` makes it read source slot ``i`` for one call.
+
+Placement and dtype: every built-in intervention returns its values on the device of the base
+values, i.e. of the module that consumes them (source values cached on another device, a
+constant stored on the CPU, a model split by accelerate across devices), and never casts to
+another dtype behind the caller's back: a constant or steering vector must have the hidden
+state's dtype (:class:`InterventionShapeError` otherwise).
 """
 
 from __future__ import annotations
 
 from abc import ABCMeta, abstractmethod
+from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
-from iit.errors import InterventionError, InterventionShapeError
+from iit.errors import ArgumentTypeError, InterventionError, InterventionShapeError
+from iit.precision import upcast
 
 __all__ = [
     "Intervention",
@@ -145,7 +153,7 @@ class Interchange(Intervention):
     def forward(self, base: Tensor, source: Tensor | None) -> Tensor:
         """Return the source values ``[batch, ...]`` unchanged."""
         assert source is not None
-        return source
+        return source.to(base.device)
 
 
 class ZeroAblation(Intervention):
@@ -162,12 +170,17 @@ def _per_row_value(value: Tensor, base: Tensor, what: str, where: str) -> Tensor
             f"{where}: the {what} has shape {tuple(value.shape)} but one row of the slot has shape "
             f"{tuple(base.shape[1:])} (slot {tuple(base.shape)}); give exactly one row's shape"
         )
-    if value.dtype != base.dtype or value.device != base.device:
+    if value.device.type == "meta" and base.device.type != "meta":
         raise InterventionShapeError(
-            f"{where}: the {what} is {value.dtype} on {value.device} but the hidden state is "
-            f"{base.dtype} on {base.device}"
+            f"{where}: the {what} is on the meta device (it holds no data, e.g. made under "
+            "init_empty_weights); give real values (they are moved to the hidden state's device)"
         )
-    return value.unsqueeze(0).expand_as(base)
+    if value.dtype != base.dtype:
+        raise InterventionShapeError(
+            f"{where}: the {what} is {value.dtype} but the hidden state is {base.dtype}; cast it "
+            "to the model's dtype first"
+        )
+    return value.to(base.device).unsqueeze(0).expand_as(base)
 
 
 class ConstantAblation(Intervention):
@@ -181,6 +194,11 @@ class ConstantAblation(Intervention):
 
     def __init__(self, coordinate: Any, value: Tensor) -> None:
         super().__init__(coordinate)
+        if not isinstance(value, Tensor):
+            raise ArgumentTypeError(
+                f"{type(self).__name__} needs a tensor value shaped like one row of the slot, got "
+                f"{type(value).__name__}; e.g. torch.full((d,), {value!r})"
+            )
         self.register_buffer("value", value.detach().clone())
 
     def forward(self, base: Tensor, source: Tensor | None) -> Tensor:
@@ -190,7 +208,9 @@ class ConstantAblation(Intervention):
 class MeanAblation(ConstantAblation):
     """Set the values at the coordinate to their mean over a dataset.
 
-    Build it with :meth:`fit`, which collects the values over reference inputs.
+    Build it with :meth:`fit`, which collects the values over reference inputs; the sum is
+    accumulated in float32 for half-precision models (float64 stays float64) and the mean
+    stored in the values' own dtype.
     """
 
     @classmethod
@@ -199,23 +219,36 @@ class MeanAblation(ConstantAblation):
 
         Args:
             model: an :class:`iit.Interventionable`.
-            inputs: reference inputs (one batch, or an iterable of batches).
+            inputs: reference inputs: one batch (a tensor, a dict of keyword arguments or a
+                tuple of positional arguments) or any iterable of batches (a list, a
+                ``torch.utils.data.DataLoader``, a generator). A batch that a ``DataLoader``
+                yields as a list (``TensorDataset``) is used as positional arguments.
             coordinate: where.
 
         Raises:
-            InterventionError: if ``inputs`` is an empty iterable.
+            InterventionError: if ``inputs`` holds no rows (an empty iterable).
         """
-        batches = inputs if isinstance(inputs, (list,)) else [inputs]
+        if isinstance(inputs, (Tensor, Mapping, tuple)):
+            batches: Iterable[Any] = [inputs]
+        elif isinstance(inputs, Iterable) and not isinstance(inputs, (str, bytes)):
+            batches = inputs
+        else:
+            raise ArgumentTypeError(
+                f"MeanAblation.fit needs a batch of inputs or an iterable of batches, got {type(inputs).__name__}"
+            )
         total: Tensor | None = None
         count = 0
         with torch.no_grad():
+            dtype: torch.dtype | None = None
             for batch in batches:
                 values = model.collect(batch, [coordinate])[coordinate]
-                total = values.sum(0) if total is None else total + values.sum(0)
+                dtype = values.dtype
+                part = upcast(values).sum(0)
+                total = part if total is None else total + part.to(total.device)
                 count += values.shape[0]
-        if total is None or count == 0:
+        if total is None or count == 0 or dtype is None:
             raise InterventionError("MeanAblation.fit needs at least one non-empty batch of inputs")
-        return cls(coordinate, total / count)
+        return cls(coordinate, (total / count).to(dtype))
 
 
 class ResampleAblation(Intervention):
@@ -230,6 +263,8 @@ class ResampleAblation(Intervention):
 
     def __init__(self, coordinate: Any, pool: Tensor, seed: int = 0) -> None:
         super().__init__(coordinate)
+        if not isinstance(pool, Tensor):
+            raise ArgumentTypeError(f"ResampleAblation needs a tensor pool [n, ...], got {type(pool).__name__}")
         if pool.dim() < 1 or pool.shape[0] == 0:
             raise InterventionError("ResampleAblation needs a non-empty pool [n, ...]")
         self.register_buffer("pool", pool.detach().clone())
@@ -241,8 +276,13 @@ class ResampleAblation(Intervention):
                 f"{self.where_text()}: pool rows have shape {tuple(self.pool.shape[1:])} but slot "
                 f"rows have shape {tuple(base.shape[1:])}"
             )
+        if self.pool.dtype != base.dtype:
+            raise InterventionShapeError(
+                f"{self.where_text()}: the pool is {self.pool.dtype} but the hidden state is "
+                f"{base.dtype}; collect the pool from the same model (or cast it first)"
+            )
         rows = torch.randint(0, self.pool.shape[0], (base.shape[0],), generator=self.generator)
-        return self.pool[rows.to(self.pool.device)].to(base.dtype)
+        return self.pool[rows.to(self.pool.device)].to(base.device)
 
 
 class Addition(Intervention):
@@ -256,6 +296,8 @@ class Addition(Intervention):
 
     def __init__(self, coordinate: Any, vector: Tensor, scale: float = 1.0) -> None:
         super().__init__(coordinate)
+        if not isinstance(vector, Tensor):
+            raise ArgumentTypeError(f"Addition needs a tensor vector shaped like one row of the slot, got {type(vector).__name__}")
         if isinstance(vector, nn.Parameter):
             self.vector = vector
         else:

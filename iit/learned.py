@@ -9,9 +9,16 @@ and an orthogonal ``R`` (``[d, d]``, row-vector convention: rotated = ``h @ R``)
 with ``m`` the 0/1 mask of the rotated dims given to the variable (or, for Boundless DAS, a soft
 sigmoid mask). The right-hand form is what is computed: it is the same map, cheaper (only the
 masked columns of ``R`` are used) and exact on the unmasked part. ``R`` is materialised once per
-forward (the orthogonal parametrisation is evaluated once), and all arithmetic runs in the
-rotation's dtype (float32 by default, autocast disabled) before casting back to the hidden
-state's dtype, so the rotation stays accurate under mixed precision.
+forward (the orthogonal parametrisation is evaluated once).
+
+Dtype: the arithmetic runs in the wider of the rotation's dtype and the hidden state's dtype
+(``torch.promote_types``; autocast disabled), then the result is cast back to the hidden state's
+dtype. With the default float32 rotation, a bfloat16 / float16 model is rotated in float32 (one
+rounding to the half type at the end: the written values differ from the half-precision hand
+computation by at most one half-type ulp), a float32 model in float32 and a float64 model in
+float64 (the float32 rotation entries are widened exactly; nothing is computed in float32). The
+output is on the hidden state's device (the rotation is moved there for the product), so a model
+split across devices by accelerate needs no extra step.
 
 Several variables can share one :class:`Rotation` with disjoint ``dims`` ranges.
 """
@@ -26,16 +33,21 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import orthogonal
 
-from iit.errors import InterventionError, InterventionShapeError
+from iit.errors import ArgumentTypeError, InterventionError, InterventionShapeError
 from iit.interventions import Intervention
 
 __all__ = [
+    "BOUNDARY_RANGE",
     "Rotation",
     "RotatedInterchange",
     "LowRankRotatedInterchange",
     "BoundlessRotatedInterchange",
     "TemperatureSchedule",
 ]
+
+
+# The valid range of a Boundless DAS boundary (a fraction of the rotated width).
+BOUNDARY_RANGE = (1e-3, 1.0)
 
 
 class Rotation(nn.Module):
@@ -46,7 +58,9 @@ class Rotation(nn.Module):
     Args:
         d: width of the hidden state it rotates.
         k: number of columns (default ``d``).
-        dtype: storage and compute dtype (default float32; float64 for gradchecks).
+        dtype: storage dtype (default float32, also for half-precision models: the rotation
+            then computes in float32 and casts the written values back; float64 for gradchecks
+            or float64 models, which are rotated in float64 in any case).
         generator: optional RNG for the initialisation.
 
     Raises:
@@ -63,8 +77,14 @@ class Rotation(nn.Module):
     ) -> None:
         super().__init__()
         k = d if k is None else k
+        for name, value in (("d", d), ("k", k)):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ArgumentTypeError(f"Rotation: {name} must be an int, got {type(value).__name__} {value!r}")
         if not 1 <= k <= d:
-            raise InterventionError(f"Rotation needs 1 <= k <= d, got d={d}, k={k}")
+            raise InterventionError(
+                f"Rotation needs 1 <= k <= d, got d={d}, k={k}; d is the width of the hidden state it "
+                "rotates and k (default d) the number of columns"
+            )
         weight = torch.empty(d, k, dtype=dtype)
         nn.init.orthogonal_(weight, generator=generator)
         self.weight = nn.Parameter(weight)
@@ -99,7 +119,9 @@ class _RotatedBase(Intervention):
         return None
 
     def forward(self, base: Tensor, source: Tensor | None) -> Tensor:
-        """``base``, ``source``: ``[batch, ..., d]``; returns ``[batch, ..., d]`` in base's dtype.
+        """``base``, ``source``: ``[batch, ..., d]``; returns ``[batch, ..., d]`` in base's dtype
+        and on base's device, computed in ``promote_types(rotation dtype, base dtype)`` (float32
+        for a half-precision model with the default float32 rotation, float64 for a float64 model).
 
         Raises:
             InterventionShapeError: last axis is not ``d``, or base / source shapes differ.
@@ -115,17 +137,24 @@ class _RotatedBase(Intervention):
             )
         with torch.autocast(device_type=base.device.type, enabled=False):
             w = self.rotation.matrix()  # [d, k], materialised once, outside autocast
-            cols = self._columns(w.to(base.device))  # [d, j]
-            delta = (source.to(w.dtype) - base.to(w.dtype)) @ cols  # [..., j]
+            dtype = torch.promote_types(w.dtype, base.dtype)  # see the module docstring
+            w = w.to(base.device, dtype)
+            cols = self._columns(w)  # [d, j]
+            b = base.to(dtype)
+            delta = (source.to(base.device, dtype) - b) @ cols  # [..., j]
             mask = self._mask(w)
             if mask is not None:
                 delta = delta * mask
-            out = base.to(w.dtype) + delta @ cols.T  # [..., d]
+            out = b + delta @ cols.T  # [..., d]
         return out.to(base.dtype)
 
 
 class RotatedInterchange(_RotatedBase):
     """DAS with a full ``d x d`` rotation: interchange rotated dims ``[start, stop)``.
+
+    Computes in ``promote_types(rotation dtype, hidden dtype)`` and writes in the hidden state's
+    dtype: float32 for a half-precision model with the default float32 rotation (cast back once),
+    float64 for a float64 model (see the module docstring).
 
     Args:
         coordinate: where (the slot's last axis has ``d`` entries).
@@ -148,15 +177,24 @@ class RotatedInterchange(_RotatedBase):
         source: int = 0,
         source_coordinate: Any = None,
     ) -> None:
-        rotation = Rotation(rotation) if isinstance(rotation, int) else rotation
+        rotation = _as_rotation(rotation, "RotatedInterchange")
         if rotation.k != rotation.d:
             raise InterventionError(
                 f"RotatedInterchange needs a square rotation, got d={rotation.d}, k={rotation.k}; "
                 "use LowRankRotatedInterchange for a d x k basis"
             )
+        if (
+            not isinstance(dims, (tuple, list))
+            or len(dims) != 2
+            or any(isinstance(v, bool) or not isinstance(v, int) for v in dims)
+        ):
+            raise InterventionError(f"RotatedInterchange: dims must be a pair of ints (start, stop), got {dims!r}")
         start, stop = dims
         if not 0 <= start < stop <= rotation.d:
-            raise InterventionError(f"dims must satisfy 0 <= start < stop <= d={rotation.d}, got {dims}")
+            raise InterventionError(
+                f"RotatedInterchange: dims must satisfy 0 <= start < stop <= d={rotation.d}, got {tuple(dims)}; "
+                f"valid rotated dims are 0..{rotation.d}"
+            )
         super().__init__(coordinate, rotation, source, source_coordinate)
         self.dims = (int(start), int(stop))
 
@@ -169,6 +207,10 @@ class RotatedInterchange(_RotatedBase):
 
 class LowRankRotatedInterchange(_RotatedBase):
     """DAS with a ``d x k`` orthonormal basis: ``b + (s - b) @ W @ W^T``.
+
+    Computes in ``promote_types(rotation dtype, hidden dtype)`` and writes in the hidden state's
+    dtype: float32 for a half-precision model with the default float32 rotation (cast back once),
+    float64 for a float64 model (see the module docstring).
 
     Args:
         coordinate: where.
@@ -187,17 +229,24 @@ class LowRankRotatedInterchange(_RotatedBase):
         source: int = 0,
         source_coordinate: Any = None,
     ) -> None:
-        if isinstance(rotation, int):
+        if isinstance(rotation, int) and not isinstance(rotation, bool):
             if k is None:
-                raise InterventionError("LowRankRotatedInterchange(coordinate, d, k) needs k")
+                raise InterventionError("LowRankRotatedInterchange(coordinate, d, k) needs k, the basis size")
             rotation = Rotation(rotation, k)
-        super().__init__(coordinate, rotation, source, source_coordinate)
+        elif k is not None and getattr(rotation, "k", k) != k:
+            raise InterventionError(
+                f"LowRankRotatedInterchange: k={k} but the given Rotation has k={rotation.k}; pass one of them"
+            )
+        super().__init__(coordinate, _as_rotation(rotation, "LowRankRotatedInterchange"), source, source_coordinate)
 
 
 class BoundlessRotatedInterchange(_RotatedBase):
     """Boundless DAS: a full rotation and a learned soft boundary ``b`` in ``[1e-3, 1]``;
     rotated dim ``j`` is interchanged with weight ``sigmoid(j / t) * sigmoid((b * d - j) / t)``
     at temperature ``t`` (anneal it with :class:`TemperatureSchedule`).
+
+    Computes (mask included) in ``promote_types(rotation dtype, hidden dtype)`` and writes in the
+    hidden state's dtype, as :class:`RotatedInterchange`.
 
     Args:
         coordinate: where.
@@ -218,33 +267,83 @@ class BoundlessRotatedInterchange(_RotatedBase):
         source: int = 0,
         source_coordinate: Any = None,
     ) -> None:
-        rotation = Rotation(rotation) if isinstance(rotation, int) else rotation
+        rotation = _as_rotation(rotation, "BoundlessRotatedInterchange")
         if rotation.k != rotation.d:
-            raise InterventionError("BoundlessRotatedInterchange needs a square rotation")
+            raise InterventionError(
+                f"BoundlessRotatedInterchange needs a square rotation, got d={rotation.d}, k={rotation.k}"
+            )
+        lo, hi = BOUNDARY_RANGE
+        if not lo <= float(boundary) <= hi:
+            raise InterventionError(
+                f"BoundlessRotatedInterchange: boundary={boundary} is outside its range [{lo}, {hi}] "
+                "(the fraction of rotated dims interchanged); pass a value inside it"
+            )
+        if not float(temperature) > 0:
+            raise InterventionError(f"BoundlessRotatedInterchange: temperature must be > 0, got {temperature}")
         super().__init__(coordinate, rotation, source, source_coordinate)
         self.boundary = nn.Parameter(torch.tensor(float(boundary), dtype=rotation.weight.dtype))
         self.register_buffer("temperature", torch.tensor(float(temperature), dtype=rotation.weight.dtype))
 
     def set_temperature(self, value: float) -> None:
-        """Set the mask temperature (> 0)."""
-        if value <= 0:
+        """Set the mask temperature (> 0).
+
+        Raises:
+            InterventionError: ``value <= 0``.
+        """
+        if not value > 0:
             raise InterventionError(f"temperature must be > 0, got {value}")
         self.temperature.fill_(value)
 
-    def mask(self) -> Tensor:
-        """The soft mask over rotated dims, ``[d]``."""
+    def check_ranges(self, where: str = "") -> None:
+        """Raise unless the boundary lies in :data:`BOUNDARY_RANGE` and the temperature is > 0
+        (one device sync; called by :meth:`iit.Alignment.check` and before every DAS step,
+        never inside the forward).
+
+        Raises:
+            InterventionError: naming the value, its range and the fix.
+        """
+        lo, hi = BOUNDARY_RANGE
+        value = float(self.boundary.detach())
+        prefix = f"{where}: " if where else ""
+        if not lo <= value <= hi:
+            raise InterventionError(
+                f"{prefix}BoundlessRotatedInterchange at {self.where_text()} has boundary {value:g}, "
+                f"outside its range [{lo}, {hi}]; it is not clamped silently: set it inside the range "
+                "(das_step projects it back after every optimizer step)"
+            )
+        if not float(self.temperature) > 0:
+            raise InterventionError(
+                f"{prefix}BoundlessRotatedInterchange at {self.where_text()} has temperature "
+                f"{float(self.temperature):g}; it must be > 0"
+            )
+
+    def mask(self, dtype: torch.dtype | None = None) -> Tensor:
+        """The soft mask over rotated dims, ``[d]``, computed in ``dtype`` (default: the
+        boundary's dtype; the forward passes its compute dtype, so a float64 model gets a
+        float64 mask from a float32 boundary)."""
+        dtype = self.boundary.dtype if dtype is None else dtype
         d = self.rotation.d
-        j = torch.arange(d, dtype=self.boundary.dtype, device=self.boundary.device)
-        b = self.boundary.clamp(1e-3, 1.0)
-        t = self.temperature
+        j = torch.arange(d, dtype=dtype, device=self.boundary.device)
+        b = self.boundary.clamp(*BOUNDARY_RANGE).to(dtype)  # a no-op for checked values; keeps gradients finite
+        t = self.temperature.to(dtype)
         return torch.sigmoid(j / t) * torch.sigmoid((b * d - j) / t)
 
     def _mask(self, w: Tensor) -> Tensor:
-        return self.mask().to(w.dtype)
+        return self.mask(w.dtype).to(w.device)
 
     def boundary_penalty(self) -> Tensor:
         """The boundary size ``b`` (clamped), added to the loss to keep the subspace small."""
-        return self.boundary.clamp(1e-3, 1.0)
+        return self.boundary.clamp(*BOUNDARY_RANGE)
+
+
+def _as_rotation(rotation: Rotation | int, who: str) -> Rotation:
+    if isinstance(rotation, int) and not isinstance(rotation, bool):
+        return Rotation(rotation)
+    if not isinstance(rotation, Rotation):
+        raise ArgumentTypeError(
+            f"{who}: rotation must be an iit.Rotation or the width d (an int), got {type(rotation).__name__}"
+        )
+    return rotation
 
 
 @dataclass(frozen=True)

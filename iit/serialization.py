@@ -23,8 +23,18 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from iit.alignment_checks import check_parameter_ranges
 from iit.coordinates import Coordinate, Index
-from iit.errors import CoordinateError, InterventionError
+from iit.errors import (
+    ArgumentTypeError,
+    CoordinateError,
+    DamagedFileError,
+    IITError,
+    InterventionError,
+    MissingFileError,
+    NamingError,
+    unknown_name,
+)
 from iit.interventionable import Interventionable
 from iit.interventions import (
     Addition,
@@ -92,6 +102,8 @@ def _jsonable(value: Any) -> Any:
 
 def _index_from_key(key: list) -> Index:
     kind = key[0]
+    if kind not in ("all", "dims", "pos", "slices"):
+        raise DamagedFileError(unknown_name(kind, ["all", "dims", "pos", "slices"], "index kind"))
     if kind == "all":
         return Index.all()
     if kind == "dims":
@@ -140,10 +152,17 @@ _CLASSES: dict[str, type[Intervention]] = {
 
 
 def _describe(name: str, iv: Intervention, rotations: dict[int, str]) -> dict[str, Any]:
+    from iit.featurizers.saving import FEATURIZED_CLASSES, describe_featurized
+
     cls = type(iv).__name__
+    if cls in FEATURIZED_CLASSES:  # featurizer interventions (iit.featurizers)
+        entry = {"class": cls, "coordinate": coordinate_to_json(iv.coordinate), "source": iv.source}
+        if iv.source_coordinate is not iv.coordinate:
+            entry["source_coordinate"] = coordinate_to_json(iv.source_coordinate)
+        return {**entry, **describe_featurized(iv)}
     if cls not in _CLASSES:
         raise InterventionError(
-            f"{name}: cannot save a {cls}; supported: {sorted(_CLASSES)}"
+            f"{name}: cannot save a {cls}; supported: {sorted([*_CLASSES, *FEATURIZED_CLASSES])}"
         )
     entry: dict[str, Any] = {"class": cls, "coordinate": coordinate_to_json(iv.coordinate)}
     if iv.needs_source:
@@ -166,14 +185,30 @@ def save_interventions(path: str | Path, interventions: Mapping[str, Interventio
     """Write ``interventions`` (name -> intervention) to a safetensors file.
 
     Raises:
+        ArgumentTypeError: ``interventions`` is not a mapping of names to interventions.
+        NamingError: a name containing ``'.'`` (it separates names from parameter keys).
         InterventionError: an unsupported intervention or coordinate (see the module docstring).
+        MissingFileError: the folder to write into does not exist (nothing is written).
     """
+    if not isinstance(interventions, Mapping):
+        raise ArgumentTypeError(
+            f"save_interventions needs a mapping {{name: intervention}}, got {type(interventions).__name__}; "
+            "e.g. save_interventions(path, {'wx': intervention})"
+        )
+    folder = Path(path).parent
+    if not folder.is_dir():
+        raise MissingFileError(
+            f"cannot save interventions to {str(path)!r}: the folder {str(folder)!r} does not exist; "
+            "create it first (Path(folder).mkdir(parents=True))"
+        )
     rotations: dict[int, str] = {}
     meta: dict[str, Any] = {}
     tensors: dict[str, Tensor] = {}
     for name, iv in interventions.items():
-        if "." in name:
-            raise InterventionError(f"intervention names must not contain '.', got {name!r}")
+        if not isinstance(name, str) or not name or "." in name:
+            raise NamingError(f"intervention names must be non-empty strings without '.', got {name!r}")
+        if not isinstance(iv, Intervention):
+            raise ArgumentTypeError(f"{name!r}: expected an iit.Intervention, got {type(iv).__name__}")
         entry = _describe(name, iv, rotations)
         meta[name] = entry
         shared = "rotation" in entry and entry["rotation"]["owner"] != name
@@ -185,14 +220,30 @@ def save_interventions(path: str | Path, interventions: Mapping[str, Interventio
 
 
 def _build(entry: Mapping[str, Any], tensors: Mapping[str, Tensor], name: str, shared: dict[str, Rotation]) -> Intervention:
-    cls = _CLASSES[entry["class"]]
+    from iit.featurizers.saving import FEATURIZED_CLASSES, build_featurized
+
+    known = sorted({*_CLASSES, *FEATURIZED_CLASSES})
+    if entry.get("class") not in known:
+        raise DamagedFileError(unknown_name(entry.get("class"), known, "intervention class"))
     coord = coordinate_from_json(entry["coordinate"])
     src_coord = coordinate_from_json(entry["source_coordinate"]) if "source_coordinate" in entry else None
+    if entry["class"] in FEATURIZED_CLASSES:
+        return build_featurized(dict(entry), coord, src_coord)
+    cls = _CLASSES[entry["class"]]
     if "rotation" in entry:
         spec = entry["rotation"]
         owner = spec["owner"]
         if owner not in shared:
-            shared[owner] = Rotation(spec["d"], spec["k"], dtype=getattr(torch, spec["dtype"].split(".")[-1]))
+            dtype = getattr(torch, str(spec["dtype"]).split(".")[-1], None)
+            if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+                raise DamagedFileError(f"rotation dtype {spec['dtype']!r} is not a floating-point torch dtype")
+            stored = tensors.get(f"{owner}.rotation.parametrizations.weight.original")
+            if stored is None or tuple(stored.shape) != (spec["d"], spec["k"]):
+                raise DamagedFileError(
+                    f"the metadata gives a {spec['d']} x {spec['k']} rotation but the file stores "
+                    f"{None if stored is None else tuple(stored.shape)}"
+                )
+            shared[owner] = Rotation(spec["d"], spec["k"], dtype=dtype)
         rotation = shared[owner]
         if cls is RotatedInterchange:
             return RotatedInterchange(coord, rotation, tuple(entry["dims"]), source=entry["source"], source_coordinate=src_coord)  # type: ignore[arg-type]
@@ -213,6 +264,10 @@ def load_interventions(path: str | Path, model: Interventionable) -> dict[str, I
     """Read interventions saved by :func:`save_interventions` and check that their
     coordinates resolve on ``model``.
 
+    The file is untrusted input: safetensors holds no code, and everything read from its JSON
+    metadata is checked (known classes, well-formed coordinates, every tensor present with the
+    expected shape) before any intervention is returned.
+
     Args:
         path: the safetensors file.
         model: the wrapped model the interventions will run on (a
@@ -222,22 +277,62 @@ def load_interventions(path: str | Path, model: Interventionable) -> dict[str, I
         ``{name: intervention}`` with the saved parameters and buffers loaded.
 
     Raises:
-        InterventionError: not an iit interventions file.
+        MissingFileError: ``path`` does not exist.
+        DamagedFileError: not a safetensors file (truncated, random bytes), not an iit
+            interventions file, or tampered metadata (unknown class, malformed JSON or
+            coordinate, missing or misshapen tensor); one line, the cause chained.
         CoordinateError: a coordinate that no longer resolves on ``model`` (names the
             intervention, and what is out of range or missing).
     """
-    tensors = load_file(str(path))
-    with open(path, "rb") as handle:
-        header_len = int.from_bytes(handle.read(8), "little")
-        header = json.loads(handle.read(header_len))
-    meta = header.get("__metadata__", {})
+    if not Path(path).is_file():
+        raise MissingFileError(f"no interventions file {str(path)!r}")
+    try:
+        tensors = load_file(str(path))
+        with open(path, "rb") as handle:
+            header_len = int.from_bytes(handle.read(8), "little")
+            header = json.loads(handle.read(header_len))
+    except Exception as err:  # safetensors' own errors are not public classes
+        raise DamagedFileError(
+            f"{str(path)!r} is not a readable safetensors file (damaged or truncated) and was not "
+            f"loaded: {_first_line(err)}"
+        ) from err
+    meta = header.get("__metadata__") or {}
     if meta.get("format") != FORMAT:
-        raise InterventionError(f"{path} is not an iit interventions file (format {meta.get('format')!r})")
-    entries = json.loads(meta["interventions"])
+        raise DamagedFileError(
+            f"{str(path)!r} is not an iit interventions file (format {meta.get('format')!r}, expected "
+            f"{FORMAT!r}) and was not loaded; write it with iit.save_interventions"
+        )
+    try:
+        entries = json.loads(meta["interventions"])
+        if not isinstance(entries, dict):
+            raise DamagedFileError(f"the interventions metadata is a {type(entries).__name__}, not an object")
+    except (KeyError, ValueError) as err:  # JSONDecodeError is a ValueError; DamagedFileError too
+        raise DamagedFileError(
+            f"{str(path)!r} has damaged or tampered metadata and was not loaded: {_first_line(err)}"
+        ) from err
     shared: dict[str, Rotation] = {}
     loaded: dict[str, Intervention] = {}
     for name, entry in entries.items():
-        iv = _build(entry, tensors, name, shared)
+        try:
+            iv = _build(entry, tensors, name, shared)
+            own = {k[len(name) + 1 :]: v for k, v in tensors.items() if k.startswith(name + ".")}
+            owner = entry.get("rotation", {}).get("owner", name)
+            if owner != name:
+                own.update({k[len(owner) + 1 :]: v for k, v in tensors.items() if k.startswith(owner + ".rotation.")})
+            _check_state(iv, own, name)
+            iv.load_state_dict(own)
+            check_parameter_ranges(iv, f"saved intervention {name!r}")
+        except IITError as err:
+            raise DamagedFileError(
+                f"{str(path)!r}: saved intervention {name!r} is damaged or tampered and nothing was "
+                f"loaded: {_first_line(err)}"
+            ) from err
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError, RuntimeError) as err:
+            raise DamagedFileError(
+                f"{str(path)!r}: saved intervention {name!r} is damaged or tampered (unknown class, "
+                f"bad metadata or a missing tensor) and nothing was loaded: {type(err).__name__}: "
+                f"{_first_line(err)}"
+            ) from err
         for coord in (iv.coordinate, iv.source_coordinate):
             if coord is None:
                 continue
@@ -247,13 +342,28 @@ def load_interventions(path: str | Path, model: Interventionable) -> dict[str, I
                 raise CoordinateError(
                     f"saved intervention {name!r} ({entry['class']}) does not fit this model: {err}"
                 ) from None
-        own = {k[len(name) + 1 :]: v for k, v in tensors.items() if k.startswith(name + ".")}
-        owner = entry.get("rotation", {}).get("owner", name)
-        if owner != name:
-            own.update({k[len(owner) + 1 :]: v for k, v in tensors.items() if k.startswith(owner + ".rotation.")})
-        iv.load_state_dict(own)
         loaded[name] = iv
     return loaded
+
+
+def _check_state(iv: Intervention, own: Mapping[str, Tensor], name: str) -> None:
+    """Raise ``ValueError`` naming the first missing, extra or misshapen tensor."""
+    expected = iv.state_dict()
+    for key, value in expected.items():
+        if key not in own:
+            raise DamagedFileError(f"missing tensor {name}.{key}")
+        if own[key].shape != value.shape:
+            raise DamagedFileError(
+                f"tensor {name}.{key} has shape {tuple(own[key].shape)}, expected {tuple(value.shape)}"
+            )
+    extra = sorted(set(own) - set(expected))
+    if extra:
+        raise DamagedFileError(f"unexpected tensors {[f'{name}.{k}' for k in extra]}")
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__
 
 
 def _validate(model: Interventionable, coord: Any) -> None:

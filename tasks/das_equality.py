@@ -33,6 +33,7 @@ from torch import nn
 
 from iit import Coordinate, Index
 from iit.alignment import AlignedTo, Alignment
+from iit.errors import ArgumentError
 from iit.learned import RotatedInterchange, Rotation
 from iit.training import CounterfactualDataModule, IITConfig, IITModule
 from iit.training.cli import evaluate_alignment
@@ -133,9 +134,9 @@ class DASEquality(HierarchicalEqualityMLP):
             base.emb_dim, base.hidden, base.n_layers, base.train_entities, base.test_entities, base.pool_seed
         )
         if not 0 <= layer < base.n_layers:
-            raise ValueError(f"layer must be in [0, {base.n_layers}), got {layer}")
+            raise ArgumentError(f"layer must be in [0, {base.n_layers}), got {layer}")
         if not 1 <= k <= base.hidden // 2:
-            raise ValueError(f"k must be in [1, {base.hidden // 2}] (two variables share {base.hidden} dims), got {k}")
+            raise ArgumentError(f"k must be in [1, {base.hidden // 2}] (two variables share {base.hidden} dims), got {k}")
         self.layer, self.k, self.rotation_seed, self.base = layer, k, rotation_seed, base
 
     def build_network(self) -> nn.Module:
@@ -186,9 +187,9 @@ class SweepSettings:
 
     def __post_init__(self) -> None:
         if not self.layers or not self.ks:
-            raise ValueError(f"the sweep needs at least one layer and one k, got layers={self.layers}, ks={self.ks}")
+            raise ArgumentError(f"the sweep needs at least one layer and one k, got layers={self.layers}, ks={self.ks}")
         if min(self.epochs, self.train_size, self.val_size, self.batch_size) < 1 or self.lr <= 0:
-            raise ValueError(f"epochs, sizes and lr must be positive, got {self}")
+            raise ArgumentError(f"epochs, sizes and lr must be positive, got {self}")
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from causal_models import CausalModel, standard
 from iit import Coordinate, Index
 from iit.alignment import AlignedTo
+from iit.errors import ArgumentError
 from iit.training import IITTask
 from tasks.networks import TinyTransformer
 
@@ -53,9 +54,9 @@ class DigitSumTransformer(IITTask):
         s_width: int = 32,
     ) -> None:
         if not 0 <= s_layer < n_layers - 1:
-            raise ValueError(f"s_layer must be in [0, {n_layers - 1}) so a later block can add z, got {s_layer}")
+            raise ArgumentError(f"s_layer must be in [0, {n_layers - 1}) so a later block can add z, got {s_layer}")
         if not 0 < s_width <= d_model:
-            raise ValueError(f"s_width must be in (0, d_model={d_model}], got {s_width}")
+            raise ArgumentError(f"s_width must be in (0, d_model={d_model}], got {s_width}")
         self.max_digit, self.d_model, self.n_heads, self.n_layers = max_digit, d_model, n_heads, n_layers
         self.s_layer, self.s_width = s_layer, s_width
 

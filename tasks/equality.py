@@ -20,6 +20,7 @@ from causal_models.data import InputSampler
 from causal_models.standard import EntityPool, EqualityPatternSampler
 from iit import Coordinate, Index
 from iit.alignment import AlignedTo
+from iit.errors import ArgumentError
 from iit.training import IITTask
 from tasks.networks import VectorMLP
 
@@ -61,7 +62,7 @@ class HierarchicalEqualityMLP(IITTask):
         pool_seed: int = 0,
     ) -> None:
         if hidden % 2:
-            raise ValueError(f"hidden must be even (WX and YZ get half of layers.0 each), got {hidden}")
+            raise ArgumentError(f"hidden must be even (WX and YZ get half of layers.0 each), got {hidden}")
         self.emb_dim, self.hidden, self.n_layers = emb_dim, hidden, n_layers
         self.train_entities, self.test_entities, self.pool_seed = train_entities, test_entities, pool_seed
 

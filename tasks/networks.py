@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from iit.errors import ArgumentError
+
 __all__ = ["TinyTransformer", "TokenMLP", "TransformerBlock", "VectorMLP", "stack_inputs"]
 
 
@@ -61,7 +63,7 @@ class TransformerBlock(nn.Module):
     def __init__(self, d_model: int, n_heads: int, d_mlp: int) -> None:
         super().__init__()
         if d_model % n_heads:
-            raise ValueError(f"d_model={d_model} must be a multiple of n_heads={n_heads}")
+            raise ArgumentError(f"d_model={d_model} must be a multiple of n_heads={n_heads}")
         self.n_heads = n_heads
         self.ln1 = nn.LayerNorm(d_model)
         self.qkv = nn.Linear(d_model, 3 * d_model)
@@ -111,7 +113,7 @@ class TinyTransformer(nn.Module):
             ValueError: a sequence length other than ``seq_len``.
         """
         if tokens.dim() != 2 or tokens.shape[1] != self.seq_len:
-            raise ValueError(f"TinyTransformer expects tokens [batch, {self.seq_len}], got {tuple(tokens.shape)}")
+            raise ArgumentError(f"TinyTransformer expects tokens [batch, {self.seq_len}], got {tuple(tokens.shape)}")
         x = self.embed(tokens) + self.pos  # [batch, seq, d_model]
         for block in self.blocks:
             x = block(x)  # [batch, seq, d_model]

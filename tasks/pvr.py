@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from causal_models import CausalModel, standard
 from iit import Coordinate, Index
 from iit.alignment import AlignedTo
+from iit.errors import ArgumentError
 from iit.training import IITTask
 from tasks.networks import TokenMLP, stack_inputs
 
@@ -50,7 +51,7 @@ class PointerValueMLP(IITTask):
 
     def __init__(self, d_embed: int = 16, block: int = 32, n_unaligned: int = 1, unaligned_block: int = 128) -> None:
         if min(d_embed, block, unaligned_block) < 1 or n_unaligned < 0:
-            raise ValueError(
+            raise ArgumentError(
                 f"sizes must be positive (n_unaligned >= 0), got d_embed={d_embed}, block={block}, "
                 f"n_unaligned={n_unaligned}, unaligned_block={unaligned_block}"
             )

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from iit.errors import NamingError, unknown_name
 from tasks.main import train
 from tasks.registry import TASKS
 
@@ -50,10 +51,10 @@ def run_task(name: str, out: Path, epochs: int | None = None, baseline: bool = T
     """Train task ``name`` with its IIT settings and (when ``baseline``) with its baseline.
 
     Raises:
-        KeyError: an unknown task name (the valid names are listed).
+        NamingError: an unknown task name (nearest and valid names listed; also a ``KeyError``).
     """
     if name not in TASKS:
-        raise KeyError(f"unknown task {name!r}; valid: {sorted(TASKS)}")
+        raise NamingError(unknown_name(name, sorted(TASKS), "task"))
     spec = TASKS[name]
     epochs = epochs or spec.epochs
     variables = tuple(spec.make().candidate_variables())

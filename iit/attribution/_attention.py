@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from iit.errors import CoordinateError
+from iit.precision import upcast
 
 PROBE_NAME = "iit_probe"
 ProbsCallback = Callable[[nn.Module, Tensor, Tensor], Tensor]
@@ -53,7 +54,7 @@ def _probe_attention(
             scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
         else:
             scores = scores + mask
-    probs = torch.softmax(scores.float(), dim=-1).to(value.dtype)
+    probs = torch.softmax(upcast(scores), dim=-1).to(value.dtype)  # float64 stays float64
     for callback in list(_ACTIVE):
         probs = callback(module, probs, value)
     probs = nn.functional.dropout(probs, p=dropout, training=module.training)

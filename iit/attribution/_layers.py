@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from iit.coordinates import Coordinate
-from iit.errors import CoordinateError, HookFiringError
+from iit.errors import ArgumentError, CoordinateError, HookFiringError
 from iit.hooks import call_model
 from iit.hooks import find_module as _find_module
 
@@ -129,19 +129,19 @@ def batch_size(inputs: Inputs) -> int:
     """
     if isinstance(inputs, Tensor):
         if inputs.dim() == 0:
-            raise ValueError("inputs must have a batch dimension, got a 0-d tensor")
+            raise ArgumentError("inputs must have a batch dimension, got a 0-d tensor")
         return inputs.shape[0]
     if not inputs:
-        raise ValueError("inputs mapping is empty; pass e.g. {'input_ids': ids}")
+        raise ArgumentError("inputs mapping is empty; pass e.g. {'input_ids': ids}")
     sizes = {}
     for key, value in inputs.items():
         if not isinstance(value, Tensor) or value.dim() == 0:
-            raise ValueError(
+            raise ArgumentError(
                 f"inputs[{key!r}] must be a batched tensor, got {type(value).__name__}"
             )
         sizes[key] = value.shape[0]
     if len(set(sizes.values())) != 1:
-        raise ValueError(f"all inputs must share the batch size (dim 0), got {sizes}")
+        raise ArgumentError(f"all inputs must share the batch size (dim 0), got {sizes}")
     return next(iter(sizes.values()))
 
 
@@ -179,7 +179,7 @@ def replace_at(
         ValueError: if ``ref.module`` is ``None`` (the inputs are not reached by a hook).
     """
     if ref.module is None:
-        raise ValueError("replace_at needs a module; raw inputs are replaced by the caller")
+        raise ArgumentError("replace_at needs a module; raw inputs are replaced by the caller")
     calls = [0]
 
     def count() -> None:

@@ -31,7 +31,8 @@ from iit.attribution._layers import ForwardFn, Inputs
 from iit.attribution.attention import TokenMethod
 from iit.attribution.families import TransformerLayout, transformer_layout
 from iit.attribution.targets import Target
-from iit.errors import HookFiringError
+from iit.errors import ArgumentError, HookFiringError
+from iit.placement import materialized
 
 __all__ = ["ALTI", "ALTILayer", "alti_rollout", "layer_contributions", "transformed_vectors"]
 
@@ -87,7 +88,7 @@ def layer_contributions(layer: ALTILayer, *, chunk_rows: int = 16) -> Tensor:
         ValueError: ``chunk_rows < 1``.
     """
     if chunk_rows < 1:
-        raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
+        raise ArgumentError(f"chunk_rows must be >= 1, got {chunk_rows}")
     batch, seq, d = layer.x.shape
     norms = layer.resultant.abs().sum(-1)  # [B, T]
     targets = layer.resultant / layer.scale[..., None]  # y_i / s_i, [B, T, D]
@@ -113,7 +114,7 @@ def alti_rollout(contributions: Tensor) -> Tensor:
         ValueError: wrong shape.
     """
     if contributions.dim() != 4 or contributions.shape[-1] != contributions.shape[-2]:
-        raise ValueError(
+        raise ArgumentError(
             f"contributions must be [layers, batch, seq, seq], got {tuple(contributions.shape)}"
         )
     result = contributions[0]
@@ -124,11 +125,13 @@ def alti_rollout(contributions: Tensor) -> Tensor:
 
 def _head_weights(out_proj: nn.Module, heads: int) -> tuple[Tensor, Tensor]:
     """``W_O`` split per head ``[heads, d_head, d]`` and ``b_O [d]``."""
-    weight = out_proj.weight.detach()
+    with materialized(out_proj):  # accelerate-offloaded weights are meta outside forward
+        weight = out_proj.weight.detach()
+        bias = out_proj.bias.detach() if out_proj.bias is not None else None
     if isinstance(out_proj, nn.Linear):
         weight = weight.t()  # [d_in, d]
     d_in, d = weight.shape
-    bias = out_proj.bias.detach() if out_proj.bias is not None else weight.new_zeros(d)
+    bias = bias if bias is not None else weight.new_zeros(d)
     return weight.reshape(heads, d_in // heads, d), bias
 
 
@@ -218,14 +221,17 @@ class ALTI(TokenMethod):
         self, i: int, x: Tensor, probs: Tensor, value: Tensor, u: Tensor, y: Tensor
     ) -> ALTILayer:
         block = self.layout.blocks[i]
+        x = x.to(value.device)  # read before accelerate moved it into the block
         w_heads, b_o = _head_weights(block.out_proj, probs.shape[1])  # [H, k, D], [D]
+        w_heads, b_o = w_heads.to(x.device), b_o.to(x.device)
         if self.layout.norm_kind == "pre":
             head_out = torch.einsum("bhjk,hkd->bjhd", value, w_heads)  # [B, T, H, D]
             ones = x.new_ones(x.shape[:2])
             return ALTILayer(x, probs, head_out, x, ones, b_o.expand_as(x), u)
         norm = block.norm
-        gamma = norm.weight.detach() if norm.weight is not None else x.new_ones(x.shape[-1])
-        beta = norm.bias.detach() if norm.bias is not None else x.new_zeros(x.shape[-1])
+        with materialized(norm):  # accelerate-offloaded weights are meta outside forward
+            gamma = norm.weight.detach().to(x.device) if norm.weight is not None else x.new_ones(x.shape[-1])
+            beta = norm.bias.detach().to(x.device) if norm.bias is not None else x.new_zeros(x.shape[-1])
 
         def center(v: Tensor) -> Tensor:
             return (v - v.mean(-1, keepdim=True)) * gamma
@@ -242,9 +248,10 @@ class ALTI(TokenMethod):
         Layers are decomposed one at a time, so only one layer's vectors are held in memory.
         """
         captures = self._capture(inputs)
+        device = captures[0][0].device  # layers split across devices (accelerate): gather there
         return torch.stack(
             [
-                layer_contributions(self._layer(i, *capture), chunk_rows=self.chunk_rows)
+                layer_contributions(self._layer(i, *capture), chunk_rows=self.chunk_rows).to(device)
                 for i, capture in enumerate(captures)
             ]
         )

@@ -19,7 +19,7 @@ from iit.attribution._layers import ForwardFn, Inputs
 from iit.attribution.base import Attribution
 from iit.attribution.families import FAMILIES
 from iit.attribution.targets import Target
-from iit.errors import CoordinateError
+from iit.errors import ArgumentError, CoordinateError, OutOfRangeError
 
 HeadMode = Literal["per_head", "mean"]
 
@@ -36,7 +36,7 @@ __all__ = [
 
 def _check_attentions(attentions: Tensor) -> None:
     if attentions.dim() != 5 or attentions.shape[-1] != attentions.shape[-2]:
-        raise ValueError(
+        raise ArgumentError(
             "attentions must be [layers, batch, heads, seq, seq], got shape "
             f"{tuple(attentions.shape)}"
         )
@@ -81,10 +81,10 @@ def attention_tracing(attentions: Tensor, position: int, *, heads: HeadMode = "p
     """
     _check_attentions(attentions)
     if heads not in ("per_head", "mean"):
-        raise ValueError(f"unknown heads mode {heads!r}; valid: ['per_head', 'mean']")
+        raise ArgumentError(f"unknown heads mode {heads!r}; valid: ['per_head', 'mean']")
     layers, batch, n_heads, seq, _ = attentions.shape
     if not -seq <= position < seq:
-        raise IndexError(f"position {position} is outside a sequence of {seq} tokens")
+        raise OutOfRangeError(f"position {position} is outside a sequence of {seq} tokens")
     if heads == "mean":
         state = torch.zeros(batch, seq, dtype=attentions.dtype, device=attentions.device)
         state[:, position] = 1.0
@@ -120,7 +120,8 @@ def capture_attentions(model: nn.Module, forward: ForwardFn, inputs: Inputs) -> 
             f"no attention function ran in {type(model).__name__}'s forward; the model must "
             "call transformers' attention interface"
         )
-    return torch.stack(records), output
+    device = records[0].device  # layers split across devices (accelerate): gather on the first
+    return torch.stack([r.to(device) for r in records]), output
 
 
 def default_position(model: Any) -> int:
@@ -159,7 +160,7 @@ class TokenMethod(Attribution):
     def _row(self, matrices: Tensor) -> Tensor:
         seq = matrices.shape[-1]
         if not -seq <= self.position < seq:
-            raise IndexError(f"position {self.position} is outside a sequence of {seq} tokens")
+            raise OutOfRangeError(f"position {self.position} is outside a sequence of {seq} tokens")
         return matrices[:, self.position, :]
 
 
@@ -204,7 +205,7 @@ class AttentionTracing(TokenMethod):
     ):
         super().__init__(model, forward=forward, position=position)
         if heads not in ("per_head", "mean"):
-            raise ValueError(f"unknown heads mode {heads!r}; valid: ['per_head', 'mean']")
+            raise ArgumentError(f"unknown heads mode {heads!r}; valid: ['per_head', 'mean']")
         self.heads: HeadMode = heads
 
     def attribute(self, inputs: Inputs, target: Target) -> Tensor:

@@ -33,7 +33,7 @@ from iit.attribution._layers import (
 )
 from iit.attribution.targets import Target, target_scores
 from iit.coordinates import Coordinate
-from iit.errors import CoordinateError, TargetError
+from iit.errors import ArgumentError, CoordinateError, TargetError, unknown_name
 from iit.hooks import StopForward
 
 Reduction = Literal["sum", "abs_sum", "abs_of_sum", "l2", "mean", "abs_mean", "clip"]
@@ -52,12 +52,8 @@ __all__ = [
 
 
 def _check_choice(name: str, value: str, valid: tuple[str, ...]) -> None:
-    import difflib
-
     if value not in valid:
-        close = difflib.get_close_matches(str(value), valid, n=3, cutoff=0.3)
-        hint = f" (did you mean {close}?)" if close else ""
-        raise ValueError(f"unknown {name} {value!r}{hint}; valid: {list(valid)}")
+        raise ArgumentError(unknown_name(value, valid, name))
 
 
 def reduce_tokens(attributions: Tensor, reduction: Reduction, *, normalize: bool = False) -> Tensor:
@@ -73,7 +69,7 @@ def reduce_tokens(attributions: Tensor, reduction: Reduction, *, normalize: bool
     """
     _check_choice("reduction", reduction, get_args(Reduction))
     if attributions.dim() != 3:
-        raise ValueError(
+        raise ArgumentError(
             f"reduce_tokens needs [batch, seq, d] attributions, got shape "
             f"{tuple(attributions.shape)}"
         )
@@ -290,12 +286,12 @@ class TokenAttribution:
 
     def __post_init__(self) -> None:
         if self.method.output_kind == "place" and self.reduction is None:
-            raise ValueError(
+            raise ArgumentError(
                 f"{type(self.method).__name__} returns [batch, seq, d]; pass a reduction, one of "
                 f"{list(get_args(Reduction))}"
             )
         if self.method.output_kind == "tokens" and self.reduction is not None:
-            raise ValueError(
+            raise ArgumentError(
                 f"{type(self.method).__name__} already returns token scores; use reduction=None"
             )
 

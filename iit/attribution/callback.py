@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from iit.attribution._layers import Inputs
 from iit.attribution.plots import plot_token_heatmap
 from iit.attribution.targets import Target
+from iit.errors import ArgumentError
 
 __all__ = ["AttributionLogger"]
 
@@ -59,7 +60,7 @@ class AttributionLogger(pl.Callback):
         model_attr: str = "model",
     ):
         if every_n_epochs < 1:
-            raise ValueError(f"every_n_epochs must be >= 1, got {every_n_epochs}")
+            raise ArgumentError(f"every_n_epochs must be >= 1, got {every_n_epochs}")
         self.make_method = make_method
         self.inputs = inputs if isinstance(inputs, Tensor) else dict(inputs)
         self.target = target

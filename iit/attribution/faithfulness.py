@@ -26,6 +26,8 @@ import torch
 from torch import Tensor
 
 from iit.attribution.targets import output_tensor
+from iit.errors import ArgumentError
+from iit.precision import upcast
 
 Schedule = Literal["bins", "one_by_one"]
 Kind = Literal["comprehensiveness", "sufficiency"]
@@ -67,13 +69,13 @@ class AUPCConfig:
     def __post_init__(self) -> None:
         for schedule in self.schedules:
             if schedule not in ("bins", "one_by_one"):
-                raise ValueError(f"unknown schedule {schedule!r}; valid: ['bins', 'one_by_one']")
+                raise ArgumentError(f"unknown schedule {schedule!r}; valid: ['bins', 'one_by_one']")
         if any(not 0 < b <= 1 for b in self.bins):
-            raise ValueError(f"bins must be fractions in (0, 1], got {self.bins}")
+            raise ArgumentError(f"bins must be fractions in (0, 1], got {self.bins}")
         if self.max_skip < 1 or self.max_len < 1:
-            raise ValueError("max_skip and max_len must be >= 1")
+            raise ArgumentError("max_skip and max_len must be >= 1")
         if self.prefix_specials < 0 or self.suffix_specials < 0:
-            raise ValueError("prefix_specials and suffix_specials must be >= 0")
+            raise ArgumentError("prefix_specials and suffix_specials must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -121,10 +123,10 @@ def _probability(forward: Callable[[Tensor], Any], ids: Tensor, label: int) -> f
     with torch.no_grad():
         logits = output_tensor(forward(ids.unsqueeze(0)))
     if logits.dim() != 2 or logits.shape[0] != 1:
-        raise ValueError(
+        raise ArgumentError(
             f"AUPC needs classifier logits [1, classes] per sequence, got {tuple(logits.shape)}"
         )
-    return torch.softmax(logits.float(), -1)[0, label].item()
+    return torch.softmax(upcast(logits), -1)[0, label].item()
 
 
 def perturbation_curve(
@@ -152,15 +154,15 @@ def perturbation_curve(
         ValueError: shapes differ or no content tokens are left.
     """
     if ids.dim() != 1 or scores.shape != ids.shape:
-        raise ValueError(
+        raise ArgumentError(
             f"ids must be [seq] and scores the same shape, got {tuple(ids.shape)} and "
             f"{tuple(scores.shape)}"
         )
     start, stop = config.prefix_specials, ids.shape[0] - config.suffix_specials
     if stop <= start:
-        raise ValueError(f"a sequence of {ids.shape[0]} tokens has no content tokens")
+        raise ArgumentError(f"a sequence of {ids.shape[0]} tokens has no content tokens")
     content = ids[start:stop]
-    order = torch.argsort(scores[start:stop].float(), descending=True, stable=True)
+    order = torch.argsort(upcast(scores[start:stop]), descending=True, stable=True)
     curve: list[float] = []
     for k in deletion_counts(content.shape[0], schedule, config):
         keep = order[k:] if kind == "comprehensiveness" else order[:k]
@@ -203,7 +205,7 @@ def aupc_table(
     """
     config = config if config is not None else AUPCConfig()
     if not methods:
-        raise ValueError("methods is empty; pass e.g. {'ig': TokenAttribution(ig, 'sum')}")
+        raise ArgumentError("methods is empty; pass e.g. {'ig': TokenAttribution(ig, 'sum')}")
     sums = {(m, s): [0.0, 0.0] for m in methods for s in config.schedules}
     used = 0
     for ids in dataset:
@@ -213,12 +215,12 @@ def aupc_table(
         with torch.no_grad():
             logits = output_tensor(forward(ids.unsqueeze(0)))
         label = int(logits.argmax(-1)[0])
-        full = torch.softmax(logits.float(), -1)[0, label].item()
+        full = torch.softmax(upcast(logits), -1)[0, label].item()
         cache: dict[tuple[int, ...], float] = {}
         for name, method in methods.items():
             scores = method(ids.unsqueeze(0), label).detach()
             if scores.shape != (1, ids.shape[0]):
-                raise ValueError(
+                raise ArgumentError(
                     f"method {name!r} returned scores of shape {tuple(scores.shape)}, expected "
                     f"(1, {ids.shape[0]})"
                 )

@@ -6,14 +6,13 @@ the layer list. Add a family by adding a row.
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 from typing import Literal
 
 from torch import nn
 
 from iit.attribution._layers import find_module
-from iit.errors import CoordinateError
+from iit.errors import CoordinateError, did_you_mean
 
 __all__ = ["FAMILIES", "Family", "TransformerLayout", "transformer_layout"]
 
@@ -96,9 +95,8 @@ def transformer_layout(model: nn.Module) -> TransformerLayout:
     """
     model_type = getattr(getattr(model, "config", None), "model_type", None)
     if model_type not in FAMILIES:
-        close = difflib.get_close_matches(str(model_type), list(FAMILIES), n=3, cutoff=0.3)
         raise CoordinateError(
-            f"no module-name table for model_type {model_type!r} (close: {close}); supported: "
+            f"no module-name table for model_type {model_type!r}{did_you_mean(model_type, FAMILIES)} supported: "
             f"{sorted(FAMILIES)}; add a Family row to iit.attribution.families.FAMILIES"
         )
     family = FAMILIES[model_type]

@@ -24,7 +24,7 @@ from iit.attribution.base import (
 )
 from iit.attribution.quadrature import QuadratureMethod, quadrature
 from iit.attribution.targets import Target, target_scores
-from iit.errors import CoordinateError
+from iit.errors import ArgumentError, CoordinateError
 
 __all__ = ["InputXGradient", "IntegratedGradients", "Saliency"]
 
@@ -106,7 +106,7 @@ class IntegratedGradients(PlaceAttribution):
         super().__init__(model, layer=layer, layer_input=layer_input, forward=forward)
         quadrature(method, n_steps)  # validates method and n_steps
         if internal_batch_size is not None and internal_batch_size < 1:
-            raise ValueError(f"internal_batch_size must be >= 1 or None, got {internal_batch_size}")
+            raise ArgumentError(f"internal_batch_size must be >= 1 or None, got {internal_batch_size}")
         self.n_steps = n_steps
         self.method: QuadratureMethod = method
         self.internal_batch_size = internal_batch_size
@@ -115,7 +115,7 @@ class IntegratedGradients(PlaceAttribution):
         self, x: Tensor, baselines: Tensor | float | None, baseline_inputs: Inputs | None
     ) -> Tensor:
         if baselines is not None and baseline_inputs is not None:
-            raise ValueError("pass at most one of baselines and baseline_inputs")
+            raise ArgumentError("pass at most one of baselines and baseline_inputs")
         if baseline_inputs is not None:
             base = place_tensor(self.ref, self.forward, baseline_inputs)
         elif baselines is None:

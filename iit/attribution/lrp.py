@@ -29,7 +29,8 @@ from iit.attribution._attention import attention_probe, model_configs
 from iit.attribution._layers import ForwardFn, Inputs, find_module
 from iit.attribution.base import PlaceAttribution, gradients_at
 from iit.attribution.targets import Target
-from iit.errors import CoordinateError
+from iit.errors import ArgumentError, CoordinateError
+from iit.placement import materialized
 
 __all__ = ["LRP", "EpsilonRule", "GammaRule", "Rule", "ZPlusRule", "lrp_rules"]
 
@@ -49,7 +50,7 @@ class Rule:
 
     def __init__(self, epsilon: float = 1e-9, zero_bias: bool = False):
         if epsilon < 0:
-            raise ValueError(f"epsilon must be >= 0, got {epsilon}")
+            raise ArgumentError(f"epsilon must be >= 0, got {epsilon}")
         self.epsilon = epsilon
         self.zero_bias = zero_bias
 
@@ -71,7 +72,7 @@ class GammaRule(Rule):
     def __init__(self, gamma: float = 0.25, epsilon: float = 1e-9, zero_bias: bool = False):
         super().__init__(epsilon, zero_bias)
         if gamma < 0:
-            raise ValueError(f"gamma must be >= 0, got {gamma}")
+            raise ArgumentError(f"gamma must be >= 0, got {gamma}")
         self.gamma = gamma
 
     def weight(self, weight: Tensor) -> Tensor:
@@ -111,17 +112,18 @@ _PASSIVE = (nn.ReLU, nn.Dropout, nn.Identity, nn.Embedding, nn.Flatten)
 
 def _linear_hook(rule: Rule, conv1d: bool) -> Callable[[nn.Module, Any, Tensor], Tensor]:
     def hook(module: nn.Module, args: Any, out: Tensor) -> Tensor:
-        a = args[0]
-        weight = rule.weight(module.weight)
-        bias = module.bias
-        if bias is not None and rule.zero_bias:
-            bias = torch.zeros_like(bias)
-        if weight is module.weight and bias is module.bias:
-            z = out
-        elif conv1d:
-            z = a @ weight + (bias if bias is not None else 0.0)
-        else:
-            z = nn.functional.linear(a, weight, bias)
+        with materialized(module):  # accelerate-offloaded weights are meta outside forward
+            a = args[0].to(out.device)
+            weight = rule.weight(module.weight)
+            bias = module.bias
+            if bias is not None and rule.zero_bias:
+                bias = torch.zeros_like(bias)
+            if weight is module.weight and bias is module.bias:
+                z = out
+            elif conv1d:
+                z = a @ weight + (bias if bias is not None else 0.0)
+            else:
+                z = nn.functional.linear(a, weight, bias)
         ratio = (out / _stabilize(z, rule.epsilon)).detach()
         return z * ratio + (out - z * ratio).detach()
 
@@ -135,15 +137,16 @@ def _activation_hook(module: nn.Module, args: Any, out: Tensor) -> Tensor:
 
 
 def _layernorm_hook(module: nn.LayerNorm, args: Any, out: Tensor) -> Tensor:
-    x = args[0]
+    x = args[0].to(out.device)
     dims = tuple(range(-len(module.normalized_shape), 0))
     mean = x.mean(dims, keepdim=True)
     sigma = torch.sqrt(x.var(dims, unbiased=False, keepdim=True) + module.eps).detach()
     y = (x - mean) / sigma
-    if module.weight is not None:
-        y = y * module.weight
-    if module.bias is not None:
-        y = y + module.bias
+    with materialized(module):  # accelerate-offloaded weights are meta outside forward
+        if module.weight is not None:
+            y = y * module.weight
+        if module.bias is not None:
+            y = y + module.bias
     return y + (out - y).detach()
 
 

@@ -11,6 +11,8 @@ from pathlib import Path
 
 from torch import Tensor
 
+from iit.errors import ArgumentError
+
 __all__ = ["plot_contribution_matrix", "plot_token_heatmap"]
 
 
@@ -27,7 +29,7 @@ def _labels(tokens: Sequence[str] | None, n: int, what: str) -> list[str]:
     if tokens is None:
         return [str(i) for i in range(n)]
     if len(tokens) != n:
-        raise ValueError(f"{what}: got {len(tokens)} labels for {n} positions")
+        raise ArgumentError(f"{what}: got {len(tokens)} labels for {n} positions")
     return list(tokens)
 
 
@@ -49,7 +51,7 @@ def plot_token_heatmap(
     if scores.dim() == 1:
         scores = scores.unsqueeze(0)
     if scores.dim() != 2:
-        raise ValueError(f"scores must be [rows, seq] or [seq], got {tuple(scores.shape)}")
+        raise ArgumentError(f"scores must be [rows, seq] or [seq], got {tuple(scores.shape)}")
     data = scores.detach().float().cpu().numpy()
     xs = _labels(tokens, data.shape[1], "tokens")
     ys = _labels(row_labels, data.shape[0], "row_labels")
@@ -80,7 +82,7 @@ def plot_contribution_matrix(
         ValueError: matrix not square 2-D, or label count mismatch.
     """
     if matrix.dim() != 2 or matrix.shape[0] != matrix.shape[1]:
-        raise ValueError(f"matrix must be [seq, seq], got {tuple(matrix.shape)}")
+        raise ArgumentError(f"matrix must be [seq, seq], got {tuple(matrix.shape)}")
     data = matrix.detach().float().cpu().numpy()
     labels = _labels(tokens, data.shape[0], "tokens")
     size = max(3.0, 0.45 * len(labels) + 2)

@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from iit.errors import ArgumentError, unknown_name
+
 QuadratureMethod = Literal[
     "gausslegendre",
     "riemann_left",
@@ -36,13 +38,10 @@ def quadrature(
     """
     valid = get_args(QuadratureMethod)
     if method not in valid:
-        import difflib
-
-        close = difflib.get_close_matches(str(method), valid, n=3, cutoff=0.3)
-        raise ValueError(f"unknown IG method {method!r} (close: {close}); valid: {list(valid)}")
+        raise ArgumentError(unknown_name(method, valid, "IG method"))
     minimum = 1 if method == "gausslegendre" else 2
     if n_steps < minimum:
-        raise ValueError(f"method {method!r} needs n_steps >= {minimum}, got {n_steps}")
+        raise ArgumentError(f"method {method!r} needs n_steps >= {minimum}, got {n_steps}")
     n = n_steps
     if method == "gausslegendre":
         nodes, weights = np.polynomial.legendre.leggauss(n)

@@ -9,22 +9,67 @@
 
 ``data.task`` is linked to ``model.task``: the config names the task once. ``--threads`` sets
 ``torch.set_num_threads`` (default 1: fastest for the small CPU tasks).
+
+Checkpoints are untrusted files: ``iit evaluate --ckpt_path`` and ``iit fit --ckpt_path`` read
+them with :func:`read_checkpoint` (``torch.load(weights_only=True)``: no code in the file runs),
+and a damaged, truncated or malicious file stops the command with one line,
+``iit: error: ... is damaged or unsafe and was not loaded: ...``. Called from Python,
+:func:`main` raises the :class:`iit.IITError` instead (the original error chained).
 """
 
 from __future__ import annotations
 
 import math
+import sys
+from pathlib import Path
 from typing import Any
 
 import torch
 from pytorch_lightning import Trainer
 from pytorch_lightning.cli import LightningCLI
 
+from iit.errors import DamagedFileError, IITError, MissingFileError
 from iit.training.data import CounterfactualDataModule
 from iit.training.metrics import InterchangeAccuracy
 from iit.training.module import IITModule
 
-__all__ = ["IITTrainer", "IITCLI", "main", "evaluate_alignment", "format_table"]
+__all__ = ["IITTrainer", "IITCLI", "main", "evaluate_alignment", "format_table", "read_checkpoint"]
+
+# ckpt_path values that name a checkpoint Lightning finds itself (not a file path).
+_LIGHTNING_CKPT_NAMES = ("last", "best", "hpc", "registry")
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a checkpoint written by ``iit fit`` without running any code stored in it.
+
+    Args:
+        path: the ``.ckpt`` file.
+
+    Returns:
+        The checkpoint dictionary (with a ``"state_dict"`` entry).
+
+    Raises:
+        MissingFileError: ``path`` does not exist.
+        DamagedFileError: the file is truncated, not a torch checkpoint, holds objects other
+            than tensors and plain containers (a pickle with code: refused, not run), or has no
+            ``state_dict``; the original error is chained.
+    """
+    if not Path(path).is_file():
+        raise MissingFileError(f"no checkpoint file {str(path)!r}")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # UnpicklingError, RuntimeError (bad zip), EOFError, ...
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise DamagedFileError(
+            f"checkpoint {str(path)!r} is damaged or unsafe and was not loaded "
+            f"({type(err).__name__}: {first}); use a checkpoint written by `iit fit`"
+        ) from err
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise DamagedFileError(
+            f"checkpoint {str(path)!r} was not loaded: it holds no 'state_dict' (not a checkpoint "
+            "written by `iit fit`)"
+        )
+    return checkpoint
 
 
 def evaluate_alignment(
@@ -101,18 +146,40 @@ class IITTrainer(Trainer):
         Args:
             model: the module (its network weights are replaced by the checkpoint's).
             datamodule: supplies the held-out pairs.
-            ckpt_path: a checkpoint written by ``iit fit`` (loaded with ``weights_only=True``).
+            ckpt_path: a checkpoint written by ``iit fit`` (read with :func:`read_checkpoint`).
             alignment: the name of another alignment hypothesis of the task.
+
+        Raises:
+            MissingFileError, DamagedFileError: see :func:`read_checkpoint`.
         """
         if ckpt_path is not None:
-            checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-            model.load_state_dict(checkpoint["state_dict"])
+            model.load_state_dict(read_checkpoint(ckpt_path)["state_dict"])
         results = evaluate_alignment(model, datamodule, alignment)
         name = alignment or model.config.alignment
         print(f"task {model.task.name!r}, alignment {name!r}:")
         print((model.task.alignment(model.causal_model, name)).describe())
         print(format_table({name: results}))
         return results
+
+    def fit(
+        self,
+        model: Any,
+        train_dataloaders: Any = None,
+        val_dataloaders: Any = None,
+        datamodule: Any = None,
+        ckpt_path: str | None = None,
+        weights_only: bool | None = None,
+    ) -> None:
+        """``Trainer.fit``; a ``ckpt_path`` file is first checked with :func:`read_checkpoint`
+        and then restored by Lightning with ``weights_only=True``.
+
+        Raises:
+            MissingFileError, DamagedFileError: see :func:`read_checkpoint`.
+        """
+        if ckpt_path is not None and str(ckpt_path) not in _LIGHTNING_CKPT_NAMES:
+            read_checkpoint(ckpt_path)
+            weights_only = True
+        super().fit(model, train_dataloaders, val_dataloaders, datamodule, ckpt_path, weights_only=weights_only)
 
 
 class IITCLI(LightningCLI):
@@ -129,20 +196,48 @@ class IITCLI(LightningCLI):
         commands["evaluate"] = {"model", "datamodule"}
         return commands
 
+    def parse_arguments(self, parser: Any, args: Any) -> None:
+        """Parse, then check a ``--ckpt_path`` file with :func:`read_checkpoint` before Lightning
+        (or anything else) reads it.
+
+        Raises:
+            MissingFileError, DamagedFileError: see :func:`read_checkpoint`.
+        """
+        super().parse_arguments(parser, args)
+        subcommand = self.config.get("subcommand")
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if ckpt_path is not None and str(ckpt_path) not in _LIGHTNING_CKPT_NAMES:
+            read_checkpoint(ckpt_path)
+
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
         torch.set_num_threads(max(1, int(config.get("threads", 1))))
 
 
 def main(args: list[str] | None = None) -> None:
-    """Console entry point ``iit``."""
-    IITCLI(
-        IITModule,
-        CounterfactualDataModule,
-        trainer_class=IITTrainer,
-        args=args,
-        save_config_kwargs={"overwrite": True},
-    )
+    """Console entry point ``iit``.
+
+    Args:
+        args: command-line arguments; ``None`` reads ``sys.argv`` (the console script).
+
+    Raises:
+        IITError: any library error, when called with ``args`` (from Python). From the console
+            (``args=None``) it is printed as one line, ``iit: error: <message>``, and the
+            process exits with status 2.
+    """
+    try:
+        IITCLI(
+            IITModule,
+            CounterfactualDataModule,
+            trainer_class=IITTrainer,
+            args=args,
+            save_config_kwargs={"overwrite": True},
+        )
+    except IITError as err:
+        if args is not None:
+            raise
+        print(f"iit: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

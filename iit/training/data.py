@@ -10,6 +10,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from causal_models import CounterfactualDataset
 from causal_models.data import CounterfactualBatch
+from iit.errors import ArgumentError
 from iit.training.task import IITTask
 
 __all__ = ["CounterfactualDataModule", "EpochShuffle"]
@@ -74,7 +75,7 @@ class CounterfactualDataModule(pl.LightningDataModule):
     ) -> None:
         super().__init__()
         if min(train_size, val_size, batch_size) < 1:
-            raise ValueError(f"sizes must be >= 1, got train={train_size}, val={val_size}, batch={batch_size}")
+            raise ArgumentError(f"sizes must be >= 1, got train={train_size}, val={val_size}, batch={batch_size}")
         self.task = task
         self.train_size, self.val_size, self.batch_size, self.seed = train_size, val_size, batch_size, seed
         self.train_data: CounterfactualBatch | None = None

@@ -6,6 +6,8 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
+from iit.errors import ArgumentError
+
 __all__ = ["InterchangeAccuracy"]
 
 
@@ -31,7 +33,7 @@ class InterchangeAccuracy(Metric):
     def update(self, correct: Tensor, impactful: Tensor) -> None:
         """Add a batch: ``correct`` and ``impactful`` are bool ``[batch]``."""
         if correct.shape != impactful.shape or correct.dim() != 1:
-            raise ValueError(
+            raise ArgumentError(
                 f"correct and impactful must be bool vectors of one length, got {tuple(correct.shape)} "
                 f"and {tuple(impactful.shape)}"
             )

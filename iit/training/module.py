@@ -34,6 +34,7 @@ from torchmetrics import MeanMetric
 
 from causal_models.data import CounterfactualBatch
 from iit.alignment import Alignment
+from iit.errors import ArgumentError
 from iit.hooks import call_model
 from iit.interventionable import Interventionable
 from iit.interventions import Interchange
@@ -82,9 +83,9 @@ class IITConfig:
     def __post_init__(self) -> None:
         for name in ("behaviour_weight", "iit_weight", "strict_weight", "lr", "weight_decay"):
             if getattr(self, name) < 0:
-                raise ValueError(f"IITConfig.{name} must be >= 0, got {getattr(self, name)}")
+                raise ArgumentError(f"IITConfig.{name} must be >= 0, got {getattr(self, name)}")
         if self.behaviour_weight == self.iit_weight == self.strict_weight == 0:
-            raise ValueError("IITConfig: at least one of the loss weights must be > 0")
+            raise ArgumentError("IITConfig: at least one of the loss weights must be > 0")
 
 
 class IITModule(pl.LightningModule):
@@ -280,7 +281,7 @@ class IITModule(pl.LightningModule):
     def configure_optimizers(self) -> torch.optim.Optimizer:
         params = [p for p in self.parameters() if p.requires_grad]
         if not params:
-            raise ValueError("nothing to train: every parameter is frozen (DAS mode needs learned interventions)")
+            raise ArgumentError("nothing to train: every parameter is frozen (DAS mode needs learned interventions)")
         cfg = self.config
         if cfg.optimizer == "sgd":
             return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)

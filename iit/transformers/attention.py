@@ -12,6 +12,8 @@ With SDPA / flash attention the probabilities never exist as a tensor, so no hoo
 
 and undoes both in ``finally``. Results equal the model's own SDPA / eager attention up to
 float rounding (tested). Grouped-query attention is handled by repeating key-value heads.
+The softmax runs in float32 for float16 / bfloat16 models (as Hugging Face eager attention does)
+and in the model's own dtype otherwise, so a float64 model gets float64-accurate probabilities.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from transformers.masking_utils import (
     AttentionMaskInterface,
     eager_mask,
 )
+
+from iit.precision import compute_dtype
 
 __all__ = ["AttentionProbs", "ATTENTION_NAME", "HOOK_POINT", "attention_probs_hook_points"]
 
@@ -62,7 +66,8 @@ def _iit_eager_attention(
             scores = scores.masked_fill(~attention_mask, torch.finfo(scores.dtype).min)
         else:
             scores = scores + attention_mask[..., : key.shape[-2]]
-    probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+    # Half types: softmax in float32 (as HF eager attention does); float64 stays float64.
+    probs = torch.softmax(scores, dim=-1, dtype=compute_dtype(scores.dtype)).to(query.dtype)
     hook = getattr(module, HOOK_POINT, None)
     if hook is not None:
         probs = hook(probs)

@@ -19,14 +19,13 @@ Query / key values are taken before rotary embeddings (the projection outputs).
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
 from iit.coordinates import Coordinate, Index
-from iit.errors import CoordinateError
+from iit.errors import CoordinateError, unknown_name
 from iit.hooks import batch_size
 from iit.transformers.attention import HOOK_POINT
 from iit.transformers.families import (
@@ -81,10 +80,7 @@ class TransformerCoordinate:
 
     def __post_init__(self) -> None:
         if self.component not in COMPONENTS:
-            close = difflib.get_close_matches(str(self.component), COMPONENTS, n=3, cutoff=0.3)
-            raise CoordinateError(
-                f"unknown component {self.component!r}; nearest: {close}; valid: {list(COMPONENTS)}"
-            )
+            raise CoordinateError(unknown_name(self.component, COMPONENTS, "component"))
         if isinstance(self.layer, bool) or not isinstance(self.layer, int) or self.layer < 0:
             raise CoordinateError(f"layer must be an int >= 0, got {self.layer!r}")
         if self.head is not None:

@@ -15,13 +15,12 @@ is found through ``model.base_model_prefix``.
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 from typing import Literal
 
 from torch import nn
 
-from iit.errors import CoordinateError
+from iit.errors import CoordinateError, did_you_mean
 
 __all__ = [
     "Component",
@@ -233,11 +232,9 @@ def family_of(model: nn.Module) -> Family:
     try:
         return FAMILIES[model_type]
     except KeyError:
-        close = difflib.get_close_matches(model_type, list(FAMILIES), n=3, cutoff=0.4)
         raise CoordinateError(
-            f"model type {model_type!r} has no family entry; supported: {sorted(FAMILIES)}"
-            + (f" (nearest: {close})" if close else "")
-            + "; add a Family to iit.transformers.families.FAMILIES"
+            f"model type {model_type!r} has no family entry{did_you_mean(model_type, FAMILIES, cutoff=0.4)} "
+            f"supported: {sorted(FAMILIES)}; add a Family to iit.transformers.families.FAMILIES"
         ) from None
 
 

@@ -19,6 +19,7 @@ from iit.transformers.attention import attention_probs_hook_points
 from iit.transformers.coordinates import TransformerCoordinate, module_path, resolve, validate
 from iit.transformers.families import Family, ModelShape, family_of, model_shape
 from iit.transformers.positions import sequence_length
+from iit.validation import check_sources, require_list
 
 __all__ = ["TransformerInterventionable"]
 
@@ -119,6 +120,7 @@ class TransformerInterventionable(Interventionable):
         detach: bool = False,
     ) -> Activations | tuple[Any, Activations]:
         """As :meth:`iit.Interventionable.collect`; also takes :class:`TransformerCoordinate`."""
+        coordinates = require_list(coordinates, "collect: coordinates", "coordinates", "coordinate")
         with self._hook_points(coordinates):
             return super().collect(inputs, coordinates, return_output=return_output, detach=detach)
 
@@ -141,6 +143,7 @@ class TransformerInterventionable(Interventionable):
                 source of different sequence lengths (use ``Tokens`` or explicit positions).
             (and everything :meth:`iit.Interventionable.intervene` raises)
         """
+        check_sources(sources)
         entries = [interventions] if isinstance(interventions, (Intervention, BoundIntervention)) else interventions
         ivs = [e.intervention if isinstance(e, BoundIntervention) else e for e in entries]
         slots = [e.source_slot if isinstance(e, BoundIntervention) else e.source for e in entries]

@@ -63,9 +63,15 @@ def real_token_positions(tokens: Tokens, attention_mask: Tensor) -> Tensor:
     (``[batch, seq]``, 1 = real token).
 
     Raises:
-        CoordinateError: the mask is not 2-d, or a row has too few real tokens for an index
-            (names the row and its real-token count).
+        CoordinateError: the mask is not 2-d or is a meta tensor (no values to count), or a row
+            has too few real tokens for an index (names the row and its real-token count).
     """
+    if attention_mask.device.type == "meta":
+        raise CoordinateError(
+            f"Tokens positions {list(tokens.indices)} are counted on the attention mask, but it is a meta "
+            "tensor without values; pass a real attention_mask (e.g. on the CPU) or use absolute "
+            "positions (an int or a tuple of ints) on a meta-device model"
+        )
     if attention_mask.dim() != 2:
         raise CoordinateError(
             f"attention_mask must be [batch, seq] to resolve Tokens positions, got shape "

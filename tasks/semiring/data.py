@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from iit.errors import ArgumentError
+
 __all__ = [
     "TokenDataset",
     "first_token_repeated_once",
@@ -48,7 +50,7 @@ def first_token_repeated_once(
         ValueError: if ``vocab_size < 3`` or ``seq_len < 2``.
     """
     if vocab_size < 3 or seq_len < 2:
-        raise ValueError(f"need vocab_size >= 3 and seq_len >= 2, got {vocab_size}, {seq_len}")
+        raise ArgumentError(f"need vocab_size >= 3 and seq_len >= 2, got {vocab_size}, {seq_len}")
     rng = np.random.RandomState(seed=seed)
     eligible = np.arange(1, vocab_size)
     labels = np.zeros(num_points, dtype=np.int64)

@@ -190,7 +190,7 @@ def test_token_reduction_of_gradients_matches_manual_l2(ids: torch.Tensor) -> No
 
 def test_errors_name_the_problem(ids: torch.Tensor) -> None:
     model = tiny_bert()
-    with pytest.raises(CoordinateError, match="nearest names"):
+    with pytest.raises(CoordinateError, match="did you mean"):
         Saliency(model, layer="bert.encoder.layers.0")
     with pytest.raises(TargetError, match="out of range"):
         Saliency(model).attribute(ids, 7)

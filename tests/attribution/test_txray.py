@@ -141,7 +141,7 @@ def test_plots_write_html(tmp_path) -> None:
 
 def test_errors_and_hook_removal() -> None:
     model = Lookup()
-    with pytest.raises(CoordinateError, match="nearest"):
+    with pytest.raises(CoordinateError, match="did you mean"):
         record_distributions(model, BATCHES, TXRayConfig(module="embb", num_features=4))
     with pytest.raises(ValueError, match="feature ids"):
         record_distributions(model, BATCHES, TXRayConfig(module="emb", num_features=3))

@@ -26,7 +26,7 @@ def test_every_error_is_a_causal_model_error_and_value_error(cls: type) -> None:
 def test_unknown_name_message_lists_close_matches_and_valid_names() -> None:
     msg = errors.unknown_name_message("S3", ["x", "S1", "S2", "O"])
     assert "unknown variable 'S3'" in msg
-    assert "did you mean 'S1', 'S2'" in msg or "did you mean 'S2', 'S1'" in msg
+    assert "did you mean 'S1' or 'S2'" in msg or "did you mean 'S2' or 'S1'" in msg
     assert "valid: x, S1, S2, O" in msg
 
 

@@ -164,7 +164,7 @@ def test_duplicate_variables_rejected() -> None:
 def test_unknown_names_in_queries_list_nearest() -> None:
     m = standard.digit_sum4()
     for query in (m.parents, m.domain, m.children, m.kind, m.depth, m.variable):
-        with pytest.raises(UnknownVariableError, match="did you mean 'S1', 'S2'|did you mean 'S2'"):
+        with pytest.raises(UnknownVariableError, match="did you mean 'S1' or 'S2'|did you mean 'S2'"):
             query("S3")
 
 

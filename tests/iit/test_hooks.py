@@ -82,7 +82,7 @@ def test_unknown_module_lists_nearest_names_before_any_forward(mlp):
     wrapped = Interventionable(mlp)
     with pytest.raises(CoordinateError, match=r"no module 'layers\.2'.*layers\.1"):
         wrapped.intervene(torch.randn(2, 4), [Interchange(Coordinate("layers.2"))], [torch.randn(2, 4)])
-    with pytest.raises(CoordinateError, match="nearest names"):
+    with pytest.raises(CoordinateError, match="did you mean"):
         wrapped.collect(torch.randn(2, 4), [Coordinate("haed")])
     handle.remove()
     assert calls == []

@@ -120,10 +120,10 @@ def test_source_activations_are_collected_once_across_epochs() -> None:
     iv = RotatedInterchange(Coordinate("hidden"), D, dims=(0, 2))
     batches = _batches(3, 8, 0)
     train_das(net, [iv], batches, nn.functional.cross_entropy, DASConfig(epochs=4))
-    assert calls[0] == 3 + 3 * 4  # 3 source runs (first epoch) + one base run per step
+    assert calls[0] == 1 + 3 + 3 * 4  # one check probe, 3 source runs (first epoch), one base run per step
     calls[0] = 0
     train_das(net, [iv], batches, nn.functional.cross_entropy, DASConfig(epochs=4, cache_sources=False))
-    assert calls[0] == 2 * 3 * 4
+    assert calls[0] == 1 + 2 * 3 * 4
     cache = SourceCache(net, [iv])
     first = cache.sources(0, batches[0])
     assert cache.sources(0, batches[0]) is first and len(cache) == 1

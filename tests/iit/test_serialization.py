@@ -10,7 +10,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from iit import Addition, Coordinate, Index, Interchange, Interventionable, ZeroAblation
-from iit.errors import CoordinateError, InterventionError
+from iit.errors import CoordinateError, DamagedFileError, InterventionError, NamingError
 from iit.learned import (
     BoundlessRotatedInterchange,
     LowRankRotatedInterchange,
@@ -86,8 +86,8 @@ def test_unsupported_things_are_refused(tmp_path: Path) -> None:
     per_row = TransformerCoordinate(0, "block_output", position=torch.tensor([[1], [2]]))
     with pytest.raises(InterventionError, match="per-row"):
         save_interventions(path, {"x": Interchange(per_row)})
-    with pytest.raises(InterventionError, match="must not contain"):
+    with pytest.raises(NamingError, match="without '.'"):
         save_interventions(path, {"a.b": ZeroAblation(Coordinate("x"))})
     save_file({"w": torch.zeros(1)}, str(path))
-    with pytest.raises(InterventionError, match="not an iit interventions file"):
+    with pytest.raises(DamagedFileError, match="not an iit interventions file"):
         load_interventions(path, Interventionable(nn.Linear(1, 1)))

@@ -61,7 +61,7 @@ def test_the_base_task_builds() -> None:
 
 
 def test_alignment_variable_not_in_causal_model() -> None:
-    with pytest.raises(AlignmentError, match=r"unknown causal variable 'TLX'.*did you mean \['TL'\]"):
+    with pytest.raises(AlignmentError, match=r"unknown causal variable 'TLX'.*did you mean 'TL'"):
         IITModule(_MisspelledVariable())
 
 

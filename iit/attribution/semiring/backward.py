@@ -22,7 +22,6 @@ Granularity (``SemiringConfig.granularity``) only changes ``max_product``:
 
 from __future__ import annotations
 
-import difflib
 import functools
 import operator
 from collections.abc import Mapping
@@ -43,6 +42,7 @@ from iit.attribution.semiring.semirings import (
 )
 from iit.attribution.semiring.trace import TracedComputation, trace_computation
 from iit.attribution.targets import Target
+from iit.errors import ArgumentError, ArgumentTypeError, did_you_mean
 
 __all__ = [
     "SemiringConfig",
@@ -88,13 +88,12 @@ class SemiringConfig:
             ("granularity", self.granularity, get_args(Granularity)),
         ):
             if value not in valid:
-                close = difflib.get_close_matches(str(value), valid)
-                hint = f"; did you mean {close[0]!r}?" if close else ""
-                raise ValueError(f"{field_name} must be one of {list(valid)}, got {value!r}{hint}")
+                hint = did_you_mean(value, valid)
+                raise ArgumentError(f"{field_name} must be one of {list(valid)}, got {value!r}{hint}")
         if not isinstance(self.sources, tuple):
-            raise TypeError(f"sources must be a tuple of names, got {type(self.sources).__name__}")
+            raise ArgumentTypeError(f"sources must be a tuple of names, got {type(self.sources).__name__}")
         if self.num_heads is not None and self.num_heads < 1:
-            raise ValueError(f"num_heads must be a positive int or None, got {self.num_heads}")
+            raise ArgumentError(f"num_heads must be a positive int or None, got {self.num_heads}")
         make_semiring(self.semiring, self.granularity)  # validates the combination
 
 
@@ -318,6 +317,7 @@ def semiring_backward(
         UnsupportedOpError: an op on the gradient graph has no rule (the message names it).
         CoordinateError: a source name is neither an input key nor a module.
         TargetError: the target does not fit the output or does not depend on the sources.
+        ArgumentTypeError: ``model`` is not an ``nn.Module`` or ``config`` not a ``SemiringConfig``.
 
     Examples:
         >>> import torch
@@ -328,6 +328,13 @@ def semiring_backward(
         >>> torch.allclose(res.values["input"], grad, atol=1e-6)
         True
     """
+    if not isinstance(model, nn.Module):
+        raise ArgumentTypeError(f"semiring_backward needs an nn.Module, got {type(model).__name__}")
+    if not isinstance(config, SemiringConfig):
+        raise ArgumentTypeError(
+            f"config must be a SemiringConfig, got {type(config).__name__} {config!r}; e.g. "
+            "SemiringConfig(semiring='real')"
+        )
     comp = trace_computation(model, inputs, target, config.sources)
     with torch.no_grad():
         states = run_walk(comp, config)

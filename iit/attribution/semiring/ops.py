@@ -23,7 +23,6 @@ one-hot tangent) returns the exact out-edges of one element; path recovery uses 
 
 from __future__ import annotations
 
-import difflib
 import functools
 import math
 from collections.abc import Callable
@@ -34,7 +33,7 @@ import torch
 from torch import Tensor
 
 from iit.attribution.semiring.semirings import Semiring, State
-from iit.errors import UnsupportedOpError
+from iit.errors import UnsupportedOpError, did_you_mean
 
 aten = torch.ops.aten
 
@@ -103,8 +102,7 @@ def op_kind(target: Any, where: str = "") -> OpKind:
     name = packet_name(target)
     if name in _KIND:
         return _KIND[name]
-    close = difflib.get_close_matches(name, list(_KIND), n=4)
-    hint = f"; nearest supported ops: {close}" if close else ""
+    hint = did_you_mean(name, _KIND, n=4)
     raise UnsupportedOpError(
         f"op {target} ({name}){where} has no semiring backward rule{hint}; supported ops: "
         f"{supported_op_names()}"

@@ -19,7 +19,7 @@ from torch.fx import Node
 from iit.attribution.semiring.backward import SemiringResult
 from iit.attribution.semiring.kernels import signed_products
 from iit.attribution.semiring.ops import edge_weights, packet_name
-from iit.errors import CoordinateError
+from iit.errors import ArgumentError, CoordinateError
 
 __all__ = ["PathStep", "GradientPath", "top_path", "best_source_index", "locate"]
 
@@ -139,9 +139,9 @@ def top_path(result: SemiringResult, source: str, index: tuple[int, ...]) -> Gra
         CoordinateError: unknown source, or index outside its shape.
     """
     if result.config.semiring != "max_product":
-        raise ValueError(f"top_path needs a max_product result, got {result.config.semiring!r}")
+        raise ArgumentError(f"top_path needs a max_product result, got {result.config.semiring!r}")
     if not result.config.record_path:
-        raise ValueError(
+        raise ArgumentError(
             "top_path needs the node states, but this result was computed with "
             "record_path=False; rerun with SemiringConfig(record_path=True)"
         )

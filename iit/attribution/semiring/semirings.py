@@ -39,6 +39,7 @@ from torch import Tensor
 
 from iit.attribution.semiring.kernels import max_product_matmul, signed_products
 from iit.attribution.semiring.weights import cached_transform
+from iit.errors import ArgumentError, unknown_name
 
 State = tuple[Tensor, ...]
 SemiringName = Literal["real", "max_product", "entropy"]
@@ -244,12 +245,12 @@ def make_semiring(
         ValueError: for an unknown name, or ``granularity="op"`` with ``real``/``entropy``.
     """
     if granularity not in ("scalar", "op"):
-        raise ValueError(f"granularity must be 'scalar' or 'op', got {granularity!r}")
+        raise ArgumentError(f"granularity must be 'scalar' or 'op', got {granularity!r}")
     if name == "max_product":
         cls = OpMaxProductSemiring if granularity == "op" else MaxProductSemiring
         return cls(compiled=compiled)
     if granularity == "op":
-        raise ValueError(
+        raise ArgumentError(
             f"granularity='op' only changes the max_product semiring (max across op branches, "
             f"sum inside an op); {name!r} is computed on the scalar graph, use granularity='scalar'"
         )
@@ -257,10 +258,4 @@ def make_semiring(
         return RealSemiring(compiled=compiled)
     if name == "entropy":
         return EntropySemiring(compiled=compiled)
-    import difflib
-
-    valid = ["real", "max_product", "entropy"]
-    close = difflib.get_close_matches(str(name), valid)
-    raise ValueError(
-        f"unknown semiring {name!r}; valid: {valid}" + (f"; did you mean {close}?" if close else "")
-    )
+    raise ArgumentError(unknown_name(name, ["real", "max_product", "entropy"], "semiring"))

@@ -23,7 +23,6 @@ All hooks and the mode are removed in ``finally``.
 
 from __future__ import annotations
 
-import difflib
 import operator
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -38,7 +37,15 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from iit.attribution.semiring.decompositions import DECOMPOSITIONS
 from iit.attribution.semiring.ops import NO_GRAD_OPS, OpCall, Slot, op_kind, packet_name
 from iit.attribution.targets import Target, target_scores
-from iit.errors import CoordinateError, HookFiringError, TargetError, UnsupportedOpError
+from iit.errors import (
+    ArgumentError,
+    ArgumentTypeError,
+    CoordinateError,
+    HookFiringError,
+    TargetError,
+    UnsupportedOpError,
+    did_you_mean,
+)
 
 try:  # generates the graph module's code only if someone asks for it
     from torch.fx._lazy_graph_module import _LazyGraphModule as _GraphModuleClass
@@ -116,10 +123,9 @@ def _is_float_tensor(v: Any) -> bool:
 def _resolve_module(modules: Mapping[str, nn.Module], name: str) -> nn.Module:
     """``modules[name]``; raises :class:`CoordinateError` naming the nearest module names."""
     if name not in modules:
-        close = difflib.get_close_matches(name, list(modules), n=4)
         raise CoordinateError(
             f"source {name!r} is neither an input key nor a module of "
-            f"{type(modules['']).__name__}" + (f"; nearest module names: {close}" if close else "")
+            f"{type(modules['']).__name__}{did_you_mean(name, modules, n=4)}"
         )
     return modules[name]
 
@@ -567,13 +573,13 @@ def _check_sources(
     """
     for k, v in inputs.items():
         if not isinstance(v, Tensor):
-            raise TypeError(f"input {k!r} must be a Tensor, got {type(v).__name__}")
+            raise ArgumentTypeError(f"input {k!r} must be a Tensor, got {type(v).__name__}")
     names = list(sources) or [k for k, v in inputs.items() if v.is_floating_point()]
     if not names:
-        raise ValueError("no source: pass sources=(input key or module name, ...) or a float input")
+        raise ArgumentError("no source: pass sources=(input key or module name, ...) or a float input")
     for n in names:
         if n in inputs and not inputs[n].is_floating_point():
-            raise ValueError(
+            raise ArgumentError(
                 f"input {n!r} has dtype {inputs[n].dtype}; sources must be floating point "
                 "(for token ids use the embedding module's name as the source)"
             )

@@ -49,6 +49,8 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
+from iit.errors import ArgumentError, ArgumentTypeError
+
 __all__ = ["Backend", "signed_max_product_matmul", "cpp_kernel_available"]
 
 Backend = Literal["auto", "cpp", "torch"]
@@ -113,7 +115,7 @@ def signed_max_product_matmul(
     """
     sx, sn, wb, batch = _prepare(s_max, s_min, w)
     if backend not in ("auto", "cpp", "torch"):
-        raise ValueError(f"backend must be 'auto', 'cpp' or 'torch', got {backend!r}")
+        raise ArgumentError(f"backend must be 'auto', 'cpp' or 'torch', got {backend!r}")
     n_i, n_j = sx.shape[1:]
     n_k = wb.shape[2]
     out_shape = (*batch, n_i, n_k)
@@ -132,23 +134,23 @@ def _prepare(s_max: Tensor, s_min: Tensor, w: Tensor) -> tuple[Tensor, Tensor, T
     """Validate, promote, and flatten the batch: ``s [B, i, j]`` and ``w [1 or B, j, k]``,
     contiguous (``w`` stays unexpanded when it is shared by the whole batch)."""
     if s_max.dim() < 2 or w.dim() < 2:
-        raise ValueError(
+        raise ArgumentError(
             f"need at least 2 dims, got s_max {tuple(s_max.shape)} and w {tuple(w.shape)}"
         )
     if s_max.shape != s_min.shape:
-        raise ValueError(f"s_max {tuple(s_max.shape)} and s_min {tuple(s_min.shape)} differ")
+        raise ArgumentError(f"s_max {tuple(s_max.shape)} and s_min {tuple(s_min.shape)} differ")
     if s_max.shape[-1] != w.shape[-2]:
-        raise ValueError(
+        raise ArgumentError(
             f"inner sizes differ: state {tuple(s_max.shape)} (j = {s_max.shape[-1]}) and "
             f"w {tuple(w.shape)} (j = {w.shape[-2]})"
         )
     if not (s_max.device == s_min.device == w.device):
-        raise ValueError(
+        raise ArgumentError(
             f"tensors on different devices: {s_max.device}, {s_min.device}, {w.device}"
         )
     dtype = torch.promote_types(torch.promote_types(s_max.dtype, s_min.dtype), w.dtype)
     if not dtype.is_floating_point:
-        raise TypeError(f"need floating tensors, got {s_max.dtype}, {s_min.dtype}, {w.dtype}")
+        raise ArgumentTypeError(f"need floating tensors, got {s_max.dtype}, {s_min.dtype}, {w.dtype}")
     # (the common cases without torch.broadcast_shapes, which alone costs microseconds)
     s_batch, w_batch = tuple(s_max.shape[:-2]), tuple(w.shape[:-2])
     if s_batch == w_batch or not w_batch:
@@ -159,7 +161,7 @@ def _prepare(s_max: Tensor, s_min: Tensor, w: Tensor) -> tuple[Tensor, Tensor, T
         try:
             batch = tuple(torch.broadcast_shapes(s_batch, w_batch))
         except RuntimeError as err:
-            raise ValueError(
+            raise ArgumentError(
                 f"batch dims do not broadcast: state {tuple(s_max.shape)}, w {tuple(w.shape)}"
             ) from err
     n_b = math.prod(batch)
@@ -187,9 +189,9 @@ def _dispatch(
     cpu = sx.device.type == "cpu"
     if backend == "cpp":
         if not cpu:
-            raise ValueError(f"backend='cpp' needs CPU tensors, got {sx.device}")
+            raise ArgumentError(f"backend='cpp' needs CPU tensors, got {sx.device}")
         if sx.dtype not in (torch.float32, torch.float64):
-            raise TypeError(f"backend='cpp' takes float32/float64, got {sx.dtype}")
+            raise ArgumentTypeError(f"backend='cpp' takes float32/float64, got {sx.dtype}")
         module = _cpp_module()
         if module is None:
             raise RuntimeError(f"the C++ kernel could not be built: {_CPP_STATE['error']}")

@@ -13,6 +13,7 @@ from iit.attribution.txray.distributions import (
     TXRayConfig,
     record_distributions,
 )
+from iit.errors import ArgumentError
 
 __all__ = ["TXRayCallback"]
 
@@ -39,7 +40,7 @@ class TXRayCallback(pl.Callback):
     ) -> None:
         super().__init__()
         if any(e < 0 for e in epochs):
-            raise ValueError(f"epochs must be >= 0, got {epochs}")
+            raise ArgumentError(f"epochs must be >= 0, got {epochs}")
         self.batches = batches
         self.config = config
         self.epochs = tuple(sorted(set(epochs)))

@@ -14,7 +14,6 @@ paper's "activation mass normalised to a distribution").
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
@@ -23,7 +22,14 @@ import torch
 from torch import Tensor, nn
 
 from iit.attribution.targets import output_tensor
-from iit.errors import CoordinateError, HookFiringError
+from iit.errors import (
+    ArgumentError,
+    ArgumentTypeError,
+    CoordinateError,
+    HookFiringError,
+    did_you_mean,
+    unknown_name,
+)
 
 __all__ = ["TXRayConfig", "NeuronDistributions", "record_distributions", "accumulate"]
 
@@ -51,12 +57,11 @@ class TXRayConfig:
 
     def __post_init__(self) -> None:
         if self.mode not in ("max1", "all"):
-            close = difflib.get_close_matches(str(self.mode), ["max1", "all"])
-            raise ValueError(f"mode must be 'max1' or 'all', got {self.mode!r}; close: {close}")
+            raise ArgumentError(unknown_name(self.mode, ["max1", "all"], "TX-Ray mode"))
         if self.num_features < 1:
-            raise ValueError(f"num_features must be >= 1, got {self.num_features}")
+            raise ArgumentError(f"num_features must be >= 1, got {self.num_features}")
         if not isinstance(self.input_keys, tuple):
-            raise TypeError(f"input_keys must be a tuple, got {type(self.input_keys).__name__}")
+            raise ArgumentTypeError(f"input_keys must be a tuple, got {type(self.input_keys).__name__}")
 
 
 @dataclass
@@ -114,11 +119,11 @@ def accumulate(
     """
     P, N = acts.shape
     if features.shape != (P,):
-        raise ValueError(
+        raise ArgumentError(
             f"features must have shape ({P},) to match activations, got {tuple(features.shape)}"
         )
     if (features < 0).any() or (features >= num_features).any():
-        raise ValueError(
+        raise ArgumentError(
             f"feature ids must lie in [0, {num_features}); got {features.min()}..{features.max()}"
         )
     if mask is not None:
@@ -155,8 +160,9 @@ def record_distributions(
     """
     modules = dict(model.named_modules())
     if config.module not in modules:
-        close = difflib.get_close_matches(config.module, list(modules), n=4)
-        raise CoordinateError(f"unknown module {config.module!r}; nearest: {close}")
+        raise CoordinateError(
+            f"the model has no module {config.module!r}{did_you_mean(config.module, modules, n=4)}"
+        )
     seen: list[Tensor] = []
     handle = modules[config.module].register_forward_hook(
         lambda _m, _a, out: seen.append(output_tensor(out))
@@ -174,7 +180,7 @@ def record_distributions(
                 )
             acts, feats = seen[0], batch[config.feature_key]
             if acts.dim() != feats.dim() + 1 or acts.shape[:-1] != feats.shape:
-                raise ValueError(
+                raise ArgumentError(
                     f"activations of {config.module!r} have shape {tuple(acts.shape)}; expected "
                     f"{tuple(feats.shape)} + [neurons] to match {config.feature_key!r}"
                 )
@@ -191,5 +197,5 @@ def record_distributions(
         handle.remove()
         model.train(was_training)
     if mass is None or counts is None:
-        raise ValueError("batches was empty: nothing to record")
+        raise ArgumentError("batches was empty: nothing to record")
     return NeuronDistributions(mass, counts, config.mode)

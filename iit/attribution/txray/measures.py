@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from iit.attribution.txray.distributions import NeuronDistributions
+from iit.errors import ArgumentError
 
 __all__ = ["hellinger_distance", "TXRayComparison", "compare"]
 
@@ -21,11 +22,11 @@ def hellinger_distance(p: Tensor, q: Tensor) -> Tensor:
         ValueError: if the shapes differ or an entry is negative.
     """
     if p.shape != q.shape:
-        raise ValueError(
+        raise ArgumentError(
             f"p and q must have the same shape, got {tuple(p.shape)} and {tuple(q.shape)}"
         )
     if (p < 0).any() or (q < 0).any():
-        raise ValueError("distributions must be non-negative")
+        raise ArgumentError("distributions must be non-negative")
     return torch.sqrt(0.5 * ((p.sqrt() - q.sqrt()) ** 2).sum(-1))
 
 
@@ -59,7 +60,7 @@ class TXRayComparison:
             ValueError: for another ``which``.
         """
         if which not in ("top", "least"):
-            raise ValueError(f"which must be 'top' or 'least', got {which!r}")
+            raise ArgumentError(f"which must be 'top' or 'least', got {which!r}")
         idx = torch.nonzero(self.shared).flatten()
         order = self.hellinger[idx].argsort(descending=which == "top")
         return idx[order][:k].tolist()
@@ -72,7 +73,7 @@ def compare(a: NeuronDistributions, b: NeuronDistributions) -> TXRayComparison:
         ValueError: if the neuron or feature counts differ.
     """
     if a.mass.shape != b.mass.shape:
-        raise ValueError(
+        raise ArgumentError(
             f"recordings differ in shape [neurons, features]: {tuple(a.mass.shape)} vs {tuple(b.mass.shape)}"
         )
     shared = a.active() & b.active()

@@ -16,6 +16,7 @@ from plotly.subplots import make_subplots
 
 from iit.attribution.txray.distributions import NeuronDistributions
 from iit.attribution.txray.measures import TXRayComparison
+from iit.errors import ArgumentError
 
 __all__ = [
     "plot_hellinger_vs_length",
@@ -104,7 +105,7 @@ def plot_neuron_details(
     """
     neurons = comp.ranked(k, which)
     if not neurons:
-        raise ValueError("no neuron is active in both recordings; nothing to plot")
+        raise ArgumentError("no neuron is active in both recordings; nothing to plot")
     pa, pb = a.distributions(), b.distributions()
     names = (
         list(feature_names) if feature_names is not None else [str(i) for i in range(pa.shape[1])]

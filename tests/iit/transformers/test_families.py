@@ -224,7 +224,7 @@ def test_out_of_range_raises_before_any_forward(kwargs: dict, match: str) -> Non
 
 
 def test_unknown_component_lists_nearest_names() -> None:
-    with pytest.raises(CoordinateError, match="nearest: \\['mlp_output'"):
+    with pytest.raises(CoordinateError, match="did you mean 'mlp_output'"):
         TransformerCoordinate(0, "mlp_outptu")  # type: ignore[arg-type]
     with pytest.raises(CoordinateError, match="has no heads"):
         TransformerCoordinate(0, "block_output", head=1)

@@ -1,0 +1,6 @@
+"""``python -m iit.search``: see :mod:`iit.search.cli`."""
+
+from iit.search.cli import main
+
+if __name__ == "__main__":
+    main()
