@@ -1,10 +1,12 @@
 """One forward pass with temporary read / write hooks: the machinery under
 :class:`iit.Interventionable`.
 
-A :class:`HookRun` registers at most one hook per ``(module, io)`` site, for the duration of one
-call, removes every hook in ``finally`` (also after an exception), checks that each site fired
-exactly once, and can stop the forward as soon as every requested value has been read.
-Hooks registered by the user or by other libraries are never touched.
+A :class:`HookRun` acts at ``(module, io)`` sites for the duration of one call, and only for that
+call (threads and asyncio tasks sharing the model are not affected; see :mod:`iit._dispatch`),
+checks that each site fired exactly once (a checkpoint recomputation is not a second firing),
+and can stop the forward as soon as every requested value has been read. Its pass-through hooks
+are removed when the last run using them ends (also after an exception); hooks registered by
+the user or by other libraries are never touched.
 """
 
 from __future__ import annotations
@@ -16,7 +18,17 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import set_device_states
 
+from iit._dispatch import (
+    ACTIVE_RUN,
+    SiteKey,
+    acquire,
+    add_region,
+    forward_region,
+    reentrant_call,
+    release,
+)
 from iit.coordinates import Coordinate, check_values
 from iit.errors import CoordinateError, HookFiringError, InterventionError, did_you_mean
 
@@ -64,7 +76,12 @@ def find_module(modules: Mapping[str, nn.Module], path: str) -> nn.Module:
 
 class StopForward(Exception):
     """Raised by a read hook once every requested value is collected; the code that runs the
-    forward catches it (the rest of the model never runs)."""
+    forward catches it (the rest of the model never runs). ``run`` is the :class:`HookRun` that
+    stopped (``None`` for other users of this exception)."""
+
+    def __init__(self, run: Any = None) -> None:
+        super().__init__("iit stopped the forward pass after the last value it needed was read")
+        self.run = run
 
 
 @dataclass
@@ -76,12 +93,15 @@ class WriteOp:
         apply: ``base_values -> new_values`` (the intervention, with its source bound).
         rows: optional bool ``[batch]``: rows where the write happens.
         name: a label for error messages.
+        source: the source values ``apply`` writes from, if any (checked for gradients under
+            reentrant checkpointing).
     """
 
     coordinate: Coordinate
     apply: Callable[[Tensor], Tensor]
     rows: Tensor | None = None
     name: str = ""
+    source: Tensor | None = None
 
 
 @dataclass
@@ -160,8 +180,51 @@ def _select_input(module: nn.Module, args: tuple, kwargs: dict, coord: Coordinat
     )
 
 
+class _Captured(BaseException):
+    """Ends the re-run of a reentrant checkpointed region once its read site was reached."""
+
+    def __init__(self, run: Any, result: Any) -> None:
+        super().__init__()
+        self.run = run
+        self.result = result
+
+
+class _Replayer:
+    """The part of a :class:`HookRun` that outlives its call while a checkpointed region of it
+    can be recomputed: its sites (replayed in backward) and its dispatcher bookkeeping."""
+
+    def __init__(self, sites: dict[tuple[str, str], _Site], site_keys: dict[SiteKey, _Site]) -> None:
+        self.sites = sites
+        self.site_keys = site_keys
+        self.held: list[SiteKey] = []
+        self.regions: list[tuple[int, int]] = []
+        self.live_regions = 0
+        self.ended = False
+
+    def on_output(self, key: SiteKey, module: nn.Module, args: tuple, output: Any, replay: str | None) -> Any:
+        return HookRun._replay_shell(self).on_output(key, module, args, output, replay or "replay")
+
+    def on_input(self, key: SiteKey, module: nn.Module, args: tuple, kwargs: dict, replay: str | None) -> Any:
+        return HookRun._replay_shell(self).on_input(key, module, args, kwargs, replay or "replay")
+
+
+def _shares_storage(a: Tensor, b: Tensor) -> bool:
+    return a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
+
+
 class HookRun:
     """Hooks for one forward pass: reads (collect values) and writes (interventions).
+
+    The hooks are call-scoped (see :mod:`iit._dispatch`): they act only for the call that runs
+    :meth:`run`, in its thread or asyncio task; other calls on the same model meanwhile run
+    untouched. Under activation checkpointing the run's reads and writes are replayed when
+    backward recomputes a checkpointed region (a recomputation is not a second call).
+
+    Values read are never a tensor the model can still change in place: a value that shares
+    memory with the hidden state is copied (``clone``, differentiable) unless the forward stops
+    right after it is read. A full replacement of a hidden state is never a tensor someone else
+    keeps (copied when it is the source values, a view or a parameter). An error raised inside a hook is recorded and
+    raised again after the forward, even if the model caught it.
 
     Args:
         modules: ``named_modules()`` of the model, as a dict.
@@ -172,6 +235,7 @@ class HookRun:
     Raises:
         CoordinateError: unknown module paths (before any forward), bad selectors / indices.
         HookFiringError: a site fired twice or never.
+        InterventionError: the model caught the early stop and then changed a collected value.
     """
 
     def __init__(
@@ -182,6 +246,7 @@ class HookRun:
         stop_early: bool,
     ) -> None:
         self.sites: dict[tuple[str, str], _Site] = {}
+        self.site_keys: dict[SiteKey, _Site] = {}
         for key, coord in reads:
             self._site(modules, coord).reads.append((key, coord))
         for op in writes:
@@ -189,25 +254,55 @@ class HookRun:
         self.stop_early = stop_early and not writes
         self.values: dict[Any, Tensor] = {}
         self._pending_reads = sum(1 for s in self.sites.values() if s.reads)
+        # what the dispatchers and checkpoint recomputations see of this run (iit._dispatch):
+        # the sites only, never the values read (they may hold the recomputable graph)
+        self.replayer = _Replayer(self.sites, self.site_keys)
+        # outcome of the call
+        self.error: BaseException | None = None
+        self.stopped = False
+        self._grad_at_start = False
+        self._uncopied: list[tuple[Any, Tensor, int]] = []
+        self._capture: _Site | None = None
+
+    @classmethod
+    def _replay_shell(cls, replayer: _Replayer) -> HookRun:
+        """A run over ``replayer``'s sites that only replays (recomputation in backward)."""
+        shell = cls.__new__(cls)
+        shell.sites, shell.site_keys = replayer.sites, replayer.site_keys
+        shell.stop_early, shell._pending_reads = False, 0
+        shell.values, shell._uncopied, shell._capture = {}, [], None
+        return shell
 
     def _site(self, modules: Mapping[str, nn.Module], coord: Coordinate) -> _Site:
         key = coord.site
         if key not in self.sites:
-            self.sites[key] = _Site(find_module(modules, coord.module), coord.module, coord.io)
+            module = find_module(modules, coord.module)
+            site = self.sites[key] = _Site(module, coord.module, coord.io)
+            self.site_keys[(id(module), coord.io)] = site
         return self.sites[key]
 
     # ------------------------------------------------------------------ hook bodies
-    def _fire(self, site: _Site) -> None:
+    # Modes of a hook body:
+    #   "first"    the call's own forward: count the firing, read, write, maybe stop;
+    #   "replay"   a checkpoint recomputation (or a re-run for gradients): the same autograd
+    #              ops, values discarded, no counting ("replay-reentrant": of a reentrant one);
+    #   "capture"  the re-run of a reentrant checkpointed region, with grad, up to a read site:
+    #              keep the values read there, then end the re-run (:class:`_Captured`);
+    #   "captured" the first pass at that site: the values are already there.
+    def _fire(self, site: _Site) -> object | None:
         site.fired += 1
         if site.fired > 1:
             raise HookFiringError(
                 f"module {site.path!r} ran more than once in one forward pass (a shared or tied "
-                "module, a loop over one block, or activation checkpointing re-running it), so a "
-                f"coordinate on its {site.io} is ambiguous; anchor the place you mean with its own "
-                "nn.Identity module, or disable checkpointing"
+                "module, or a loop over one block), so a coordinate on its "
+                f"{site.io} is ambiguous; anchor the place you mean with its own nn.Identity module"
             )
+        region = forward_region(self._grad_at_start)
+        if region is not None:
+            add_region(self.replayer, region)
+        return region
 
-    def _transform(self, site: _Site, get: Callable[[Coordinate], Tensor], put: Callable) -> None:
+    def _transform(self, site: _Site, get: Callable[[Coordinate], Tensor], put: Callable, mode: str) -> None:
         for op in site.writes:
             hidden = get(op.coordinate)
             where = op.name or op.coordinate.describe()
@@ -223,70 +318,203 @@ class HookRun:
                     )
                 rows = op.rows.to(new_values.device).reshape((-1,) + (1,) * (new_values.dim() - 1))
                 new_values = torch.where(rows, new_values, base_values)
-            put(op.coordinate, op.coordinate.index.write(hidden, new_values))
-        for key, coord in site.reads:
-            hidden = get(coord)
-            coord.index.check(hidden.shape, coord.describe())
-            self.values[key] = coord.index.read(hidden)
-        if site.reads:
+            written = op.coordinate.index.write(hidden, new_values)
+            if written is new_values and self._foreign(new_values, op.source):
+                written = new_values.clone()  # the model may change what it is given in place
+            if mode == "replay-reentrant" and hidden.requires_grad and not written.requires_grad:
+                # the region's output no longer depends on anything that needs a gradient (as in
+                # the first pass); a reentrant checkpoint refuses to backpropagate a recomputation
+                # without one, so give it a fresh leaf to send the unused gradient to
+                written = written.clone() if written is new_values else written
+                written.requires_grad_(True)
+            put(op.coordinate, written)
+        if not site.reads:
+            return
+        last = self.stop_early and self._pending_reads == 1 and mode != "capture"
+        if mode != "captured":
+            for key, coord in site.reads:
+                hidden = get(coord)
+                coord.index.check(hidden.shape, coord.describe())
+                value = coord.index.read(hidden)
+                if mode.startswith("replay"):
+                    continue  # same autograd ops as the first pass; its values were kept then
+                if _shares_storage(value, hidden):
+                    if last:  # the forward stops right here: nothing can change it any more
+                        self._uncopied.append((key, value, value._version))
+                    else:
+                        value = value.clone()
+                self.values[key] = value
+        if mode in ("first", "captured"):
             self._pending_reads -= 1
             if self.stop_early and self._pending_reads == 0:
-                raise StopForward
+                self.stopped = True
+                raise StopForward(self)
 
-    def _output_hook(self, site: _Site) -> Callable:
-        def hook(module: nn.Module, args: tuple, output: Any) -> Any:
-            self._fire(site)
-            box = [output]
+    @staticmethod
+    def _foreign(values: Tensor, source: Tensor | None) -> bool:
+        """Whether ``values`` may be a tensor someone else keeps: the source values themselves
+        (a cached :class:`Activations`, another run's hidden state), a view (e.g. a broadcast
+        constant) or a parameter."""
+        return (
+            values._base is not None
+            or (values.is_leaf and values.requires_grad)
+            or (source is not None and _shares_storage(values, source))
+        )
 
-            def put(coord: Coordinate, new: Tensor) -> None:
-                box[0] = _replace_output(box[0], coord, new)
+    def _hook(self, site: _Site, transform: Callable[[str], Any], replay: str | None) -> Any:
+        """Run a hook body in the right mode; in the call's own forward, count the firing and
+        record any error (raised again after the forward even if the model catches it)."""
+        if replay is not None:
+            return transform(replay)
+        if self._capture is not None:  # re-running a reentrant checkpointed region for gradients
+            if site is not self._capture:
+                return transform("replay")  # (grad mode is on: a leaf is never made here)
+            result = transform("capture")
+            raise _Captured(self, result)
+        if self.stopped or self.error is not None:
+            return None  # the model caught our stop / error and went on: leave it alone
+        try:
+            region = self._fire(site)
+            if region is not None and not torch.is_grad_enabled():  # inside a reentrant checkpoint
+                self._check_reentrant_writes(site)
+                call = reentrant_call() if site.reads else None
+                if call is not None:  # reads under a reentrant checkpoint: get them with grad
+                    self._capture_reads(site, call)
+                    return transform("captured")
+            return transform("first")
+        except StopForward:
+            raise
+        except BaseException as error:
+            self.error = error
+            raise
 
-            self._transform(site, lambda c: _select_output(box[0], c), put)
+    def _check_reentrant_writes(self, site: _Site) -> None:
+        for op in site.writes:
+            if op.source is not None and op.source.requires_grad:
+                raise InterventionError(
+                    f"{op.name or op.coordinate.describe()}: module {site.path!r} runs inside a reentrant "
+                    "activation checkpoint (torch.utils.checkpoint(..., use_reentrant=True)), where "
+                    "gradients cannot reach the source run (backward re-runs the region in a separate "
+                    "pass); use use_reentrant=False (PyTorch's recommendation and Hugging Face's "
+                    "default) or detach_sources=True"
+                )
+
+    def _capture_reads(self, site: _Site, call: tuple[Any, Callable, tuple]) -> None:
+        """Re-run the reentrant checkpointed region that contains ``site`` from its start, with
+        grad and its RNG state at the start, up to ``site``; keep the values read there (they
+        then carry gradients to the region's inputs and parameters)."""
+        ctx, function, args = call
+        devices = ctx.fwd_devices if ctx.preserve_rng_state and ctx.had_device_in_fwd else []
+        self._capture = site
+        try:
+            with torch.random.fork_rng(devices=devices, enabled=ctx.preserve_rng_state, device_type=ctx.device_type):
+                if ctx.preserve_rng_state:
+                    torch.set_rng_state(ctx.fwd_cpu_state)
+                    if ctx.had_device_in_fwd:
+                        set_device_states(ctx.fwd_devices, ctx.fwd_device_states, device_type=ctx.device_type)
+                with torch.enable_grad():
+                    function(*args)
+        except _Captured as done:
+            if done.run is not self:
+                raise
+        finally:
+            self._capture = None
+        if not all(key in self.values for key, _ in site.reads):
+            raise HookFiringError(
+                f"module {site.path!r}: re-running its checkpointed region to read it with gradients "
+                "did not reach it again; the region's forward is not repeatable"
+            )
+
+    def on_output(self, key: SiteKey, module: nn.Module, args: tuple, output: Any, replay: str | None) -> Any:
+        """Forward hook body for the site ``key`` (called by the dispatcher)."""
+        site = self.site_keys[key]
+        box = [output]
+
+        def put(coord: Coordinate, new: Tensor) -> None:
+            box[0] = _replace_output(box[0], coord, new)
+
+        def transform(mode: str) -> Any:
+            self._transform(site, lambda c: _select_output(box[0], c), put, mode)
             return box[0] if site.writes else None
 
-        return hook
+        return self._hook(site, transform, replay)
 
-    def _input_hook(self, site: _Site) -> Callable:
-        def hook(module: nn.Module, args: tuple, kwargs: dict) -> Any:
-            self._fire(site)
-            state = [list(args), dict(kwargs)]
+    def on_input(self, key: SiteKey, module: nn.Module, args: tuple, kwargs: dict, replay: str | None) -> Any:
+        """Forward pre-hook body for the site ``key`` (called by the dispatcher)."""
+        site = self.site_keys[key]
+        state = [list(args), dict(kwargs)]
 
-            def get(coord: Coordinate) -> Tensor:
-                kind, where = _select_input(module, tuple(state[0]), state[1], coord)
-                return state[0][where] if kind == "arg" else state[1][where]
+        def get(coord: Coordinate) -> Tensor:
+            kind, where = _select_input(module, tuple(state[0]), state[1], coord)
+            return state[0][where] if kind == "arg" else state[1][where]
 
-            def put(coord: Coordinate, new: Tensor) -> None:
-                kind, where = _select_input(module, tuple(state[0]), state[1], coord)
-                if kind == "arg":
-                    state[0][where] = new
-                else:
-                    state[1][where] = new
+        def put(coord: Coordinate, new: Tensor) -> None:
+            kind, where = _select_input(module, tuple(state[0]), state[1], coord)
+            if kind == "arg":
+                state[0][where] = new
+            else:
+                state[1][where] = new
 
-            self._transform(site, get, put)
+        def transform(mode: str) -> Any:
+            self._transform(site, get, put, mode)
             return (tuple(state[0]), state[1]) if site.writes else None
 
-        return hook
+        return self._hook(site, transform, replay)
 
     # ------------------------------------------------------------------ running
     def run(self, forward: Callable[[], Any]) -> Any:
-        """Run ``forward()`` with the hooks in place; return its output (``None`` if the run
-        was stopped early). Collected values are in :attr:`values`."""
-        handles = []
+        """Run ``forward()`` with the hooks in place for this call only; return its output
+        (``None`` if the run was stopped early). Collected values are in :attr:`values`.
+
+        Raises:
+            HookFiringError: a site fired twice or never.
+            InterventionError: the model caught the early stop, then changed a collected value.
+            Exception: an error raised inside a hook, also when the model caught it.
+        """
+        self._grad_at_start = torch.is_grad_enabled()
         try:
             for site in self.sites.values():
-                if site.io == "output":
-                    handles.append(site.module.register_forward_hook(self._output_hook(site)))
-                else:
-                    handles.append(
-                        site.module.register_forward_pre_hook(self._input_hook(site), with_kwargs=True)
-                    )
+                acquire(self.replayer, site.module, site.io)
+            token = ACTIVE_RUN.set(self)
             try:
                 output = forward()
-            except StopForward:
-                return None
-        finally:
-            for handle in handles:
-                handle.remove()
+            except StopForward as stop:
+                if stop.run is not self:
+                    raise
+                output = None
+            except BaseException as exc:
+                if self.error is not None and exc is not self.error and isinstance(exc, Exception):
+                    raise self.error from exc  # the model (or torch) replaced our error by another
+                if not (self.stopped and isinstance(exc, Exception)):
+                    raise
+                # our early stop came back as another exception (the model caught it and raised
+                # its own, or torch's exception path met a concurrent hook change): every value
+                # was read before the stop, and nothing the forward does after it is a result
+                output = None
+            finally:
+                ACTIVE_RUN.reset(token)
+            output = self._check_outcome(output)
+        except BaseException:
+            release(self.replayer, keep_regions=False)  # a failed call leaves nothing behind
+            raise
+        release(self.replayer)
+        return output
+
+    def _check_outcome(self, output: Any) -> Any:
+        """After the forward returned: an error the model swallowed, a swallowed early stop,
+        sites that never fired."""
+        if self.error is not None:  # the model caught the error and returned
+            self.error.add_note("(raised inside an iit hook; the model caught it, iit raises it again)")
+            raise self.error
+        if self.stopped:
+            output = None  # whatever the model returned after catching the stop is not a result
+            changed = [k for k, t, v in self._uncopied if t._version != v]
+            if changed:
+                raise InterventionError(
+                    f"the model caught iit's early stop (StopForward) and then changed collected "
+                    f"value(s) {[getattr(k, 'describe', lambda k=k: repr(k))() for k in changed]} in "
+                    "place; collect with return_output=True or stop_source_early=False for this model"
+                )
         silent = [f"{s.path or '<model>'} ({s.io})" for s in self.sites.values() if s.fired == 0]
         if silent:
             raise HookFiringError(

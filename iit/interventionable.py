@@ -75,8 +75,11 @@ class Interventionable(nn.Module):
     additions on them, with gradients flowing through all of it.
 
     ``Interventionable(model)(*args)`` is exactly ``model(*args)``. The wrapper adds nothing to
-    the model: no hooks stay registered between calls, its train/eval mode and ``requires_grad``
-    flags are never changed, and hooks registered by others are left alone.
+    the model: no hooks stay registered between calls (except, under activation checkpointing,
+    pass-through hooks that live as long as an output's graph can still recompute), its
+    train/eval mode and ``requires_grad`` flags are never changed, and hooks registered by others
+    are left alone. Hooks act only for the call that installed them, so several threads or
+    asyncio tasks can use one model at once (see :mod:`iit.hooks`).
 
     ``parameters()`` / ``state_dict()`` hold the wrapped model's (prefixed ``model.``) plus
     those of interventions registered with :meth:`add_intervention` (prefixed
@@ -173,7 +176,9 @@ class Interventionable(nn.Module):
             detach: run without building an autograd graph.
 
         Returns:
-            :class:`Activations` (values ``[batch, ...]``), or ``(output, activations)``.
+            :class:`Activations` (values ``[batch, ...]``), or ``(output, activations)``. The
+            values are never tensors the model can still change in place (copied when needed;
+            gradients flow through the copy).
 
         Raises:
             CoordinateError: unknown module (before the forward), bad index or selector.
@@ -234,6 +239,7 @@ class Interventionable(nn.Module):
                 _bind(step.intervention, source_values.get((step.source, step.intervention.source_coordinate))),
                 step.rows,
                 name=f"{type(step.intervention).__name__} at {step.coordinate.describe()}",
+                source=source_values.get((step.source, step.intervention.source_coordinate)),
             )
             for step in plan
         ]
