@@ -65,15 +65,7 @@ def test_bf16_mixed_precision_follows_the_full_precision_loss_curve():
     assert mixed != full  # bf16 autocast was really on
 
 
-NEEDS_HOOK_CORE = pytest.mark.xfail(
-    strict=True,
-    raises=torch.utils.checkpoint.CheckpointError,
-    reason="hook core (#14, h14core): call-scoped hooks are removed before the backward recomputes a "
-    "checkpointed block, so a write inside the block is missing on recomputation",
-)
-
-
-@pytest.mark.parametrize("alignment", ["default", pytest.param("heads", marks=NEEDS_HOOK_CORE)])
+@pytest.mark.parametrize("alignment", ["default", "heads"])
 def test_gradient_checkpointing_gives_the_loss_curve_without_it(alignment):
     """Hugging Face gradient checkpointing recomputes block forwards in backward, so every
     intervention inside a checkpointed block must be applied again during recomputation. The
