@@ -127,7 +127,8 @@ def _describe_structure(value: Any) -> str:
 def _select_output(output: Any, coord: Coordinate) -> Tensor:
     sel = coord.output
     try:
-        value = output if sel is None else output[sel]
+        # a selector on a plain tensor output would index its rows: refused, not applied
+        value = output if sel is None else (None if isinstance(output, Tensor) else output[sel])
     except (KeyError, IndexError, TypeError):
         value = None
     if not isinstance(value, Tensor):
