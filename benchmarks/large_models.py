@@ -13,7 +13,7 @@ dtype (``--dtype auto``): bfloat16 when this CPU multiplies bfloat16 matrices fa
 (timed here: AMX / AVX512-BF16 make it about 6x faster on this project's machine), float32 otherwise.
 
 The steps (all at layer ``n_layers // 2``, residual stream = the decoder layer's output, last
-position; the model computes logits for the last position only, ``logits_to_keep=1``):
+position; the model computes logits for the last position only, ``logits_to_keep=tensor([seq - 1])``):
 
 * ``intervene``: an interchange from a source run into a base run, under ``torch.no_grad`` (an
   analysis call). Hugging Face skips checkpointing without autograd, so it is measured without.
@@ -315,12 +315,17 @@ def build_model(size: Size, dtype: str, seed: int) -> nn.Module:
 
 
 def make_inputs(size: Size, seed: int) -> tuple[dict, dict, Tensor, Tensor]:
-    """Base inputs, source inputs (``input_ids [batch, seq]``, ``logits_to_keep=1``), labels
+    """Base inputs, source inputs (``input_ids [batch, seq]``, ``logits_to_keep``: the last position), labels
     ``[batch]`` and a permutation ``[batch]`` without fixed points (in-batch IIT sources)."""
     _, _, _, _, _, vocab, batch, seq = SHAPES[size]
     g = torch.Generator().manual_seed(seed + 1)
-    base = {"input_ids": torch.randint(0, vocab, (batch, seq), generator=g), "logits_to_keep": 1}
-    source = {"input_ids": torch.randint(0, vocab, (batch, seq), generator=g), "logits_to_keep": 1}
+    # the last position as an index tensor, not ``logits_to_keep=1``: the int form slices the hidden
+    # states (a non-contiguous [batch, 1, hidden] view), and torch 2.13's CPU bfloat16 linear with a
+    # frozen weight on such a view takes a slow path (1B model's LM head: ~20 s and +500 MiB per call
+    # instead of 0.1 s); the index gathers a contiguous copy
+    keep = torch.tensor([seq - 1])
+    base = {"input_ids": torch.randint(0, vocab, (batch, seq), generator=g), "logits_to_keep": keep}
+    source = {"input_ids": torch.randint(0, vocab, (batch, seq), generator=g), "logits_to_keep": keep}
     labels = torch.randint(0, vocab, (batch,), generator=g)
     perm = torch.roll(torch.arange(batch), 1)
     return base, source, labels, perm
