@@ -4,6 +4,7 @@ one :class:`iit.errors.DamagedFileError` that says it was not loaded."""
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,13 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     if not Path(path).is_file():
         raise MissingFileError(f"no checkpoint file {str(path)!r}")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        # torch's unpickler warns about a refused file before raising: the one-line error below
+        # says it all, so its warnings are kept only when the file loads
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        for warning in caught:
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
     except Exception as err:  # UnpicklingError, RuntimeError (bad zip), EOFError, ...
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise DamagedFileError(
