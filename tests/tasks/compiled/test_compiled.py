@@ -66,7 +66,7 @@ def test_search_finds_sorts_target_position_where_it_is_written() -> None:
     true = true_alignment(c, variable)
     problem, splits = search_problem(c, variable, sizes=(512, 256, 512))
     result = search(problem, splits, residual_places(c), [DAS()], [len(true.dims)],
-                    SearchSettings(fit=FitSettings(epochs=6, batch_size=64, lr=0.05)), progress=False)
+                    SearchSettings(fit=FitSettings(epochs=6, batch_size=64, lr=0.01)), progress=False)
     table = result.table.set_index("place")
     assert table["iia_test"].idxmax() == true.point
     assert table.loc[true.point, "iia_test"] == 1.0
