@@ -199,11 +199,13 @@ class IITModule(pl.LightningModule):
             with torch.no_grad() if freeze and not need_output else contextlib.nullcontext():
                 collected = self.network.collect(base_inputs, self._source_coordinates(), return_output=need_output)
             base_output, activations = collected if need_output else (None, collected)
-            perm = torch.randperm(len(batch), generator=generator).to(self.device)
+            perm_cpu = torch.randperm(len(batch), generator=generator)
+            perm = perm_cpu.to(self.device)
             if cfg.detach_sources:
                 activations = activations.detach()
             causal_sources = [{k: v[perm] for k, v in batch.base.items()}]
-            net_sources: list[Any] = [activations.rows(perm)]
+            # the CPU permutation: Activations.rows checks its range without a device sync
+            net_sources: list[Any] = [activations.rows(perm_cpu)]
             source_index = torch.zeros_like(batch.source_index)
         else:
             base_output = call_model(self.network, base_inputs) if need_output else None
