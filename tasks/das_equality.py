@@ -35,7 +35,13 @@ from iit import Coordinate, Index
 from iit.alignment import AlignedTo, Alignment
 from iit.errors import ArgumentError
 from iit.learned import RotatedInterchange, Rotation
-from iit.training import CounterfactualDataModule, IITConfig, IITModule, evaluate_alignment
+from iit.training import (
+    CounterfactualDataModule,
+    IITConfig,
+    IITModule,
+    evaluate_alignment,
+    quiet_lightning,
+)
 from tasks.equality import HierarchicalEqualityMLP
 from tasks.stats import wilson_interval
 
@@ -336,6 +342,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/das_equality"))
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
+    quiet_lightning()
     torch.set_num_threads(args.threads)
     settings = SweepSettings()
     if args.quick:
