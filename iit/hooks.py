@@ -32,7 +32,7 @@ from iit._dispatch import (
 from iit.coordinates import Coordinate, check_values
 from iit.errors import CoordinateError, HookFiringError, InterventionError, did_you_mean
 
-__all__ = ["Inputs", "HookRun", "WriteOp", "call_model", "batch_size", "find_module"]
+__all__ = ["Inputs", "HookRun", "WriteOp", "call_model", "batch_size", "find_module", "describe_structure"]
 
 # Model inputs: a tensor (``model(x)``), a tuple / list (``model(*args)``) or a dict
 # (``model(**kwargs)``, e.g. a tokenizer's output).
@@ -114,13 +114,16 @@ class _Site:
     fired: int = 0
 
 
-def _describe_structure(value: Any) -> str:
+def describe_structure(value: Any, tensor_text: Callable[[Tensor], str] | None = None) -> str:
+    """A one-line picture of a nested value for error messages: ``Tensor[3, 8]`` for a tensor
+    (or ``tensor_text(t)``), one entry per element / key for tuples, lists and mappings, the type
+    name otherwise."""
     if isinstance(value, Tensor):
-        return f"Tensor{list(value.shape)}"
+        return f"Tensor{list(value.shape)}" if tensor_text is None else tensor_text(value)
     if isinstance(value, Mapping):
-        return "{" + ", ".join(f"{k!r}: {_describe_structure(v)}" for k, v in value.items()) + "}"
+        return "{" + ", ".join(f"{k!r}: {describe_structure(v, tensor_text)}" for k, v in value.items()) + "}"
     if isinstance(value, (tuple, list)):
-        return "(" + ", ".join(_describe_structure(v) for v in value) + ")"
+        return "(" + ", ".join(describe_structure(v, tensor_text) for v in value) + ")"
     return type(value).__name__
 
 
@@ -134,7 +137,7 @@ def _select_output(output: Any, coord: Coordinate) -> Tensor:
     if not isinstance(value, Tensor):
         raise CoordinateError(
             f"{coord.describe()}: output selector {sel!r} does not give a tensor; module "
-            f"{coord.module!r} returns {_describe_structure(output)} (choose output=<int> for a tuple "
+            f"{coord.module!r} returns {describe_structure(output)} (choose output=<int> for a tuple "
             "element, output=<str> for a dict key)"
         )
     return value
@@ -176,8 +179,8 @@ def _select_input(module: nn.Module, args: tuple, kwargs: dict, coord: Coordinat
             return ("arg", pos)
     raise CoordinateError(
         f"{coord.describe()}: input selector {coord.output!r} does not give a tensor; module "
-        f"{coord.module!r} was called with args {_describe_structure(args)} and kwargs "
-        f"{_describe_structure(kwargs)}"
+        f"{coord.module!r} was called with args {describe_structure(args)} and kwargs "
+        f"{describe_structure(kwargs)}"
     )
 
 

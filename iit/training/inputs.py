@@ -8,14 +8,13 @@ dtype / shape before any step runs.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from iit.errors import IITError
-from iit.hooks import Inputs, call_model
+from iit.hooks import Inputs, call_model, describe_structure
 from iit.interventionable import Interventionable
 
 __all__ = ["check_encoded_inputs", "describe_inputs"]
@@ -30,14 +29,9 @@ class _FirstLayer(Exception):
 
 
 def describe_inputs(inputs: Inputs) -> str:
-    """``int64 [4, 3]`` for a tensor; one entry per element / key for tuples and mappings."""
-    if isinstance(inputs, Tensor):
-        return f"{str(inputs.dtype).removeprefix('torch.')} {list(inputs.shape)}"
-    if isinstance(inputs, Mapping):
-        return "{" + ", ".join(f"{k}: {describe_inputs(v)}" for k, v in inputs.items()) + "}"
-    if isinstance(inputs, (tuple, list)):
-        return "(" + ", ".join(describe_inputs(v) for v in inputs) + ")"
-    return type(inputs).__name__
+    """``int64 [4, 3]`` for a tensor; one entry per element / key for tuples and mappings
+    (:func:`iit.hooks.describe_structure` with dtypes)."""
+    return describe_structure(inputs, lambda t: f"{str(t.dtype).removeprefix('torch.')} {list(t.shape)}")
 
 
 def _expectation(module: nn.Module, x: Tensor) -> str | None:
