@@ -4,8 +4,8 @@ A domain describes the values one variable may take for ONE example: its event `
 scalars, ``(emb_dim,)`` for entity vectors), its ``dtype`` and which values are allowed. Batched
 values are tensors ``[batch, *shape]``.
 
-* `FiniteDomain`: an explicit finite set of scalars (``FiniteDomain.boolean()`` for ``{False,
-  True}``).
+* `FiniteDomain`: an explicit finite set of scalars (``FiniteDomain.boolean()`` for
+  ``{False, True}``).
 * `IntegerRange`: the integers ``low <= v < high``.
 * `RealDomain`: real tensors of a fixed shape, optionally bounded (entity vectors, prices).
 
@@ -417,8 +417,8 @@ class RealDomain(Domain):
         float_dtype: Dtype values are created with.
 
     Raises:
-        DomainError: a shape entry that is not a positive int, a bound that is not finite, ``low >
-            high``, or a ``float_dtype`` that is not a float dtype.
+        DomainError: a shape entry that is not a positive int, a bound that is not finite,
+            ``low > high``, or a ``float_dtype`` that is not a float dtype.
         TypeError: an unknown field.
 
     Examples:

@@ -35,13 +35,13 @@ class Variable:
             `RealDomain`).
         parents: Names of the parents, in the order the mechanism receives them; ``()`` for inputs
             and constants.
-        mechanism: ``None`` for an input. Otherwise, with ``vectorized=True``: ``f(*parent_values)
-            -> Tensor`` where each parent value is ``[batch, *parent.shape]`` and the result must be
-            ``[batch, *domain.shape]``. With ``vectorized=False``: ``f(*row_values) -> value``
-            applied per row (scalar parents arrive as Python numbers or bools, tensor parents as
-            ``[*shape]`` tensors; the result is converted to ``domain.dtype``). A root with a
-            mechanism is a *constant*: ``f()`` returns one value ``[*domain.shape]`` (or a Python
-            scalar) used for every row.
+        mechanism: ``None`` for an input. Otherwise, with ``vectorized=True``:
+            ``f(*parent_values) -> Tensor`` where each parent value is ``[batch, *parent.shape]``
+            and the result must be ``[batch, *domain.shape]``. With ``vectorized=False``:
+            ``f(*row_values) -> value`` applied per row (scalar parents arrive as Python numbers or
+            bools, tensor parents as ``[*shape]`` tensors; the result is converted to
+            ``domain.dtype``). A root with a mechanism is a *constant*: ``f()`` returns one value
+            ``[*domain.shape]`` (or a Python scalar) used for every row.
         vectorized: Whether the mechanism acts on whole batches (fast) or on single rows
             (prototyping).
 
@@ -202,9 +202,9 @@ class CausalModel:
         Inputs are ``((), None, domain)``. See `Variable` for the mechanism contract.
 
         Args:
-            spec: One entry per variable: ``(parents, mechanism, domain)`` or ``(parents, mechanism,
-                domain, vectorized)``; the order of the entries breaks ties in the topological
-                order.
+            spec: One entry per variable: ``(parents, mechanism, domain)`` or
+                ``(parents, mechanism, domain, vectorized)``; the order of the entries breaks ties
+                in the topological order.
             outputs: Names of the output variables.
             name: Display name.
 
@@ -480,8 +480,8 @@ class CausalModel:
             target: A variable name.
 
         Returns:
-            ``True`` when there is a directed path from ``source`` to ``target`` (``source ==
-            target`` counts).
+            ``True`` when there is a directed path from ``source`` to ``target``
+            (``source == target`` counts).
 
         Raises:
             UnknownVariableError: ``source`` or ``target`` is not a variable of the model.

@@ -160,8 +160,8 @@ def boolean_circuit(
 
 
 def and_or_not(k: int) -> CausalModel:
-    """A generic k-input circuit: ``A = x0 & ... & x{m-1}``, ``B = x{m} | ... | x{k-1}`` with ``m =
-    ceil(k / 2)``, and ``O = A & ~B``.
+    """A generic k-input circuit: ``A = x0 & ... & x{m-1}``, ``B = x{m} | ... | x{k-1}`` with
+    ``m = ceil(k / 2)``, and ``O = A & ~B``.
 
     Args:
         k: Number of inputs ``x0 .. x{k-1}``.

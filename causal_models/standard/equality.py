@@ -1,9 +1,10 @@
 """Hierarchical equality (Geiger et al.; the pyvene DAS tutorial; the CS224u IIT notebook).
 
-``W``, ``X``, ``Y``, ``Z`` are entity vectors ``[batch, emb_dim]``; ``WX = (W == X)``, ``YZ = (Y ==
-Z)`` (exact equality of whole vectors); ``O = (WX == YZ)``. Entities come from an `EntityPool`; a
-fresh, disjoint pool tests generalisation to unseen entities. `EqualityPatternSampler` draws the
-four patterns (WX, YZ) in {TT, TF, FT, FF} (AABB, AABC, ABCC, ABCD) in equal proportions.
+``W``, ``X``, ``Y``, ``Z`` are entity vectors ``[batch, emb_dim]``; ``WX = (W == X)``,
+``YZ = (Y == Z)`` (exact equality of whole vectors); ``O = (WX == YZ)``. Entities come from an
+`EntityPool`; a fresh, disjoint pool tests generalisation to unseen entities.
+`EqualityPatternSampler` draws the four patterns (WX, YZ) in {TT, TF, FT, FF} (AABB, AABC, ABCC,
+ABCD) in equal proportions.
 
 Examples:
     >>> import torch
@@ -44,8 +45,8 @@ def _eq(a: Tensor, b: Tensor) -> Tensor:
 def hierarchical_equality(emb_dim: int = 2, low: float = -1.0, high: float = 1.0) -> CausalModel:
     """The hierarchical-equality model over entity vectors in ``[low, high]^emb_dim``.
 
-    Inputs ``W``, ``X``, ``Y``, ``Z``: ``RealDomain((emb_dim,), low, high)``, values ``[batch,
-    emb_dim]``; ``WX``, ``YZ`` and the output ``O`` are booleans ``[batch]``.
+    Inputs ``W``, ``X``, ``Y``, ``Z``: ``RealDomain((emb_dim,), low, high)``, values
+    ``[batch, emb_dim]``; ``WX``, ``YZ`` and the output ``O`` are booleans ``[batch]``.
 
     Args:
         emb_dim: Entity dimension.
