@@ -466,8 +466,8 @@ class CounterfactualGenerator:
             UnknownVariableError: the sampler returned a name that is not an input variable.
             MissingInputError: the sampler returned no value for an input variable.
             BatchShapeError: the sampled inputs differ in batch size.
-            DomainError: a sampled value that is not ``[batch, *shape]`` of the domain's dtype kind,
-                or (with ``config.validate``) outside its domain.
+            DomainError: a sampled value that is not a tensor ``[batch, *shape]``, or (with
+                ``config.validate``) one of another dtype kind or outside its domain.
             MechanismError: a mechanism raised or returned a wrong value.
             SamplingError: the sampler returned another batch size than ``n``.
         """
@@ -536,8 +536,8 @@ class CounterfactualGenerator:
             UnknownVariableError: the sampler returned a name that is not an input variable.
             MissingInputError: the sampler returned no value for an input variable.
             BatchShapeError: the sampled inputs differ in batch size.
-            DomainError: a sampled value that is not ``[batch, *shape]`` of the domain's dtype kind,
-                or (with ``config.validate``) outside its domain.
+            DomainError: a sampled value that is not a tensor ``[batch, *shape]``, or (with
+                ``config.validate``) one of another dtype kind or outside its domain.
             MechanismError: a mechanism raised or returned a wrong value.
 
         Examples:
@@ -624,10 +624,12 @@ class CounterfactualDataset(Dataset[CounterfactualExample]):
     Raises:
         UnknownVariableError: a candidate variable that is not a variable of the model, or
             ``config.output`` that is not one of its outputs.
-        CausalModelError: ``config.output`` is ``None`` but the model has several outputs.
-        SamplingError: ``balance="labels"`` on an output whose domain is not finite, or a balance
-            class outside the output's domain.
-        CausalModelError: ``size`` is not a positive int.
+        CausalModelError: ``size`` is not a positive int, or ``config.output`` is ``None`` but the
+            model has several outputs.
+        SamplingError: ``balance="labels"`` on an output whose domain is not finite, a balance class
+            outside the output's domain, or labels that cannot be balanced; or a sampler that
+            returns another batch size or draws from an unbounded `RealDomain`.
+        DomainError: a sampled value that does not fit its domain.
         MechanismError: a mechanism raised or returned a wrong value while labelling.
 
     Examples:

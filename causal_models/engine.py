@@ -58,8 +58,8 @@ def check_inputs(
         model: The causal model.
         inputs: ``{input: [batch, *shape]}`` for every input variable.
         what: How to call ``inputs`` in error messages (``"base"``, ``"source 0"``, ...).
-        validate: Also check that the values lie in their domains (shape and dtype are always
-            checked).
+        validate: Also check the values' dtypes and that they lie in their domains (shapes are
+            always checked).
 
     Returns:
         The common batch size.
@@ -69,8 +69,8 @@ def check_inputs(
         UnknownVariableError: a key of ``inputs`` is not an input variable.
         MissingInputError: an input variable has no value.
         BatchShapeError: the inputs differ in batch size.
-        DomainError: a value that is not a tensor ``[batch, *shape]`` of the domain's dtype kind, or
-            (with ``validate``) a value outside its domain.
+        DomainError: a value that is not a tensor ``[batch, *shape]``, or (with ``validate``) a
+            value of another dtype kind or outside its domain.
     """
     if not isinstance(inputs, Mapping):
         raise CausalModelError(
@@ -222,7 +222,9 @@ def evaluate(
             ``var``.
         rows: Optional ``{var: bool [batch]}`` restricting an override to some rows; keys must be
             overridden variables.
-        validate: Check values against domains (shape and dtype are always checked).
+        validate: Check the dtypes and values of inputs and overrides, and the values of mechanism
+            outputs, against their domains (shapes, and the dtypes of mechanism outputs, are always
+            checked).
 
     Returns:
         ``{var: [batch, *shape]}`` for every variable, in topological order.
@@ -233,8 +235,8 @@ def evaluate(
             ``overrides`` or ``rows`` is not a variable.
         MissingInputError: an input variable has no value.
         BatchShapeError: the inputs, overrides and row masks differ in batch size.
-        DomainError: a value that is not a tensor ``[batch, *shape]`` of the domain's dtype kind, or
-            (with ``validate``) a value outside its domain.
+        DomainError: a value that is not a tensor ``[batch, *shape]``, or (with ``validate``) a
+            value of another dtype kind or outside its domain.
         InterventionSpecError: ``overrides`` is not a mapping, or a row mask is not a bool tensor or
             is given for a variable that is not overridden.
         MechanismError: a mechanism raised or returned a wrong value.

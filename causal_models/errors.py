@@ -185,6 +185,7 @@ def did_you_mean(name: object, valid: Iterable[object], *, n: int = 3, cutoff: f
 
     Raises:
         ValueError: ``n <= 0`` or ``cutoff`` outside ``[0, 1]`` (from ``difflib``).
+        TypeError: ``valid`` is not iterable.
 
     Examples:
         >>> did_you_mean("layer.0", ["layers.0", "layers.1", "head"])

@@ -551,8 +551,9 @@ class CausalModel:
 
         Args:
             inputs: ``{input: [batch, *shape]}`` for every input variable.
-            validate: Check input values and mechanism outputs against their domains (shape and
-                dtype are always checked).
+            validate: Check the inputs' dtypes and values, and the mechanism outputs' values,
+                against their domains (shapes, and the dtypes of mechanism outputs, are always
+                checked).
 
         Returns:
             ``{var: [batch, *shape]}`` for every variable, in topological order.
@@ -562,8 +563,8 @@ class CausalModel:
             UnknownVariableError: a key of ``inputs`` is not an input variable.
             MissingInputError: an input variable has no value.
             BatchShapeError: the inputs differ in batch size.
-            DomainError: a value that is not a tensor ``[batch, *shape]`` of the domain's dtype
-                kind, or (with ``validate``) a value outside its domain; the message names the row.
+            DomainError: a value that is not a tensor ``[batch, *shape]``, or (with ``validate``) a
+                value of another dtype kind or outside its domain; the message names the row.
             MechanismError: a mechanism raised, or returned a value of the wrong shape or dtype (or,
                 with ``validate``, outside its domain).
 
@@ -605,9 +606,9 @@ class CausalModel:
             UnknownVariableError: a key of ``inputs`` is not an input variable.
             MissingInputError: an input variable has no value.
             BatchShapeError: the inputs differ in batch size.
-            DomainError: an input or intervention value that is not a tensor ``[batch, *shape]`` of
-                the domain's dtype kind, or (with ``validate``) a value outside its domain; the
-                message names the row.
+            DomainError: an input or intervention value that is not a tensor ``[batch, *shape]``, or
+                (with ``validate``) a value of another dtype kind or outside its domain; the message
+                names the row.
             MechanismError: a mechanism raised, or returned a value of the wrong shape or dtype (or,
                 with ``validate``, outside its domain).
             InterventionSpecError: ``interventions`` is not a mapping, or a row mask that is not a
@@ -658,8 +659,8 @@ class CausalModel:
                 intervened variable is not a variable of the model.
             MissingInputError: an input variable has no value in the base or in a source.
             BatchShapeError: the base, the sources and the row masks differ in batch size.
-            DomainError: an input value that is not a tensor ``[batch, *shape]`` of the domain's
-                dtype kind, or (with ``validate``) a value outside its domain; the message names the
+            DomainError: an input value that is not a tensor ``[batch, *shape]``, or (with
+                ``validate``) one of another dtype kind or outside its domain; the message names the
                 row.
             MechanismError: a mechanism raised, or returned a value of the wrong shape or dtype (or,
                 with ``validate``, outside its domain).
@@ -709,8 +710,8 @@ class CausalModel:
             MissingInputError: an input variable has no value in the base or in a source.
             BatchShapeError: the base, the sources, ``intervened`` and ``source_index`` differ in
                 batch size.
-            DomainError: an input value that is not a tensor ``[batch, *shape]`` of the domain's
-                dtype kind, or (with ``validate``) a value outside its domain; the message names the
+            DomainError: an input value that is not a tensor ``[batch, *shape]``, or (with
+                ``validate``) one of another dtype kind or outside its domain; the message names the
                 row.
             MechanismError: a mechanism raised, or returned a value of the wrong shape or dtype (or,
                 with ``validate``, outside its domain).
