@@ -1,30 +1,18 @@
 """Input samplers and counterfactual data for interchange intervention training.
 
 A *sampler* draws a batch of inputs: any callable ``sampler(n, generator) -> {input: [n, *shape]}``
-(:class:`InputSampler`). :class:`IndependentSampler` draws each input from its domain (uniform) or
-from a function you give. The :class:`CounterfactualGenerator` draws bases, sources and intervened
-variables per example and labels them with the causal model, all vectorised; the map-style
-:class:`CounterfactualDataset` precomputes a seeded set of examples.
+(`InputSampler`). `IndependentSampler` draws each input from its domain (uniform) or from a function
+you give. The `CounterfactualGenerator` draws bases, sources and intervened variables per example
+and labels them with the causal model, all vectorised; the map-style `CounterfactualDataset`
+precomputes a seeded set of examples. `CounterfactualBatch` describes the fields of a batch.
 
-Batch fields (:class:`CounterfactualBatch`)
--------------------------------------------
-``base``                  ``{input: [B, *shape]}``
-``sources``               list (one per source slot) of ``{input: [B, *shape]}``
-``variables``             the ordered candidate variables (the columns below)
-``intervened``            bool ``[B, V]``: row ``i`` intervenes on ``variables[j]``
-``source_index``          int64 ``[B, V]``: source slot giving ``variables[j]``, ``-1`` if not intervened
-``base_output``           the output variable's value on the base ``[B, *shape]``
-``counterfactual_output`` its value under the interchange ``[B, *shape]``
-``impactful`` (property)  bool ``[B]``: counterfactual output differs from the base output
-
-Examples
---------
->>> from causal_models import standard
->>> model = standard.digit_sum(max_digit=9)
->>> gen = CounterfactualGenerator(model, CounterfactualConfig(variables=("S", "z")), seed=0)
->>> batch = gen.generate(4)
->>> batch.intervened.shape, batch.counterfactual_output.shape
-(torch.Size([4, 2]), torch.Size([4]))
+Examples:
+    >>> from causal_models import standard
+    >>> model = standard.digit_sum(max_digit=9)
+    >>> gen = CounterfactualGenerator(model, CounterfactualConfig(variables=("S", "z")), seed=0)
+    >>> batch = gen.generate(4)
+    >>> batch.intervened.shape, batch.counterfactual_output.shape
+    (torch.Size([4, 2]), torch.Size([4]))
 """
 
 from __future__ import annotations
@@ -59,25 +47,55 @@ __all__ = [
 
 
 class InputSampler(Protocol):
-    """Draws ``n`` inputs: ``sampler(n, generator) -> {input: [n, *shape]}``."""
+    """Draws ``n`` inputs: ``sampler(n, generator) -> {input: [n, *shape]}``.
 
-    def __call__(self, n: int, generator: torch.Generator) -> dict[str, Tensor]: ...
+    Any function or object with this call signature is a sampler (e.g. `IndependentSampler`,
+    `causal_models.standard.PriceSampler`); it must draw its randomness from ``generator`` so that
+    seeded generators reproduce their data.
+
+    Raises:
+        TypeError: instantiating the protocol itself (write a function or a class with
+            ``__call__``).
+
+    Examples:
+        >>> import torch
+        >>> def digits(n, generator):
+        ...     draw = lambda: torch.randint(0, 10, (n,), generator=generator)
+        ...     return {"x": draw(), "y": draw(), "z": draw()}
+        >>> sorted(digits(3, torch.Generator().manual_seed(0)))
+        ['x', 'y', 'z']
+    """
+
+    def __call__(self, n: int, generator: torch.Generator) -> dict[str, Tensor]:
+        """Draw ``n`` inputs.
+
+        Args:
+            n: Number of examples.
+            generator: The random generator to draw from.
+
+        Returns:
+            ``{input: [n, *shape]}`` for every input variable.
+        """
+        ...
 
 
 class IndependentSampler:
     """Draw every input independently: uniformly from its domain, or from a function you give.
 
-    Parameters
-    ----------
-    model
-        The causal model whose inputs are drawn.
-    samplers
-        Optional ``{input: f(n, generator) -> [n, *shape]}`` replacing the uniform draw.
+    Args:
+        model: The causal model whose inputs are drawn.
+        samplers: Optional ``{input: f(n, generator) -> [n, *shape]}`` replacing the uniform draw.
 
-    Raises
-    ------
-    UnknownVariableError
-        If a key of ``samplers`` is not an input.
+    Raises:
+        UnknownVariableError: a key of ``samplers`` is not an input variable.
+
+    Examples:
+        >>> import torch
+        >>> from causal_models import standard
+        >>> zeros = lambda n, generator: torch.zeros(n, dtype=torch.int64)
+        >>> sampler = IndependentSampler(standard.digit_sum(), {"x": zeros})
+        >>> sampler(3, torch.Generator().manual_seed(0))
+        {'x': tensor([0, 0, 0]), 'y': tensor([4, 9, 3]), 'z': tensor([0, 3, 9])}
     """
 
     def __init__(
@@ -92,7 +110,18 @@ class IndependentSampler:
                 raise UnknownVariableError(unknown_name_message(k, model.inputs, "input variable"))
 
     def __call__(self, n: int, generator: torch.Generator) -> dict[str, Tensor]:
-        """Draw ``n`` inputs -> ``{input: [n, *shape]}``."""
+        """Draw ``n`` inputs.
+
+        Args:
+            n: Number of examples.
+            generator: The random generator to draw from.
+
+        Returns:
+            ``{input: [n, *shape]}`` for every input variable, in the model's input order.
+
+        Raises:
+            SamplingError: an input without a sampler has an unbounded `RealDomain`.
+        """
         out = {}
         for name in self.model.inputs:
             f = self.samplers.get(name)
@@ -106,30 +135,35 @@ class IndependentSampler:
 class CounterfactualConfig:
     """How counterfactual examples are drawn.
 
-    Parameters
-    ----------
-    variables
-        Candidate variables to intervene on, in the order of the ``intervened`` columns.
-    output
-        Output variable used as label; ``None`` means the model's only output.
-    n_sources
-        Number of source slots per example.
-    selection
-        ``"one"``: each example intervenes on one candidate drawn uniformly; ``"subset"``: each
-        candidate independently with probability 1/2, conditioned on at least one; ``"all"``: every
-        candidate.
-    source_assignment
-        ``"uniform"``: each intervened variable takes a source slot drawn uniformly;
-        ``"by_position"``: candidate ``j`` always takes slot ``j % n_sources``.
-    balance
-        ``"none"``, or ``"labels"``: equal counts of each counterfactual label (rejection sampling;
-        the output domain must be finite).
-    balance_classes
-        Labels to balance over (default: every value of the output domain).
-    max_oversample
-        ``"labels"`` gives up (``SamplingError``) after drawing this many times the requested size.
-    validate
-        Check sampled inputs and mechanism outputs against their domains.
+    Args:
+        variables: Candidate variables to intervene on, in the order of the ``intervened`` columns.
+        output: Output variable used as label; ``None`` means the model's only output.
+        n_sources: Number of source slots per example.
+        selection: ``"one"``: each example intervenes on one candidate drawn uniformly;
+            ``"subset"``: each candidate independently with probability 1/2, conditioned on at least
+            one; ``"all"``: every candidate.
+        source_assignment: ``"uniform"``: each intervened variable takes a source slot drawn
+            uniformly; ``"by_position"``: candidate ``j`` always takes slot ``j % n_sources``.
+        balance: ``"none"``, or ``"labels"``: equal counts of each counterfactual label (rejection
+            sampling; the output domain must be finite).
+        balance_classes: Labels to balance over (default: every value of the output domain).
+        max_oversample: With ``balance="labels"``, generation gives up (`SamplingError`) after
+            drawing this many times the requested size.
+        validate: Check sampled inputs and mechanism outputs against their domains.
+
+    Raises:
+        CausalModelError: ``variables`` empty, a plain string or repeating a name; ``selection``,
+            ``source_assignment`` or ``balance`` not one of the listed values; ``n_sources`` not an
+            int >= 1; or ``max_oversample < 1``.
+        TypeError: an unknown field.
+
+    Examples:
+        >>> CounterfactualConfig(variables=("S",), n_sources=2, selection="all").source_assignment
+        'uniform'
+        >>> CounterfactualConfig(variables=("S",), selection="some")
+        Traceback (most recent call last):
+        ...
+        causal_models.errors.CausalModelError: selection='some' is not one of ('one', 'subset', ...)
     """
 
     variables: tuple[str, ...]
@@ -168,12 +202,43 @@ class CounterfactualConfig:
 
 
 def _index(d: Mapping[str, Tensor], idx: Tensor) -> dict[str, Tensor]:
+    """Rows ``idx`` of every tensor of ``d`` (``{name: [batch, ...]}``)."""
     return {k: v[idx] for k, v in d.items()}
 
 
 @dataclass(frozen=True)
 class CounterfactualBatch:
-    """A batch of counterfactual examples; fields are described in the module docstring."""
+    """A batch of ``B`` counterfactual examples over ``V`` candidate variables.
+
+    `CounterfactualGenerator.generate` and `CounterfactualDataset.collate` build batches; the
+    constructor does not check its arguments.
+
+    Args:
+        base: ``{input: [B, *shape]}``: the base inputs.
+        sources: One ``{input: [B, *shape]}`` per source slot.
+        variables: The ordered candidate variables (the columns of ``intervened`` and
+            ``source_index``).
+        intervened: bool ``[B, V]``: row ``i`` intervenes on ``variables[j]``.
+        source_index: int64 ``[B, V]``: the source slot giving ``variables[j]``, ``-1`` where not
+            intervened.
+        base_output: The output variable's value on the base ``[B, *shape]``.
+        counterfactual_output: Its value under the interchange ``[B, *shape]`` (the IIT label).
+        output: Name of the output variable.
+
+    Raises:
+        TypeError: a missing or unknown field.
+
+    Examples:
+        >>> from causal_models import standard
+        >>> gen = CounterfactualGenerator(standard.digit_sum(), CounterfactualConfig(("S", "z")))
+        >>> batch = gen.generate(4)
+        >>> batch.intervened.tolist()
+        [[True, False], [False, True], [False, True], [False, True]]
+        >>> batch.base_output.tolist(), batch.counterfactual_output.tolist()
+        ([14, 21, 11, 9], [19, 27, 11, 7])
+        >>> batch.intervened_variables(0), batch.impactful.tolist()
+        ({'S': 0}, [True, True, False, True])
+    """
 
     base: dict[str, Tensor]
     sources: list[dict[str, Tensor]]
@@ -185,6 +250,7 @@ class CounterfactualBatch:
     output: str = field(default="")
 
     def __len__(self) -> int:
+        """Number of examples ``B``."""
         return int(self.intervened.shape[0])
 
     @property
@@ -194,8 +260,18 @@ class CounterfactualBatch:
         return diff.reshape(len(self), -1).any(dim=1)
 
     def intervened_variables(self, row: int) -> dict[str, int]:
-        """``{variable: source slot}`` intervened in ``row`` (the ``variables`` argument of
-        :meth:`CausalModel.interchange` for that example)."""
+        """The intervened variables of one example and their source slots.
+
+        Args:
+            row: The example's index.
+
+        Returns:
+            ``{variable: source slot}``: the ``variables`` argument of `CausalModel.interchange` for
+            that example.
+
+        Raises:
+            IndexError: ``row`` is outside the batch.
+        """
         return {
             v: int(self.source_index[row, j])
             for j, v in enumerate(self.variables)
@@ -203,7 +279,17 @@ class CounterfactualBatch:
         }
 
     def select(self, index: Tensor) -> CounterfactualBatch:
-        """Rows ``index`` (int64 ``[k]`` or bool ``[B]``) as a new batch."""
+        """Some rows as a new batch.
+
+        Args:
+            index: int64 ``[k]`` row indices, or a bool mask ``[B]``.
+
+        Returns:
+            The selected rows, in the order of ``index``.
+
+        Raises:
+            IndexError: an index outside the batch, or a mask of another length.
+        """
         return CounterfactualBatch(
             _index(self.base, index),
             [_index(s, index) for s in self.sources],
@@ -217,7 +303,18 @@ class CounterfactualBatch:
 
     @staticmethod
     def cat(batches: Sequence[CounterfactualBatch]) -> CounterfactualBatch:
-        """Concatenate batches that share ``variables``, ``output`` and number of sources."""
+        """Concatenate batches that share ``variables``, ``output`` and number of sources.
+
+        Args:
+            batches: The batches, each ``[B_i, ...]``.
+
+        Returns:
+            One batch of ``sum(B_i)`` rows, in order.
+
+        Raises:
+            CausalModelError: ``batches`` is empty, or the batches differ in ``variables``,
+                ``output`` or number of sources.
+        """
         if not batches:
             raise CausalModelError("cannot concatenate an empty list of batches")
         first = batches[0]
@@ -243,7 +340,14 @@ class CounterfactualBatch:
         )
 
     def to(self, device: torch.device | str) -> CounterfactualBatch:
-        """A copy with every tensor on ``device``."""
+        """A copy with every tensor on ``device``.
+
+        Args:
+            device: The target device (``"cpu"``, ``"cuda:0"``, a ``torch.device``).
+
+        Returns:
+            The moved batch (the same batch's tensors where they already are on ``device``).
+        """
         return CounterfactualBatch(
             {k: v.to(device) for k, v in self.base.items()},
             [{k: v.to(device) for k, v in s.items()} for s in self.sources],
@@ -258,8 +362,23 @@ class CounterfactualBatch:
 
 @dataclass(frozen=True)
 class CounterfactualExample:
-    """One example of a :class:`CounterfactualDataset`: the batch fields without the batch
-    dimension (``intervened`` ``[V]``, ``base_output`` ``[*shape]``, ...)."""
+    """One example of a `CounterfactualDataset`.
+
+    The fields of `CounterfactualBatch` without the batch dimension.
+
+    Args:
+        base: ``{input: [*shape]}``.
+        sources: One ``{input: [*shape]}`` per source slot.
+        variables: The ordered candidate variables ``V``.
+        intervened: bool ``[V]``.
+        source_index: int64 ``[V]`` (``-1`` where not intervened).
+        base_output: The output on the base ``[*shape]``.
+        counterfactual_output: The output under the interchange ``[*shape]``.
+        output: Name of the output variable.
+
+    Raises:
+        TypeError: a missing or unknown field.
+    """
 
     base: dict[str, Tensor]
     sources: list[dict[str, Tensor]]
@@ -274,24 +393,29 @@ class CounterfactualExample:
 class CounterfactualGenerator:
     """Vectorised, seeded generator of counterfactual batches.
 
-    Parameters
-    ----------
-    model
-        The causal model labelling the examples.
-    config
-        What to draw (:class:`CounterfactualConfig`).
-    sampler
-        Input sampler for bases and sources (default: :class:`IndependentSampler`).
-    seed
-        Seed of the generator's own ``torch.Generator``: the same seed gives the same sequence of
-        batches.
+    Args:
+        model: The causal model labelling the examples.
+        config: What to draw (`CounterfactualConfig`).
+        sampler: Input sampler for bases and sources (default: `IndependentSampler`).
+        seed: Seed of the generator's own ``torch.Generator``: the same seed gives the same sequence
+            of batches.
 
-    Raises
-    ------
-    UnknownVariableError
-        A candidate or output name that is not a variable / output of the model.
-    SamplingError
-        ``balance="labels"`` on an output whose domain is not finite, or an unknown balance class.
+    Raises:
+        UnknownVariableError: a candidate variable that is not a variable of the model, or
+            ``config.output`` that is not one of its outputs.
+        CausalModelError: ``config.output`` is ``None`` but the model has several outputs.
+        SamplingError: ``balance="labels"`` on an output whose domain is not finite, or a balance
+            class outside the output's domain.
+
+    Examples:
+        Balanced labels of a boolean circuit (``O = x0 & ~x1``), intervening on ``A = x0``:
+
+        >>> from causal_models import standard
+        >>> config = CounterfactualConfig(variables=("A",), balance="labels")
+        >>> gen = CounterfactualGenerator(standard.and_or_not(2), config, seed=0)
+        >>> batch = gen.generate(10)
+        >>> int(batch.counterfactual_output.sum()), len(batch)
+        (5, 10)
     """
 
     def __init__(
@@ -334,6 +458,19 @@ class CounterfactualGenerator:
             self._classes = torch.tensor(classes, dtype=dom.dtype)
 
     def _draw(self, n: int) -> CounterfactualBatch:
+        """Draw ``n`` examples without balancing: bases, sources, intervened variables and source
+        slots, then label them (base run, source runs, per-row interchange).
+
+        Raises:
+            CausalModelError: the sampler returned something other than a mapping.
+            UnknownVariableError: the sampler returned a name that is not an input variable.
+            MissingInputError: the sampler returned no value for an input variable.
+            BatchShapeError: the sampled inputs differ in batch size.
+            DomainError: a sampled value that is not a tensor ``[batch, *shape]``, or (with
+                ``config.validate``) one of another dtype kind or outside its domain.
+            MechanismError: a mechanism raised or returned a wrong value.
+            SamplingError: the sampler returned another batch size than ``n``.
+        """
         cfg, g = self.config, self.generator
         n_var = len(cfg.variables)
         base = self.sampler(n, g)
@@ -383,11 +520,34 @@ class CounterfactualGenerator:
     def generate(self, n: int) -> CounterfactualBatch:
         """Draw ``n`` counterfactual examples (advances the generator's random state).
 
-        Raises
-        ------
-        SamplingError
-            With ``balance="labels"``, if some class stays short after drawing
-            ``max_oversample * n`` examples (the message names the classes and their counts).
+        Args:
+            n: Number of examples.
+
+        Returns:
+            A `CounterfactualBatch` of ``n`` rows (with ``balance="labels"``, in random order and
+            with the class counts differing by at most one).
+
+        Raises:
+            CausalModelError: ``n`` is not a positive int.
+            SamplingError: with ``balance="labels"``, some class stays short after drawing
+                ``max_oversample * n`` examples (the message names the classes and their counts); or
+                the sampler returned another batch size than asked for, or sampled an unbounded
+                `RealDomain`.
+            UnknownVariableError: the sampler returned a name that is not an input variable.
+            MissingInputError: the sampler returned no value for an input variable.
+            BatchShapeError: the sampled inputs differ in batch size.
+            DomainError: a sampled value that is not a tensor ``[batch, *shape]``, or (with
+                ``config.validate``) one of another dtype kind or outside its domain.
+            MechanismError: a mechanism raised or returned a wrong value.
+
+        Examples:
+            >>> import torch
+            >>> from causal_models import standard
+            >>> model, config = standard.digit_sum(), CounterfactualConfig(("S",))
+            >>> a = CounterfactualGenerator(model, config, seed=0).generate(4)
+            >>> b = CounterfactualGenerator(model, config, seed=0).generate(4)
+            >>> torch.equal(a.counterfactual_output, b.counterfactual_output)  # same seed
+            True
         """
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise CausalModelError(f"n must be a positive int, got {n!r}")
@@ -431,7 +591,19 @@ class CounterfactualGenerator:
         return out.select(torch.randperm(len(out), generator=self.generator))
 
     def batches(self, batch_size: int, n_batches: int) -> Iterator[CounterfactualBatch]:
-        """Yield ``n_batches`` fresh batches of ``batch_size`` examples."""
+        """Yield ``n_batches`` fresh batches of ``batch_size`` examples.
+
+        Args:
+            batch_size: Examples per batch.
+            n_batches: Number of batches.
+
+        Yields:
+            `CounterfactualBatch` objects of ``batch_size`` rows.
+
+        Raises:
+            CausalModelError: ``batch_size`` is not a positive int (when the first batch is drawn).
+            SamplingError: as in `CounterfactualGenerator.generate`.
+        """
         for _ in range(n_batches):
             yield self.generate(batch_size)
 
@@ -439,21 +611,38 @@ class CounterfactualGenerator:
 class CounterfactualDataset(Dataset[CounterfactualExample]):
     """Map-style dataset of ``size`` precomputed counterfactual examples (seeded).
 
-    Parameters
-    ----------
-    model, config, sampler, seed
-        As in :class:`CounterfactualGenerator`.
-    size
-        Number of examples.
+    Indexing gives `CounterfactualExample` objects; `CounterfactualDataset.collate` stacks them for
+    a ``DataLoader``, and `CounterfactualDataset.batches` slices the precomputed tensors directly.
 
-    Examples
-    --------
-    >>> from torch.utils.data import DataLoader
-    >>> from causal_models import standard
-    >>> ds = CounterfactualDataset(standard.digit_sum(), 100, CounterfactualConfig(("S",)), seed=1)
-    >>> batch = next(iter(DataLoader(ds, batch_size=8, collate_fn=CounterfactualDataset.collate)))
-    >>> len(batch)
-    8
+    Args:
+        model: The causal model labelling the examples.
+        size: Number of examples.
+        config: What to draw (`CounterfactualConfig`).
+        sampler: Input sampler for bases and sources (default: `IndependentSampler`).
+        seed: Seed of the generator: the same seed gives the same dataset.
+
+    Raises:
+        UnknownVariableError: a candidate variable that is not a variable of the model, or
+            ``config.output`` that is not one of its outputs.
+        CausalModelError: ``size`` is not a positive int, or ``config.output`` is ``None`` but the
+            model has several outputs.
+        SamplingError: ``balance="labels"`` on an output whose domain is not finite, a balance class
+            outside the output's domain, or labels that cannot be balanced; or a sampler that
+            returns another batch size or draws from an unbounded `RealDomain`.
+        DomainError: a sampled value that does not fit its domain.
+        MechanismError: a mechanism raised or returned a wrong value while labelling.
+
+    Examples:
+        >>> from torch.utils.data import DataLoader
+        >>> from causal_models import standard
+        >>> config = CounterfactualConfig(("S",))
+        >>> ds = CounterfactualDataset(standard.digit_sum(), 100, config, seed=1)
+        >>> loader = DataLoader(ds, batch_size=8, collate_fn=CounterfactualDataset.collate)
+        >>> batch = next(iter(loader))
+        >>> len(batch)
+        8
+        >>> [len(b) for b in ds.batches(40)]
+        [40, 40, 20]
     """
 
     def __init__(
@@ -470,6 +659,11 @@ class CounterfactualDataset(Dataset[CounterfactualExample]):
         return len(self.data)
 
     def __getitem__(self, i: int) -> CounterfactualExample:
+        """Example ``i`` (negative indices count from the end).
+
+        Raises:
+            DatasetIndexError: ``i`` is outside ``-len(self) <= i < len(self)``.
+        """
         d = self.data
         if not -len(d) <= i < len(d):
             raise DatasetIndexError(
@@ -488,7 +682,17 @@ class CounterfactualDataset(Dataset[CounterfactualExample]):
 
     @staticmethod
     def collate(examples: Sequence[CounterfactualExample]) -> CounterfactualBatch:
-        """``collate_fn`` for ``DataLoader``: stack examples into a :class:`CounterfactualBatch`."""
+        """``collate_fn`` for ``DataLoader``: stack examples into a `CounterfactualBatch`.
+
+        Args:
+            examples: Examples of one dataset (same variables, output and number of sources).
+
+        Returns:
+            A batch of ``len(examples)`` rows (``intervened`` ``[B, V]``, outputs ``[B, *shape]``).
+
+        Raises:
+            CausalModelError: ``examples`` is empty.
+        """
         if not examples:
             raise CausalModelError("cannot collate an empty list of examples")
         e0 = examples[0]
@@ -511,7 +715,19 @@ class CounterfactualDataset(Dataset[CounterfactualExample]):
     def batches(
         self, batch_size: int, shuffle: bool = False, seed: int = 0
     ) -> Iterator[CounterfactualBatch]:
-        """Iterate over the dataset in batches by slicing (much faster than a ``DataLoader``)."""
+        """Iterate over the dataset in batches by slicing (much faster than a ``DataLoader``).
+
+        Args:
+            batch_size: Examples per batch (the last batch may be smaller).
+            shuffle: Visit the examples in a random order.
+            seed: Seed of that order.
+
+        Yields:
+            `CounterfactualBatch` objects of at most ``batch_size`` rows.
+
+        Raises:
+            ValueError: ``batch_size`` is not positive (from ``range``).
+        """
         n = len(self.data)
         order = (
             torch.randperm(n, generator=torch.Generator().manual_seed(seed))

@@ -1,21 +1,20 @@
 """Value domains of causal-model variables.
 
 A domain describes the values one variable may take for ONE example: its event ``shape`` (``()`` for
-scalars, ``(emb_dim,)`` for entity vectors), its ``dtype`` and which values are allowed. Batched values
-are tensors ``[batch, *shape]``.
+scalars, ``(emb_dim,)`` for entity vectors), its ``dtype`` and which values are allowed. Batched
+values are tensors ``[batch, *shape]``.
 
-* :class:`FiniteDomain` -- an explicit finite set of scalars (``FiniteDomain.boolean()`` for
+* `FiniteDomain`: an explicit finite set of scalars (``FiniteDomain.boolean()`` for
   ``{False, True}``).
-* :class:`IntegerRange` -- the integers ``low <= v < high``.
-* :class:`RealDomain` -- real tensors of a fixed shape, optionally bounded (entity vectors, prices).
+* `IntegerRange`: the integers ``low <= v < high``.
+* `RealDomain`: real tensors of a fixed shape, optionally bounded (entity vectors, prices).
 
-Examples
---------
->>> import torch
->>> IntegerRange(0, 10).contains(torch.tensor([3, 12])).tolist()
-[True, False]
->>> FiniteDomain.boolean().size
-2
+Examples:
+    >>> import torch
+    >>> IntegerRange(0, 10).contains(torch.tensor([3, 12])).tolist()
+    [True, False]
+    >>> FiniteDomain.boolean().size
+    2
 """
 
 from __future__ import annotations
@@ -35,6 +34,7 @@ Scalar = bool | int | float
 
 
 def _kind(dtype: torch.dtype) -> str:
+    """The kind of a dtype: ``"bool"``, ``"int"``, ``"float"`` or ``"complex"``."""
     if dtype == torch.bool:
         return "bool"
     if dtype.is_floating_point:
@@ -47,8 +47,13 @@ def _kind(dtype: torch.dtype) -> str:
 class Domain(ABC):
     """Abstract domain: the values one variable takes for one example.
 
-    Subclasses provide ``shape`` (event shape), ``dtype`` (dtype used to build values),
-    :meth:`contains` and :meth:`sample`.
+    Subclasses provide ``shape`` (the event shape), `Domain.dtype` (the dtype values are built
+    with), ``_contains`` (element-wise membership) and `Domain.sample`; `Domain.contains` and
+    `Domain.validate` then work on batches ``[batch, *shape]``.
+
+    Raises:
+        TypeError: instantiating `Domain` itself, or a subclass that leaves an abstract method
+            undefined.
     """
 
     shape: tuple[int, ...]
@@ -69,32 +74,50 @@ class Domain(ABC):
 
     @abstractmethod
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        """Draw ``n`` values uniformly from the domain -> ``[n, *shape]``.
+        """Draw ``n`` values uniformly from the domain.
 
-        Raises
-        ------
-        SamplingError
-            If the domain has no uniform distribution (an unbounded real domain).
+        Args:
+            n: Number of values.
+            generator: Random generator (default: torch's global one).
+
+        Returns:
+            The values ``[n, *shape]`` of `Domain.dtype`.
+
+        Raises:
+            SamplingError: the domain has no uniform distribution (an unbounded `RealDomain`).
         """
 
     def _accepts_kind(self, kind: str) -> bool:
+        """Whether values of dtype kind ``kind`` (see ``_kind``) may belong to the domain."""
         return kind == _kind(self.dtype)
 
     def contains(self, values: Tensor) -> Tensor:
-        """Per-row membership of ``values`` ``[batch, *shape]`` -> bool ``[batch]``.
+        """Per-row membership of a batch of values.
 
         A row is a member when every element is allowed (values are compared, whatever the dtype).
 
-        Raises
-        ------
-        DomainError
-            If ``values`` is not a tensor of shape ``[batch, *shape]``.
+        Args:
+            values: Values ``[batch, *shape]``.
+
+        Returns:
+            bool ``[batch]``.
+
+        Raises:
+            DomainError: ``values`` is not a tensor of shape ``[batch, *shape]``.
+
+        Examples:
+            >>> import torch
+            >>> from causal_models import RealDomain
+            >>> values = torch.tensor([[0.5, 0.2], [2.0, 0.0]])
+            >>> RealDomain((2,), -1.0, 1.0).contains(values).tolist()
+            [True, False]
         """
         self._check_shape(values, "values")
         inside = self._contains(values)
         return inside.reshape(values.shape[0], -1).all(dim=1)
 
     def _check_shape(self, values: object, name: str) -> None:
+        """Raise `DomainError` (naming ``name``) unless ``values`` is ``[batch, *shape]``."""
         if not isinstance(values, Tensor):
             raise DomainError(
                 f"{name}: expected a torch.Tensor of shape [batch, *{self.shape}], "
@@ -107,19 +130,24 @@ class Domain(ABC):
             )
 
     def validate(self, values: object, name: str) -> None:
-        """Check that ``values`` is a ``[batch, *shape]`` tensor of a fitting dtype inside the domain.
+        """Check that ``values`` is a tensor ``[batch, *shape]`` of a fitting dtype, in the domain.
 
-        Parameters
-        ----------
-        values
-            Candidate values ``[batch, *shape]``.
-        name
-            How to call the values in the error (e.g. ``"input 'x'"``).
+        Args:
+            values: Candidate values ``[batch, *shape]``.
+            name: How to call the values in the error (e.g. ``"input 'x'"``).
 
-        Raises
-        ------
-        DomainError
-            Naming ``name``, the expected shape/dtype, and the first offending row and value.
+        Raises:
+            DomainError: a value that is not a tensor ``[batch, *shape]``, a dtype of another kind,
+                or a value outside the domain; the message names ``name``, the expected shape or
+                dtype, and the first offending row and value.
+
+        Examples:
+            >>> import torch
+            >>> from causal_models import IntegerRange
+            >>> IntegerRange(0, 10).validate(torch.tensor([3, 12]), "input 'x'")
+            Traceback (most recent call last):
+            ...
+            causal_models.errors.DomainError: input 'x': value 12 (row 1) is outside ...
         """
         self._check_shape(values, name)
         assert isinstance(values, Tensor)
@@ -142,15 +170,26 @@ class Domain(ABC):
 class FiniteDomain(Domain):
     """A finite set of scalar values (all bool, all int, or numbers including floats).
 
-    Parameters
-    ----------
-    values
-        The allowed values, distinct, in the order that :meth:`index_of` numbers them.
+    The dtype follows the values: ``torch.bool`` for bools, ``torch.int64`` for ints,
+    ``torch.float32`` when a float is among them.
 
-    Raises
-    ------
-    DomainError
-        If ``values`` is empty, has duplicates or mixes bools with numbers.
+    Args:
+        values: The allowed values, distinct, in the order that `FiniteDomain.index_of` numbers
+            them.
+        shape: Event shape; always ``()`` (the values are scalars).
+
+    Raises:
+        DomainError: ``values`` is empty, has duplicates, holds something other than bools, ints and
+            floats, or mixes bools with numbers; or ``shape`` is not ``()``.
+        TypeError: an unknown field.
+
+    Examples:
+        >>> import torch
+        >>> squares = FiniteDomain((1, 4, 9))
+        >>> squares.dtype, squares.size
+        (torch.int64, 3)
+        >>> squares.index_of(torch.tensor([9, 1])).tolist()
+        [2, 0]
     """
 
     values: tuple[Scalar, ...]
@@ -171,11 +210,19 @@ class FiniteDomain(Domain):
 
     @classmethod
     def boolean(cls) -> FiniteDomain:
-        """The domain ``{False, True}`` (dtype ``torch.bool``); ``index_of`` maps False->0, True->1."""
+        """The domain ``{False, True}`` (dtype ``torch.bool``).
+
+        Returns:
+            ``FiniteDomain((False, True))``; its `FiniteDomain.index_of` maps ``False`` to 0 and
+            ``True`` to 1.
+        """
         return cls((False, True))
 
     @property
     def dtype(self) -> torch.dtype:
+        """``torch.bool`` for bools, ``torch.int64`` for ints, ``torch.float32`` when a value is a
+        float.
+        """
         if isinstance(self.values[0], bool):
             return torch.bool
         if all(isinstance(v, int) for v in self.values):
@@ -184,6 +231,7 @@ class FiniteDomain(Domain):
 
     @property
     def is_finite(self) -> bool:
+        """Always ``True``."""
         return True
 
     @property
@@ -192,15 +240,22 @@ class FiniteDomain(Domain):
         return len(self.values)
 
     def tensor(self) -> Tensor:
-        """The values as a tensor ``[size]`` of :attr:`dtype`."""
+        """The values as a tensor.
+
+        Returns:
+            The values ``[size]`` of `FiniteDomain.dtype`, in declaration order.
+        """
         return torch.tensor(self.values, dtype=self.dtype)
 
     def _accepts_kind(self, kind: str) -> bool:
+        """A float domain also accepts integer tensors; other domains need their own kind."""
         if self.dtype == torch.float32:
             return kind in ("float", "int")
         return kind == _kind(self.dtype)
 
     def _contains(self, values: Tensor) -> Tensor:
+        """Element-wise membership ``[batch]`` -> bool ``[batch]`` (compared after type promotion).
+        """
         table = self.tensor().to(device=values.device)
         if values.dtype == torch.bool or table.dtype == torch.bool:
             values, table = values.to(torch.uint8), table.to(torch.uint8)
@@ -208,18 +263,32 @@ class FiniteDomain(Domain):
         return torch.isin(values.to(common), table.to(common))
 
     def index_of(self, values: Tensor) -> Tensor:
-        """Position of each value in :attr:`values` -> int64 ``[batch]`` (class labels).
+        """Position of each value in ``values`` (class labels).
 
-        Raises
-        ------
-        DomainError
-            If a value is not in the domain.
+        Args:
+            values: Values ``[batch]`` in the domain.
+
+        Returns:
+            int64 ``[batch]``.
+
+        Raises:
+            DomainError: ``values`` is not a tensor ``[batch]`` of a fitting dtype, or a value is
+                not in the domain.
         """
         self.validate(values, "values")
         table = self.tensor().to(device=values.device)
         return (values.unsqueeze(-1) == table).to(torch.int64).argmax(dim=-1)
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """Draw ``n`` values uniformly from the set.
+
+        Args:
+            n: Number of values.
+            generator: Random generator (default: torch's global one).
+
+        Returns:
+            The values ``[n]`` of `FiniteDomain.dtype`.
+        """
         idx = torch.randint(0, self.size, (n,), generator=generator)
         return self.tensor()[idx]
 
@@ -233,10 +302,22 @@ class FiniteDomain(Domain):
 class IntegerRange(Domain):
     """The integers ``low <= v < high`` (scalars, dtype ``torch.int64``).
 
-    Raises
-    ------
-    DomainError
-        If ``high <= low``.
+    Args:
+        low: Smallest value.
+        high: One past the largest value.
+        shape: Event shape; always ``()`` (the values are scalars).
+
+    Raises:
+        DomainError: a bound that is not an int, ``high <= low``, or ``shape`` that is not ``()``.
+        TypeError: an unknown field.
+
+    Examples:
+        >>> import torch
+        >>> digits = IntegerRange(0, 10)
+        >>> digits.size, digits.is_finite
+        (10, True)
+        >>> digits.sample(4, torch.Generator().manual_seed(0)).tolist()
+        [4, 9, 3, 0]
     """
 
     low: int
@@ -255,10 +336,12 @@ class IntegerRange(Domain):
 
     @property
     def dtype(self) -> torch.dtype:
+        """Always ``torch.int64``."""
         return torch.int64
 
     @property
     def is_finite(self) -> bool:
+        """Always ``True``."""
         return True
 
     @property
@@ -272,27 +355,51 @@ class IntegerRange(Domain):
         return tuple(range(self.low, self.high))
 
     def tensor(self) -> Tensor:
-        """The values as an int64 tensor ``[size]``."""
+        """The values as a tensor.
+
+        Returns:
+            int64 ``[size]``: ``low, low + 1, ..., high - 1``.
+        """
         return torch.arange(self.low, self.high, dtype=torch.int64)
 
     def _contains(self, values: Tensor) -> Tensor:
+        """Element-wise membership; float values must also be whole numbers."""
         inside = (values >= self.low) & (values < self.high)
         if values.dtype.is_floating_point:
             inside = inside & (values == values.round())
         return inside
 
     def index_of(self, values: Tensor) -> Tensor:
-        """``values - low`` as int64 ``[batch]`` (class labels).
+        """``values - low`` (class labels).
 
-        Raises
-        ------
-        DomainError
-            If a value is not in the range.
+        Args:
+            values: Values ``[batch]`` in the range.
+
+        Returns:
+            int64 ``[batch]``.
+
+        Raises:
+            DomainError: ``values`` is not a tensor ``[batch]`` of a fitting dtype, or a value is
+                not in the range.
+
+        Examples:
+            >>> import torch
+            >>> IntegerRange(3, 6).index_of(torch.tensor([3, 5])).tolist()
+            [0, 2]
         """
         self.validate(values, "values")
         return values.to(torch.int64) - self.low
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """Draw ``n`` integers uniformly from the range.
+
+        Args:
+            n: Number of values.
+            generator: Random generator (default: torch's global one).
+
+        Returns:
+            int64 ``[n]``.
+        """
         return torch.randint(self.low, self.high, (n,), generator=generator)
 
     def __repr__(self) -> str:
@@ -303,19 +410,22 @@ class IntegerRange(Domain):
 class RealDomain(Domain):
     """Real tensors of event shape ``shape``, finite, optionally inside ``[low, high]``.
 
-    Parameters
-    ----------
-    shape
-        Event shape, e.g. ``()`` for a price, ``(emb_dim,)`` for an entity vector.
-    low, high
-        Optional inclusive bounds applied to every element; both are needed to :meth:`sample`.
-    float_dtype
-        Dtype values are created with.
+    Args:
+        shape: Event shape, e.g. ``()`` for a price, ``(emb_dim,)`` for an entity vector.
+        low: Optional inclusive lower bound on every element; `RealDomain.sample` needs both bounds.
+        high: Optional inclusive upper bound on every element.
+        float_dtype: Dtype values are created with.
 
-    Raises
-    ------
-    DomainError
-        If ``low > high``, a bound is not finite, or ``float_dtype`` is not a float dtype.
+    Raises:
+        DomainError: a shape entry that is not a positive int, a bound that is not finite,
+            ``low > high``, or a ``float_dtype`` that is not a float dtype.
+        TypeError: an unknown field.
+
+    Examples:
+        >>> import torch
+        >>> entity = RealDomain((2,), -1.0, 1.0)
+        >>> entity.sample(3, torch.Generator().manual_seed(0)).shape
+        torch.Size([3, 2])
     """
 
     shape: tuple[int, ...] = ()
@@ -336,9 +446,11 @@ class RealDomain(Domain):
 
     @property
     def dtype(self) -> torch.dtype:
+        """The ``float_dtype`` given (``torch.float32`` by default)."""
         return self.float_dtype
 
     def _contains(self, values: Tensor) -> Tensor:
+        """Element-wise: finite and inside the bounds that are set (``NaN`` is never inside)."""
         if self.low is not None and self.high is not None:
             return (values >= self.low) & (values <= self.high)  # False for NaN and +-inf
         inside = torch.isfinite(values)
@@ -349,6 +461,18 @@ class RealDomain(Domain):
         return inside
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """Draw ``n`` tensors uniformly from ``[low, high]^shape``.
+
+        Args:
+            n: Number of values.
+            generator: Random generator (default: torch's global one).
+
+        Returns:
+            The values ``[n, *shape]`` of ``float_dtype``.
+
+        Raises:
+            SamplingError: ``low`` or ``high`` is not set (the domain is unbounded).
+        """
         if self.low is None or self.high is None:
             raise SamplingError(
                 f"cannot sample uniformly from unbounded {self!r}: give low and high, "

@@ -1,7 +1,7 @@
 """Inspection of causal models: layered layout, matplotlib drawing and Graphviz DOT export.
 
-:func:`layered_positions` is the layout used by :func:`draw`; other code (e.g. drawing an alignment
-beside a neural model) can reuse it.
+`layered_positions` is the layout used by `draw`; other code (e.g. drawing an alignment beside a
+neural model) can reuse it. `KIND_COLORS` holds the fill colour of each variable kind.
 """
 
 from __future__ import annotations
@@ -21,17 +21,36 @@ if TYPE_CHECKING:
 
 __all__ = ["short_domain", "layered_positions", "draw", "to_dot", "write_dot", "KIND_COLORS"]
 
-#: Fill colour of each variable kind in :func:`draw` and :func:`to_dot`.
 KIND_COLORS: dict[str, str] = {
     "input": "#a6cee3",
     "constant": "#dddddd",
     "intermediate": "#fdbf6f",
     "output": "#b2df8a",
 }
+"""Fill colour of each variable kind (``"input"``, ``"constant"``, ``"intermediate"``, ``"output"``)
+in `draw` and `to_dot`."""
 
 
 def short_domain(domain: Domain) -> str:
-    """Compact text for a domain: ``{0..9}``, ``{F,T}``, ``{1,4,9}``, ``R^2 [-1,1]``."""
+    """Compact text for a domain: ``{0..9}``, ``{F,T}``, ``{1,4,9}``, ``R^2 [-1,1]``.
+
+    Args:
+        domain: The domain; an object that is not a `FiniteDomain`, `IntegerRange` or `RealDomain`
+            is shown by its ``repr``.
+
+    Returns:
+        The text.
+
+    Raises:
+        TypeError: not called with exactly one argument (any object is accepted and shown).
+
+    Examples:
+        >>> from causal_models import FiniteDomain, IntegerRange, RealDomain
+        >>> short_domain(IntegerRange(0, 10)), short_domain(FiniteDomain.boolean())
+        ('{0..9}', '{F,T}')
+        >>> short_domain(RealDomain((2,), -1.0, 1.0))
+        'R^2 [-1.0,1.0]'
+    """
     if isinstance(domain, IntegerRange):
         return f"{{{domain.low}..{domain.high - 1}}}"
     if isinstance(domain, FiniteDomain):
@@ -50,14 +69,27 @@ def short_domain(domain: Domain) -> str:
 def layered_positions(
     model: CausalModel, layer_gap: float = 1.0, node_gap: float = 1.0
 ) -> dict[str, tuple[float, float]]:
-    """Positions ``{var: (x, y)}`` with ``x = depth * layer_gap`` (longest path from a root) and the
-    variables of one layer spread ``node_gap`` apart around ``y = 0``, ordered by the mean height of
-    their parents (fewer crossings), then topologically.
+    """Node positions for a left-to-right drawing, one column per depth.
 
-    Raises
-    ------
-    CausalModelError
-        If a gap is not positive.
+    ``x = depth * layer_gap`` (the longest path from a root); the variables of one layer are spread
+    ``node_gap`` apart around ``y = 0``, ordered by the mean height of their parents (fewer
+    crossings), then topologically.
+
+    Args:
+        model: The causal model.
+        layer_gap: Horizontal distance between layers.
+        node_gap: Vertical distance between the variables of one layer.
+
+    Returns:
+        ``{var: (x, y)}`` for every variable.
+
+    Raises:
+        CausalModelError: ``layer_gap`` or ``node_gap`` is not positive.
+
+    Examples:
+        >>> from causal_models import standard
+        >>> layered_positions(standard.digit_sum())
+        {'x': (0.0, 1.0), 'y': (0.0, 0.0), 'z': (0.0, -1.0), 'S': (1.0, 0.0), 'O': (2.0, 0.0)}
     """
     if layer_gap <= 0 or node_gap <= 0:
         raise CausalModelError(f"gaps must be positive, got {layer_gap}, {node_gap}")
@@ -88,32 +120,36 @@ def draw(
     highlight: Mapping[str, str] | None = None,
     show_domains: bool = False,
 ) -> Axes:
-    """Draw the DAG layered by depth with networkx + matplotlib.
+    """Draw the DAG layered by depth with networkx and matplotlib.
 
-    Parameters
-    ----------
-    model
-        The model.
-    ax
-        Axes to draw on (default: a new figure).
-    values
-        Optional ``{var: [batch, ...]}`` (e.g. the output of :meth:`CausalModel.run`); row ``row``
-        is written under each variable name.
-    row
-        Which example of ``values`` to show.
-    highlight
-        ``{var: colour}`` overriding the fill colour (e.g. intervened variables).
-    show_domains
-        Write each variable's domain (:func:`short_domain`) under its name.
+    Nodes are filled by kind (`KIND_COLORS`) and placed by `layered_positions`.
 
-    Returns
-    -------
-    matplotlib.axes.Axes
+    Args:
+        model: The causal model.
+        ax: Axes to draw on (default: a new figure).
+        values: Optional ``{var: [batch, *shape]}`` (e.g. the output of `CausalModel.run`); row
+            ``row`` is written under each variable name.
+        row: Which example of ``values`` to show.
+        highlight: ``{var: colour}`` overriding the fill colour (e.g. intervened variables).
+        show_domains: Write each variable's domain (`short_domain`) under its name.
 
-    Raises
-    ------
-    UnknownVariableError
-        If ``highlight`` or ``values`` name an unknown variable.
+    Returns:
+        The ``matplotlib.axes.Axes`` drawn on.
+
+    Raises:
+        UnknownVariableError: ``highlight`` or ``values`` names an unknown variable.
+        IndexError: ``row`` is outside the batch of ``values``.
+
+    Examples:
+        >>> import matplotlib.pyplot as plt
+        >>> import torch
+        >>> from causal_models import standard
+        >>> m = standard.digit_sum()
+        >>> values = m.run({"x": torch.tensor([1]), "y": torch.tensor([2]), "z": torch.tensor([3])})
+        >>> ax = draw(m, values=values, highlight={"S": "tomato"}, show_domains=True)
+        >>> ax.get_title()
+        'digit sum'
+        >>> plt.close(ax.figure)
     """
     import matplotlib.pyplot as plt
     import networkx as nx
@@ -154,19 +190,33 @@ def draw(
 
 
 def _q(text: str) -> str:
+    """``text`` as a quoted DOT identifier (backslashes, quotes and newlines escaped)."""
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
 def to_dot(model: CausalModel, rankdir: str = "LR") -> str:
-    """The DAG as Graphviz DOT text (no graphviz/pydot needed).
+    """The DAG as Graphviz DOT text (no graphviz or pydot needed).
 
-    Inputs are ellipses, outputs double circles, others boxes; labels hold name and domain; variables
-    of equal depth share a rank.
+    Inputs are ellipses, outputs double circles, others boxes, filled by kind (`KIND_COLORS`);
+    labels hold name and domain; variables of equal depth share a rank.
 
-    Raises
-    ------
-    CausalModelError
-        If ``rankdir`` is not one of ``LR``, ``TB``, ``RL``, ``BT``.
+    Args:
+        model: The causal model.
+        rankdir: Graphviz layout direction: ``"LR"``, ``"TB"``, ``"RL"`` or ``"BT"``.
+
+    Returns:
+        The DOT text, ending with a newline.
+
+    Raises:
+        CausalModelError: ``rankdir`` is not one of ``LR``, ``TB``, ``RL``, ``BT``.
+
+    Examples:
+        >>> from causal_models import standard
+        >>> dot = to_dot(standard.digit_sum())
+        >>> dot.splitlines()[:2]
+        ['digraph "digit sum" {', '  rankdir=LR;']
+        >>> [line.strip() for line in dot.splitlines() if "->" in line]
+        ['"x" -> "S";', '"y" -> "S";', '"S" -> "O";', '"z" -> "O";']
     """
     if rankdir not in ("LR", "TB", "RL", "BT"):
         raise CausalModelError(f"rankdir must be LR, TB, RL or BT, got {rankdir!r}")
@@ -198,7 +248,20 @@ def to_dot(model: CausalModel, rankdir: str = "LR") -> str:
 
 
 def write_dot(model: CausalModel, path: str | Path, rankdir: str = "LR") -> Path:
-    """Write :func:`to_dot` to ``path``; returns the path."""
+    """Write `to_dot` to ``path``.
+
+    Args:
+        model: The causal model.
+        path: The file to write (overwritten if it exists).
+        rankdir: As in `to_dot`.
+
+    Returns:
+        ``path`` as a ``Path``.
+
+    Raises:
+        CausalModelError: ``rankdir`` is not one of ``LR``, ``TB``, ``RL``, ``BT``.
+        OSError: the file cannot be written (e.g. its folder does not exist).
+    """
     path = Path(path)
     path.write_text(to_dot(model, rankdir))
     return path

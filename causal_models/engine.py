@@ -1,7 +1,19 @@
 """Batched evaluation of causal models: runs, ``do`` and interchange interventions.
 
-Pure functions over a :class:`~causal_models.model.CausalModel`; the model's methods call them.
-Every value is a tensor ``[batch, *domain.shape]``. Inputs are never modified in place.
+Pure functions over a `CausalModel`; the model's methods (`CausalModel.run`, `CausalModel.do`,
+`CausalModel.interchange`, `CausalModel.interchange_per_row`) call them. Every value is a tensor
+``[batch, *domain.shape]``. Inputs are never modified in place.
+
+Examples:
+    >>> import torch
+    >>> from causal_models import engine, standard
+    >>> m = standard.digit_sum()  # S = x + y, O = S + z
+    >>> t = torch.tensor
+    >>> inputs = {"x": t([1, 2]), "y": t([3, 4]), "z": t([5, 5])}
+    >>> engine.check_inputs(m, inputs)
+    2
+    >>> engine.evaluate(m, inputs, {"S": t([0, 0])}, None)["O"].tolist()
+    [5, 5]
 """
 
 from __future__ import annotations
@@ -42,14 +54,23 @@ def check_inputs(
 ) -> int:
     """Check that ``inputs`` gives every input variable a ``[batch, *shape]`` tensor.
 
-    Returns
-    -------
-    int
+    Args:
+        model: The causal model.
+        inputs: ``{input: [batch, *shape]}`` for every input variable.
+        what: How to call ``inputs`` in error messages (``"base"``, ``"source 0"``, ...).
+        validate: Also check the values' dtypes and that they lie in their domains (shapes are
+            always checked).
+
+    Returns:
         The common batch size.
 
-    Raises
-    ------
-    MissingInputError, UnknownVariableError, BatchShapeError, DomainError
+    Raises:
+        CausalModelError: ``inputs`` is not a mapping.
+        UnknownVariableError: a key of ``inputs`` is not an input variable.
+        MissingInputError: an input variable has no value.
+        BatchShapeError: the inputs differ in batch size.
+        DomainError: a value that is not a tensor ``[batch, *shape]``, or (with ``validate``) a
+            value of another dtype kind or outside its domain.
     """
     if not isinstance(inputs, Mapping):
         raise CausalModelError(
@@ -87,6 +108,17 @@ def check_inputs(
 
 
 def _apply_mechanism(var: Variable, args: list[Tensor], batch: int, device: torch.device) -> Tensor:
+    """Compute ``var`` from its parents' values ``args`` (each ``[batch, *parent.shape]``).
+
+    Constants are broadcast to ``[batch, *shape]``; per-row mechanisms are called once per row.
+
+    Returns:
+        ``[batch, *var.domain.shape]`` on ``device``.
+
+    Raises:
+        MechanismError: the mechanism raised (the original error is chained), or returned something
+            other than a tensor of shape ``[batch, *shape]`` and of the domain's dtype kind.
+    """
     dom = var.domain
     mech = var.mechanism
     assert mech is not None
@@ -159,6 +191,12 @@ def _apply_mechanism(var: Variable, args: list[Tensor], batch: int, device: torc
 
 
 def _check_mask(mask: object, var: str, batch: int) -> Tensor:
+    """Check a row mask ``rows[var]``: a bool tensor ``[batch]``.
+
+    Raises:
+        InterventionSpecError: not a bool tensor.
+        BatchShapeError: not of shape ``[batch]``.
+    """
     if not isinstance(mask, Tensor) or mask.dtype != torch.bool:
         raise InterventionSpecError(f"rows[{var!r}] must be a bool tensor [batch], got {mask!r}")
     if tuple(mask.shape) != (batch,):
@@ -177,29 +215,31 @@ def evaluate(
 ) -> dict[str, Tensor]:
     """Evaluate every variable, replacing intervened variables by given values.
 
-    Parameters
-    ----------
-    model
-        The causal model.
-    inputs
-        ``{input: [batch, *shape]}`` for every input.
-    overrides
-        ``{var: [batch, *shape]}``: these values replace the mechanism (or the input) of ``var``.
-    rows
-        Optional ``{var: bool [batch]}`` restricting an override to some rows; keys must be
-        overridden variables.
-    validate
-        Check values against domains (shape and dtype are always checked).
+    Args:
+        model: The causal model.
+        inputs: ``{input: [batch, *shape]}`` for every input.
+        overrides: ``{var: [batch, *shape]}``: these values replace the mechanism (or the input) of
+            ``var``.
+        rows: Optional ``{var: bool [batch]}`` restricting an override to some rows; keys must be
+            overridden variables.
+        validate: Check the dtypes and values of inputs and overrides, and the values of mechanism
+            outputs, against their domains (shapes, and the dtypes of mechanism outputs, are always
+            checked).
 
-    Returns
-    -------
-    dict
+    Returns:
         ``{var: [batch, *shape]}`` for every variable, in topological order.
 
-    Raises
-    ------
-    MissingInputError, UnknownVariableError, BatchShapeError, DomainError, InterventionSpecError,
-    MechanismError
+    Raises:
+        CausalModelError: ``inputs`` is not a mapping.
+        UnknownVariableError: a key of ``inputs`` is not an input variable, or a key of
+            ``overrides`` or ``rows`` is not a variable.
+        MissingInputError: an input variable has no value.
+        BatchShapeError: the inputs, overrides and row masks differ in batch size.
+        DomainError: a value that is not a tensor ``[batch, *shape]``, or (with ``validate``) a
+            value of another dtype kind or outside its domain.
+        InterventionSpecError: ``overrides`` is not a mapping, or a row mask is not a bool tensor or
+            is given for a variable that is not overridden.
+        MechanismError: a mechanism raised or returned a wrong value.
     """
     batch = check_inputs(model, inputs, "input", validate)
     if not isinstance(overrides, Mapping):
@@ -236,8 +276,25 @@ def evaluate_checked(
     batch: int,
     validate: bool,
 ) -> dict[str, Tensor]:
-    """:func:`evaluate` for arguments already checked (names, shapes, batch size, input domains);
-    ``validate`` then only checks mechanism outputs. Used to avoid re-checking the same tensors."""
+    """`evaluate` for arguments already checked (names, shapes, batch size, input domains).
+
+    Used to avoid re-checking the same tensors; ``validate`` then only checks mechanism outputs.
+
+    Args:
+        model: The causal model.
+        inputs: ``{input: [batch, *shape]}`` for every input (checked).
+        overrides: ``{var: [batch, *shape]}`` replacing the mechanism (or input) of ``var``.
+        masks: ``{var: bool [batch]}`` restricting an override to some rows (checked).
+        batch: The batch size.
+        validate: Check mechanism outputs against their domains.
+
+    Returns:
+        ``{var: [batch, *shape]}`` for every variable, in topological order.
+
+    Raises:
+        MechanismError: a mechanism raised, returned a wrong value, or (with ``validate``) a value
+            outside its domain.
+    """
     values: dict[str, Tensor] = {}
     device = next(iter(inputs.values())).device
     for name in model.variables:
@@ -268,6 +325,12 @@ def _check_sources(
     sources: Sequence[Mapping[str, Tensor]],
     validate: bool,
 ) -> int:
+    """Check the base and the sources of an interchange; returns the common batch size.
+
+    Raises:
+        InterventionSpecError: ``sources`` is not a sequence of mappings.
+        BatchShapeError: a source's batch size differs from the base's.
+    """
     batch = check_inputs(model, base, "base", validate)
     if isinstance(sources, Mapping) or not isinstance(sources, Sequence):
         raise InterventionSpecError(
@@ -288,7 +351,31 @@ def interchange(
     rows: Mapping[str, Tensor] | None = None,
     validate: bool = True,
 ) -> dict[str, Tensor]:
-    """Interchange intervention; see :meth:`CausalModel.interchange`."""
+    """Interchange intervention; the checks and evaluation behind `CausalModel.interchange`.
+
+    Args:
+        model: The causal model.
+        base: ``{input: [batch, *shape]}`` for every input variable.
+        sources: Source inputs, each ``{input: [batch, *shape]}``.
+        variables: ``{var: source index}``.
+        rows: Optional ``{var: bool [batch]}`` restricting an intervention to some rows.
+        validate: As in `evaluate`.
+
+    Returns:
+        Every variable's counterfactual value ``{var: [batch, *shape]}``.
+
+    Raises:
+        CausalModelError: the base or a source is not a mapping.
+        UnknownVariableError: a key of the base or of a source is not an input variable, or an
+            intervened variable is not a variable.
+        MissingInputError: an input has no value in the base or in a source.
+        BatchShapeError: the base, the sources and the masks differ in batch size.
+        DomainError: an input value that does not fit its domain.
+        MechanismError: a mechanism raised or returned a wrong value.
+        InterventionSpecError: ``sources`` is not a sequence, ``variables`` is not a mapping, a
+            source index out of range, or a row mask that is not a bool tensor or is given for a
+            variable that is not intervened.
+    """
     batch = _check_sources(model, base, sources, validate)
     if not isinstance(variables, Mapping):
         raise InterventionSpecError(
@@ -326,7 +413,33 @@ def interchange_per_row(
     source_index: Tensor,
     validate: bool = True,
 ) -> dict[str, Tensor]:
-    """Per-row interchange; see :meth:`CausalModel.interchange_per_row`."""
+    """Per-row interchange; the checks and evaluation behind `CausalModel.interchange_per_row`.
+
+    Args:
+        model: The causal model.
+        base: ``{input: [batch, *shape]}`` for every input variable.
+        sources: Source inputs, each ``{input: [batch, *shape]}``.
+        variables: Candidate variables ``V``.
+        intervened: bool ``[batch, len(V)]``.
+        source_index: int64 ``[batch, len(V)]`` (ignored where not intervened).
+        validate: As in `evaluate`.
+
+    Returns:
+        Every variable's counterfactual value ``{var: [batch, *shape]}``.
+
+    Raises:
+        CausalModelError: the base or a source is not a mapping.
+        UnknownVariableError: a key of the base or of a source is not an input variable, or a
+            candidate variable is not a variable.
+        MissingInputError: an input has no value in the base or in a source.
+        BatchShapeError: the base, the sources, ``intervened`` and ``source_index`` differ in batch
+            size.
+        DomainError: an input value that does not fit its domain.
+        MechanismError: a mechanism raised or returned a wrong value.
+        InterventionSpecError: ``sources`` is not a sequence, the candidates repeat a name,
+            ``intervened`` is not a bool tensor, ``source_index`` is not an integer tensor, or an
+            intervened row uses a source index out of range.
+    """
     batch = _check_sources(model, base, sources, validate)
     variables = list(variables)
     for var in variables:
@@ -363,19 +476,16 @@ def per_row_overrides(
 ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
     """Override values and row masks for a per-row interchange.
 
-    Parameters
-    ----------
-    source_runs
-        ``{slot: {var: [batch, *shape]}}`` runs of the sources that are used.
-    variables
-        Candidate variables (columns).
-    intervened, source_index
-        bool / int64 ``[batch, len(variables)]`` (checked by the caller).
+    Args:
+        source_runs: ``{slot: {var: [batch, *shape]}}`` runs of the sources that are used.
+        variables: Candidate variables (the columns of the two tensors below).
+        intervened: bool ``[batch, len(variables)]`` (checked by the caller).
+        source_index: int64 ``[batch, len(variables)]``: the source slot of each intervened variable
+            (checked by the caller).
 
-    Returns
-    -------
-    tuple
-        ``({var: [batch, *shape]}, {var: bool [batch]})`` for :func:`evaluate_checked`.
+    Returns:
+        ``({var: [batch, *shape]}, {var: bool [batch]})``: the override values and row masks that
+        `evaluate_checked` takes.
     """
     slots = sorted(source_runs)
     batch = intervened.shape[0]

@@ -1,9 +1,9 @@
-"""The :class:`CausalModel`: a DAG of variables with domains and batched mechanisms.
+"""The `CausalModel`: a DAG of variables with domains and batched mechanisms.
 
-Each node of a :class:`networkx.DiGraph` is a :class:`Variable`: a domain (the values it can take)
-and, unless it is an input, a mechanism computing it from its parents' values. Inputs are the roots
-without a mechanism; outputs are designated by name. Running, ``do`` and interchange interventions
-act on whole batches (tensors ``[batch, *domain.shape]``); see :mod:`causal_models.engine`.
+Each node of a ``networkx.DiGraph`` is a `Variable`: a domain (the values it can take) and, unless
+it is an input, a mechanism computing it from its parents' values. Inputs are the roots without a
+mechanism; outputs are designated by name. Running, ``do`` and interchange interventions act on
+whole batches (tensors ``[batch, *domain.shape]``); `causal_models.engine` does the evaluation.
 """
 
 from __future__ import annotations
@@ -29,23 +29,34 @@ VariableKind = Literal["input", "constant", "intermediate", "output"]
 class Variable:
     """One variable of a causal model.
 
-    Parameters
-    ----------
-    name
-        Unique name.
-    domain
-        The values it takes for one example (:mod:`causal_models.domains`).
-    parents
-        Names of the parents, in the order the mechanism receives them. ``()`` for inputs/constants.
-    mechanism
-        ``None`` for an input. Otherwise, with ``vectorized=True``: ``f(*parent_values) -> Tensor``
-        where each parent value is ``[batch, *parent.shape]`` and the result must be
-        ``[batch, *domain.shape]``. With ``vectorized=False``: ``f(*row_values) -> value`` applied per
-        row (scalar parents arrive as Python numbers/bools, tensor parents as ``[*shape]`` tensors;
-        the result is converted to ``domain.dtype``). A root with a mechanism is a *constant*:
-        ``f()`` returns one value ``[*domain.shape]`` (or a Python scalar) used for every row.
-    vectorized
-        Whether the mechanism acts on whole batches (fast) or on single rows (prototyping).
+    Args:
+        name: Unique, non-empty name.
+        domain: The values it takes for one example (a `Domain`: `FiniteDomain`, `IntegerRange`,
+            `RealDomain`).
+        parents: Names of the parents, in the order the mechanism receives them; ``()`` for inputs
+            and constants.
+        mechanism: ``None`` for an input. Otherwise, with ``vectorized=True``:
+            ``f(*parent_values) -> Tensor`` where each parent value is ``[batch, *parent.shape]``
+            and the result must be ``[batch, *domain.shape]``. With ``vectorized=False``:
+            ``f(*row_values) -> value`` applied per row (scalar parents arrive as Python numbers or
+            bools, tensor parents as ``[*shape]`` tensors; the result is converted to
+            ``domain.dtype``). A root with a mechanism is a *constant*: ``f()`` returns one value
+            ``[*domain.shape]`` (or a Python scalar) used for every row.
+        vectorized: Whether the mechanism acts on whole batches (fast) or on single rows
+            (prototyping).
+
+    Raises:
+        GraphError: an empty or non-string name, a domain that is not a `Domain`, parents that are
+            not a tuple of distinct names, a mechanism that is not callable, or parents without a
+            mechanism.
+        TypeError: an unknown field.
+
+    Examples:
+        >>> from causal_models import IntegerRange, Variable
+        >>> Variable("S", IntegerRange(0, 19), ("x", "y"), lambda x, y: x + y).is_input
+        False
+        >>> Variable("x", IntegerRange(0, 10)).is_input
+        True
     """
 
     name: str
@@ -79,41 +90,38 @@ class Variable:
 
     @property
     def is_input(self) -> bool:
-        """Roots without a mechanism are inputs."""
+        """Whether the variable is an input: a root without a mechanism."""
         return not self.parents and self.mechanism is None
 
 
 class CausalModel:
     """A deterministic causal model over a DAG, evaluated on batches.
 
-    Parameters
-    ----------
-    variables
-        The variables, in any order (ties in the topological order follow this order).
-    outputs
-        Names of the output variables.
-    name
-        Display name.
+    `CausalModel.from_mapping` and `CausalModel.from_graph` are the usual ways to build one.
 
-    Raises
-    ------
-    GraphError
-        Duplicate names, a parent that is not a variable (nearest names listed), a cycle (named),
-        no input, or an output not reachable from any input.
-    UnknownVariableError
-        An output name that is not a variable.
+    Args:
+        variables: The variables, in any order (ties in the topological order follow this order).
+        outputs: Names of the output variables.
+        name: Display name.
 
-    Examples
-    --------
-    >>> import torch
-    >>> from causal_models import CausalModel, IntegerRange
-    >>> m = CausalModel.from_mapping({
-    ...     "x": ((), None, IntegerRange(0, 10)),
-    ...     "y": ((), None, IntegerRange(0, 10)),
-    ...     "S": (("x", "y"), lambda x, y: x + y, IntegerRange(0, 19)),
-    ... }, outputs=["S"])
-    >>> m.run({"x": torch.tensor([1, 2]), "y": torch.tensor([3, 4])})["S"].tolist()
-    [4, 6]
+    Raises:
+        GraphError: an element that is not a `Variable`, duplicate names, ``outputs`` empty, a plain
+            string or repeating a name, a parent that is not a variable (nearest names listed), a
+            cycle (named), no input, or an output not reachable from any input.
+        UnknownVariableError: an output name that is not a variable.
+
+    Examples:
+        >>> import torch
+        >>> from causal_models import CausalModel, IntegerRange
+        >>> m = CausalModel.from_mapping({
+        ...     "x": ((), None, IntegerRange(0, 10)),
+        ...     "y": ((), None, IntegerRange(0, 10)),
+        ...     "S": (("x", "y"), lambda x, y: x + y, IntegerRange(0, 19)),
+        ... }, outputs=["S"])
+        >>> m.inputs, m.outputs
+        (['x', 'y'], ['S'])
+        >>> m.run({"x": torch.tensor([1, 2]), "y": torch.tensor([3, 4])})["S"].tolist()
+        [4, 6]
     """
 
     def __init__(
@@ -191,12 +199,35 @@ class CausalModel:
     ) -> CausalModel:
         """Build a model from ``{var: (parents, mechanism, domain[, vectorized])}``.
 
-        Inputs are ``((), None, domain)``. See :class:`Variable` for the mechanism contract.
+        Inputs are ``((), None, domain)``. See `Variable` for the mechanism contract.
 
-        Raises
-        ------
-        GraphError
-            If an entry is not a 3- or 4-tuple, or for any reason listed in :class:`CausalModel`.
+        Args:
+            spec: One entry per variable: ``(parents, mechanism, domain)`` or
+                ``(parents, mechanism, domain, vectorized)``; the order of the entries breaks ties
+                in the topological order.
+            outputs: Names of the output variables.
+            name: Display name.
+
+        Returns:
+            The causal model.
+
+        Raises:
+            GraphError: an entry that is not a 3- or 4-tuple, a ``vectorized`` flag that is not a
+                bool, parents given as a string, or any graph problem listed in `CausalModel`.
+            UnknownVariableError: an output name that is not a variable.
+
+        Examples:
+            >>> from causal_models import CausalModel, FiniteDomain, IntegerRange
+            >>> m = CausalModel.from_mapping(
+            ...     {
+            ...         "a": ((), None, IntegerRange(0, 5)),
+            ...         "big": (("a",), lambda a: a >= 3, FiniteDomain.boolean()),
+            ...     },
+            ...     outputs=["big"],
+            ...     name="threshold",
+            ... )
+            >>> m
+            CausalModel(name='threshold', inputs=['a'], outputs=['big'], variables=2)
         """
         variables = []
         for var, entry in spec.items():
@@ -222,15 +253,31 @@ class CausalModel:
     ) -> CausalModel:
         """Build a model from a DAG whose nodes carry attributes.
 
-        Node attributes: ``domain`` (required), ``mechanism`` (``None``/absent for inputs),
+        Node attributes: ``domain`` (required), ``mechanism`` (``None`` or absent for inputs),
         ``vectorized`` (default ``True``), ``parents`` (optional tuple fixing the argument order;
         default: the order of ``graph.predecessors(node)``; must name exactly the predecessors).
 
-        Raises
-        ------
-        GraphError
-            If ``graph`` is not a ``DiGraph``, a node lacks a domain, ``parents`` disagrees with
-            the edges, or for any reason listed in :class:`CausalModel`.
+        Args:
+            graph: The DAG (a ``networkx.DiGraph``, not a multigraph).
+            outputs: Names of the output variables.
+            name: Display name (default: the graph's ``name`` attribute, else ``"causal model"``).
+
+        Returns:
+            The causal model.
+
+        Raises:
+            GraphError: ``graph`` is not a ``DiGraph``, a node lacks a ``domain``, ``parents``
+                disagrees with the edges, or any graph problem listed in `CausalModel`.
+            UnknownVariableError: an output name that is not a node.
+
+        Examples:
+            >>> import networkx as nx
+            >>> from causal_models import CausalModel, IntegerRange
+            >>> g = nx.DiGraph([("x", "y")])
+            >>> g.nodes["x"]["domain"] = IntegerRange(0, 4)
+            >>> g.nodes["y"].update(domain=IntegerRange(0, 8), mechanism=lambda x: 2 * x)
+            >>> CausalModel.from_graph(g, outputs=["y"]).parents("y")
+            ('x',)
         """
         if not isinstance(graph, nx.DiGraph) or graph.is_multigraph():
             raise GraphError(f"expected a networkx.DiGraph, got {type(graph).__name__}")
@@ -266,7 +313,7 @@ class CausalModel:
 
     @property
     def inputs(self) -> list[str]:
-        """Input variables (roots without mechanism), topological order."""
+        """Input variables (roots without a mechanism), in topological order."""
         return list(self._inputs)
 
     @property
@@ -281,37 +328,95 @@ class CausalModel:
 
     @property
     def graph(self) -> nx.DiGraph:
-        """The frozen DAG; nodes carry ``domain``, ``mechanism``, ``vectorized``, ``parents``,
-        ``kind`` and ``depth`` attributes."""
+        """The frozen DAG.
+
+        Nodes carry the attributes ``domain``, ``mechanism``, ``vectorized``, ``parents``, ``kind``
+        and ``depth``.
+        """
         return self._graph
 
     def _check(self, var: str) -> Variable:
+        """The `Variable` called ``var``; raises `UnknownVariableError` for an unknown name."""
         try:
             return self._vars[var]
         except (KeyError, TypeError):
             raise UnknownVariableError(unknown_name_message(var, self._topo)) from None
 
     def variable(self, var: str) -> Variable:
-        """The :class:`Variable` called ``var``. Raises :class:`UnknownVariableError`."""
+        """The `Variable` called ``var``.
+
+        Args:
+            var: A variable name.
+
+        Returns:
+            Its `Variable` (domain, parents, mechanism).
+
+        Raises:
+            UnknownVariableError: ``var`` is not a variable of the model (the nearest names are
+                listed).
+        """
         return self._check(var)
 
     def parents(self, var: str) -> tuple[str, ...]:
-        """Parents of ``var`` in mechanism-argument order. Raises :class:`UnknownVariableError`."""
+        """Parents of ``var`` in mechanism-argument order.
+
+        Args:
+            var: A variable name.
+
+        Returns:
+            The parent names (``()`` for inputs and constants).
+
+        Raises:
+            UnknownVariableError: ``var`` is not a variable of the model (the nearest names are
+                listed).
+        """
         return self._check(var).parents
 
     def children(self, var: str) -> list[str]:
-        """Children of ``var`` (topological order). Raises :class:`UnknownVariableError`."""
+        """Children of ``var``.
+
+        Args:
+            var: A variable name.
+
+        Returns:
+            The children's names, in topological order.
+
+        Raises:
+            UnknownVariableError: ``var`` is not a variable of the model (the nearest names are
+                listed).
+        """
         self._check(var)
         kids = set(self._graph.successors(var))
         return [n for n in self._topo if n in kids]
 
     def domain(self, var: str) -> Domain:
-        """Domain of ``var``. Raises :class:`UnknownVariableError`."""
+        """Domain of ``var``.
+
+        Args:
+            var: A variable name.
+
+        Returns:
+            Its `Domain`.
+
+        Raises:
+            UnknownVariableError: ``var`` is not a variable of the model (the nearest names are
+                listed).
+        """
         return self._check(var).domain
 
     def kind(self, var: str) -> VariableKind:
-        """``"input"``, ``"constant"``, ``"output"`` or ``"intermediate"`` (an output that is also
-        an input reports ``"input"``). Raises :class:`UnknownVariableError`."""
+        """Kind of ``var``: ``"input"``, ``"constant"``, ``"output"`` or ``"intermediate"``.
+
+        Args:
+            var: A variable name.
+
+        Returns:
+            The kind; an output that is also an input reports ``"input"``.
+
+        Raises:
+            UnknownVariableError: ``var`` is not a variable of the model (the nearest names are
+                listed).
+        """
         v = self._check(var)
         if v.is_input:
             return "input"
@@ -320,28 +425,94 @@ class CausalModel:
         return "output" if var in self._outputs else "intermediate"
 
     def depth(self, var: str) -> int:
-        """Length of the longest path from a root to ``var`` (roots: 0)."""
+        """Length of the longest path from a root to ``var``.
+
+        Args:
+            var: A variable name.
+
+        Returns:
+            The depth (roots: 0).
+
+        Raises:
+            UnknownVariableError: ``var`` is not a variable of the model (the nearest names are
+                listed).
+        """
         self._check(var)
         return self._depth[var]
 
     def ancestors(self, var: str) -> set[str]:
-        """All variables with a path to ``var``. Raises :class:`UnknownVariableError`."""
+        """All variables with a path to ``var``.
+
+        Args:
+            var: A variable name.
+
+        Returns:
+            Their names (``var`` excluded).
+
+        Raises:
+            UnknownVariableError: ``var`` is not a variable of the model (the nearest names are
+                listed).
+        """
         self._check(var)
         return set(nx.ancestors(self._graph, var))
 
     def descendants(self, var: str) -> set[str]:
-        """All variables reachable from ``var``. Raises :class:`UnknownVariableError`."""
+        """All variables reachable from ``var``.
+
+        Args:
+            var: A variable name.
+
+        Returns:
+            Their names (``var`` excluded).
+
+        Raises:
+            UnknownVariableError: ``var`` is not a variable of the model (the nearest names are
+                listed).
+        """
         self._check(var)
         return set(nx.descendants(self._graph, var))
 
     def has_path(self, source: str, target: str) -> bool:
-        """Whether ``target`` depends on ``source`` (``source == target`` counts)."""
+        """Whether ``target`` depends on ``source``.
+
+        Args:
+            source: A variable name.
+            target: A variable name.
+
+        Returns:
+            ``True`` when there is a directed path from ``source`` to ``target``
+            (``source == target`` counts).
+
+        Raises:
+            UnknownVariableError: ``source`` or ``target`` is not a variable of the model.
+
+        Examples:
+            >>> from causal_models import standard
+            >>> m = standard.digit_sum()
+            >>> m.has_path("x", "O"), m.has_path("z", "S")
+            (True, False)
+        """
         self._check(source)
         self._check(target)
         return source == target or nx.has_path(self._graph, source, target)
 
     def describe(self) -> str:
-        """A text table of every variable: kind, parents, domain and depth (also ``str(model)``)."""
+        """A text table of every variable: kind, parents, domain and depth (also ``str(model)``).
+
+        Returns:
+            The table, one line per variable in topological order, under a header line.
+
+        Examples:
+            >>> from causal_models import standard
+            >>> print(standard.digit_sum().describe())
+            CausalModel 'digit sum': 5 variables; inputs x, y, z; outputs O
+              variable  kind          parents  domain               depth
+              x         input         -        IntegerRange(0, 10)  0
+              y         input         -        IntegerRange(0, 10)  0
+              z         input         -        IntegerRange(0, 10)  0
+              S         intermediate  x, y     IntegerRange(0, 19)  1
+              O         output        S, z     IntegerRange(0, 28)  2
+        """
         rows = [("variable", "kind", "parents", "domain", "depth")]
         for n in self._topo:
             v = self._vars[n]
@@ -378,22 +549,33 @@ class CausalModel:
     def run(self, inputs: Mapping[str, Tensor], validate: bool = True) -> dict[str, Tensor]:
         """Evaluate every variable on a batch.
 
-        Parameters
-        ----------
-        inputs
-            ``{input: [batch, *shape]}`` for every input variable.
-        validate
-            Check input values and mechanism outputs against their domains (shape and dtype are
-            always checked).
+        Args:
+            inputs: ``{input: [batch, *shape]}`` for every input variable.
+            validate: Check the inputs' dtypes and values, and the mechanism outputs' values,
+                against their domains (shapes, and the dtypes of mechanism outputs, are always
+                checked).
 
-        Returns
-        -------
-        dict
+        Returns:
             ``{var: [batch, *shape]}`` for every variable, in topological order.
 
-        Raises
-        ------
-        MissingInputError, UnknownVariableError, BatchShapeError, DomainError, MechanismError
+        Raises:
+            CausalModelError: ``inputs`` is not a mapping.
+            UnknownVariableError: a key of ``inputs`` is not an input variable.
+            MissingInputError: an input variable has no value.
+            BatchShapeError: the inputs differ in batch size.
+            DomainError: a value that is not a tensor ``[batch, *shape]``, or (with ``validate``) a
+                value of another dtype kind or outside its domain; the message names the row.
+            MechanismError: a mechanism raised, or returned a value of the wrong shape or dtype (or,
+                with ``validate``, outside its domain).
+
+        Examples:
+            >>> import torch
+            >>> from causal_models import standard
+            >>> m = standard.digit_sum()
+            >>> values = m.run({"x": torch.tensor([1, 2]), "y": torch.tensor([3, 4]),
+            ...                 "z": torch.tensor([5, 5])})
+            >>> list(values), values["S"].tolist(), values["O"].tolist()
+            (['x', 'y', 'z', 'S', 'O'], [4, 6], [9, 11])
         """
         return engine.evaluate(self, inputs, {}, None, validate=validate)
 
@@ -404,28 +586,45 @@ class CausalModel:
         rows: Mapping[str, Tensor] | None = None,
         validate: bool = True,
     ) -> dict[str, Tensor]:
-        """Run with ``do(var <- value)``: each intervened variable takes the given values instead of
-        its mechanism (or input); its descendants recompute.
+        """Run with ``do(var <- value)``.
 
-        Parameters
-        ----------
-        inputs
-            ``{input: [batch, *shape]}``.
-        interventions
-            ``{var: [batch, *shape]}`` values, checked against the variable's domain.
-        rows
-            Optional ``{var: bool [batch]}``: intervene only on these rows for ``var``.
-        validate
-            As in :meth:`run`.
+        Each intervened variable takes the given values instead of its mechanism (or input); its
+        descendants recompute.
 
-        Returns
-        -------
-        dict
-            Every variable's value ``[batch, *shape]`` under the intervention.
+        Args:
+            inputs: ``{input: [batch, *shape]}`` for every input variable.
+            interventions: ``{var: [batch, *shape]}`` values, checked against the variable's domain.
+            rows: Optional ``{var: bool [batch]}``: intervene on ``var`` only in these rows (every
+                key must be intervened).
+            validate: As in `CausalModel.run`.
 
-        Raises
-        ------
-        UnknownVariableError, BatchShapeError, DomainError, InterventionSpecError, MechanismError
+        Returns:
+            Every variable's value ``{var: [batch, *shape]}`` under the intervention.
+
+        Raises:
+            CausalModelError: ``inputs`` is not a mapping.
+            UnknownVariableError: a key of ``inputs`` is not an input variable.
+            MissingInputError: an input variable has no value.
+            BatchShapeError: the inputs differ in batch size.
+            DomainError: an input or intervention value that is not a tensor ``[batch, *shape]``, or
+                (with ``validate``) a value of another dtype kind or outside its domain; the message
+                names the row.
+            MechanismError: a mechanism raised, or returned a value of the wrong shape or dtype (or,
+                with ``validate``, outside its domain).
+            InterventionSpecError: ``interventions`` is not a mapping, or a row mask that is not a
+                bool tensor or is given for a variable that is not intervened.
+
+        Examples:
+            >>> import torch
+            >>> from causal_models import standard
+            >>> m = standard.digit_sum()  # S = x + y, O = S + z
+            >>> t = torch.tensor
+            >>> inputs = {"x": t([1, 2]), "y": t([3, 4]), "z": t([5, 5])}
+            >>> m.do(inputs, {"S": torch.tensor([0, 9])})["O"].tolist()
+            [5, 14]
+            >>> only_first = {"S": torch.tensor([True, False])}
+            >>> m.do(inputs, {"S": torch.tensor([0, 9])}, rows=only_first)["O"].tolist()
+            [5, 11]
         """
         return engine.evaluate(self, inputs, interventions, rows, validate=validate)
 
@@ -440,30 +639,44 @@ class CausalModel:
         """Interchange intervention ``H_{V_i <- H(s_i)[V_i]}(b)``.
 
         Each intervened variable ``var`` takes the value it has when the model runs (without
-        intervention) on ``sources[variables[var]]``; every other variable follows its mechanism,
-        so intervened values override the mechanisms of intervened descendants.
+        intervention) on ``sources[variables[var]]``; every other variable follows its mechanism, so
+        intervened values override the mechanisms of intervened descendants.
 
-        Parameters
-        ----------
-        base
-            ``{input: [batch, *shape]}``.
-        sources
-            Source inputs, each ``{input: [batch, *shape]}`` with the base's batch size.
-        variables
-            ``{var: source index}``.
-        rows
-            Optional ``{var: bool [batch]}``; rows where the mask is False keep the base mechanism.
-        validate
-            As in :meth:`run`.
+        Args:
+            base: ``{input: [batch, *shape]}`` for every input variable.
+            sources: Source inputs, each ``{input: [batch, *shape]}`` with the base's batch size.
+            variables: ``{var: source index}``: which source gives each intervened variable.
+            rows: Optional ``{var: bool [batch]}``; rows where the mask is ``False`` keep the base
+                mechanism.
+            validate: As in `CausalModel.run`.
 
-        Returns
-        -------
-        dict
-            Every variable's counterfactual value ``[batch, *shape]``.
+        Returns:
+            Every variable's counterfactual value ``{var: [batch, *shape]}``.
 
-        Raises
-        ------
-        UnknownVariableError, InterventionSpecError, BatchShapeError, DomainError, MechanismError
+        Raises:
+            CausalModelError: the base or a source is not a mapping.
+            UnknownVariableError: a key of the base or of a source is not an input variable, or an
+                intervened variable is not a variable of the model.
+            MissingInputError: an input variable has no value in the base or in a source.
+            BatchShapeError: the base, the sources and the row masks differ in batch size.
+            DomainError: an input value that is not a tensor ``[batch, *shape]``, or (with
+                ``validate``) one of another dtype kind or outside its domain; the message names the
+                row.
+            MechanismError: a mechanism raised, or returned a value of the wrong shape or dtype (or,
+                with ``validate``, outside its domain).
+            InterventionSpecError: ``sources`` is not a sequence, ``variables`` is not a mapping, a
+                source index out of range, or a row mask that is not a bool tensor or is given for a
+                variable that is not intervened.
+
+        Examples:
+            >>> import torch
+            >>> from causal_models import standard
+            >>> m = standard.digit_sum()  # S = x + y, O = S + z
+            >>> t = torch.tensor
+            >>> base = {"x": t([1, 2]), "y": t([3, 4]), "z": t([5, 5])}
+            >>> source = {"x": t([9, 0]), "y": t([9, 0]), "z": t([0, 0])}
+            >>> m.interchange(base, [source], {"S": 0})["O"].tolist()  # S from the source
+            [23, 5]
         """
         return engine.interchange(self, base, sources, variables, rows, validate=validate)
 
@@ -478,26 +691,46 @@ class CausalModel:
     ) -> dict[str, Tensor]:
         """Interchange where each row chooses its intervened variables and their sources.
 
-        Parameters
-        ----------
-        base, sources
-            As in :meth:`interchange`.
-        variables
-            Candidate variables ``V`` (the columns of the two tensors below).
-        intervened
-            bool ``[batch, len(V)]``: whether row ``i`` intervenes on ``V[j]``.
-        source_index
-            int64 ``[batch, len(V)]``: which source gives ``V[j]`` in row ``i`` (ignored where not
-            intervened; ``-1`` is conventional there).
+        Args:
+            base: ``{input: [batch, *shape]}`` for every input variable.
+            sources: Source inputs, each ``{input: [batch, *shape]}`` with the base's batch size.
+            variables: Candidate variables ``V`` (the columns of the two tensors below).
+            intervened: bool ``[batch, len(V)]``: whether row ``i`` intervenes on ``V[j]``.
+            source_index: int64 ``[batch, len(V)]``: which source gives ``V[j]`` in row ``i``
+                (ignored where not intervened; ``-1`` is conventional there).
+            validate: As in `CausalModel.run`.
 
-        Returns
-        -------
-        dict
-            Every variable's counterfactual value ``[batch, *shape]``.
+        Returns:
+            Every variable's counterfactual value ``{var: [batch, *shape]}``.
 
-        Raises
-        ------
-        UnknownVariableError, InterventionSpecError, BatchShapeError, DomainError, MechanismError
+        Raises:
+            CausalModelError: the base or a source is not a mapping.
+            UnknownVariableError: a key of the base or of a source is not an input variable, or a
+                candidate variable is not a variable of the model.
+            MissingInputError: an input variable has no value in the base or in a source.
+            BatchShapeError: the base, the sources, ``intervened`` and ``source_index`` differ in
+                batch size.
+            DomainError: an input value that is not a tensor ``[batch, *shape]``, or (with
+                ``validate``) one of another dtype kind or outside its domain; the message names the
+                row.
+            MechanismError: a mechanism raised, or returned a value of the wrong shape or dtype (or,
+                with ``validate``, outside its domain).
+            InterventionSpecError: ``sources`` is not a sequence, the candidates repeat a name,
+                ``intervened`` is not a bool tensor, ``source_index`` is not an integer tensor, or
+                an intervened row uses a source index out of range.
+
+        Examples:
+            >>> import torch
+            >>> from causal_models import standard
+            >>> m = standard.digit_sum()  # S = x + y, O = S + z
+            >>> t = torch.tensor
+            >>> base = {"x": t([1, 2]), "y": t([3, 4]), "z": t([5, 5])}
+            >>> source = {"x": t([9, 0]), "y": t([9, 0]), "z": t([0, 0])}
+            >>> intervened = torch.tensor([[True, False], [False, True]])  # row 0: S, row 1: z
+            >>> source_index = torch.tensor([[0, -1], [-1, 0]])
+            >>> out = m.interchange_per_row(base, [source], ["S", "z"], intervened, source_index)
+            >>> out["O"].tolist()
+            [23, 6]
         """
         return engine.interchange_per_row(
             self, base, sources, variables, intervened, source_index, validate=validate

@@ -1,18 +1,17 @@
 """Boolean circuits built from a tiny program of assignments.
 
 Each line (or ``;``-separated statement) ``name = expression`` defines a boolean variable whose
-parents are the names its expression uses. Names never assigned are inputs. Expressions use
-``&``, ``|``, ``^``, ``~`` (or ``and``, ``or``, ``not``), parentheses and ``True``/``False``.
+parents are the names its expression uses. Names never assigned are inputs. Expressions use ``&``,
+``|``, ``^``, ``~`` (or ``and``, ``or``, ``not``), parentheses and ``True``/``False``.
 
-Examples
---------
->>> import torch
->>> m = boolean_circuit("A = a & b\\nO = A | ~c")
->>> m.inputs, m.intermediates, m.outputs
-(['a', 'b', 'c'], ['A'], ['O'])
->>> t = lambda *v: torch.tensor(v)
->>> m.run({"a": t(True, False), "b": t(True, True), "c": t(True, True)})["O"].tolist()
-[True, False]
+Examples:
+    >>> import torch
+    >>> m = boolean_circuit("A = a & b; O = A | ~c")
+    >>> m.inputs, m.intermediates, m.outputs
+    (['a', 'b', 'c'], ['A'], ['O'])
+    >>> t = lambda *v: torch.tensor(v)
+    >>> m.run({"a": t(True, False), "b": t(True, True), "c": t(True, True)})["O"].tolist()
+    [True, False]
 """
 
 from __future__ import annotations
@@ -33,6 +32,15 @@ _Fn = Callable[[dict[str, Tensor]], Tensor]
 
 
 def _compile(node: ast.expr, used: list[str], text: str) -> _Fn:
+    """Compile a boolean expression into ``f(env) -> bool [batch]``.
+
+    Names are appended to ``used`` in order of first use (they become the parents); ``text`` is the
+    expression shown in error messages.
+
+    Raises:
+        GraphError: an operator or construct outside names, ``True``/``False``, ``&``, ``|``, ``^``,
+            ``~``, ``and``, ``or``, ``not`` and parentheses.
+    """
     if isinstance(node, ast.Name):
         if node.id not in used:
             used.append(node.id)
@@ -79,20 +87,28 @@ def boolean_circuit(
 ) -> CausalModel:
     """Build a boolean causal model from ``name = expression`` statements.
 
-    Parameters
-    ----------
-    program
-        Statements separated by newlines or ``;``. A bare expression (no ``=``) defines ``O``.
-    outputs
-        Output variables (default: the last assigned variable).
-    name
-        Model name.
+    Every variable has the domain ``FiniteDomain.boolean()``; mechanisms act on bool tensors
+    ``[batch]``.
 
-    Raises
-    ------
-    GraphError
-        Syntax errors, unsupported operators, a variable assigned twice, an expression that uses
-        only constants, or a cycle.
+    Args:
+        program: Statements separated by newlines or ``;``. A bare expression (no ``=``) defines
+            ``O``.
+        outputs: Output variables (default: the last assigned variable).
+        name: Model name.
+
+    Returns:
+        The causal model.
+
+    Raises:
+        GraphError: a syntax error, an unsupported operator, a statement that is not an assignment
+            to one name, a variable assigned twice, an expression that uses only constants, a
+            variable used before it is assigned (a cycle), or an empty program.
+        UnknownVariableError: an output that is not a variable.
+
+    Examples:
+        >>> m = boolean_circuit("(a | b) & ~c")
+        >>> m.parents("O"), m.outputs
+        (('a', 'b', 'c'), ['O'])
     """
     try:
         tree = ast.parse(program.strip())
@@ -144,13 +160,22 @@ def boolean_circuit(
 
 
 def and_or_not(k: int) -> CausalModel:
-    """A generic k-input circuit: ``A = x0 & ... & x{m-1}``, ``B = x{m} | ... | x{k-1}``
-    (``m = ceil(k / 2)``), ``O = A & ~B``.
+    """A generic k-input circuit: ``A = x0 & ... & x{m-1}``, ``B = x{m} | ... | x{k-1}`` with
+    ``m = ceil(k / 2)``, and ``O = A & ~B``.
 
-    Raises
-    ------
-    GraphError
-        If ``k < 2``.
+    Args:
+        k: Number of inputs ``x0 .. x{k-1}``.
+
+    Returns:
+        The causal model ``"and-or-not (k inputs)"``.
+
+    Raises:
+        GraphError: ``k`` is not an int >= 2.
+
+    Examples:
+        >>> m = and_or_not(3)
+        >>> m.parents("A"), m.parents("B"), m.parents("O")
+        (('x0', 'x1'), ('x2',), ('A', 'B'))
     """
     if isinstance(k, bool) or not isinstance(k, int) or k < 2:
         raise GraphError(f"and_or_not needs k >= 2 inputs, got {k!r}")

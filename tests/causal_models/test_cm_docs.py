@@ -8,9 +8,13 @@ import pytest
 
 MODULES = [
     "causal_models",
+    "causal_models.errors",
     "causal_models.domains",
     "causal_models.model",
+    "causal_models.engine",
     "causal_models.data",
+    "causal_models.drawing",
+    "causal_models.standard",
     "causal_models.standard.arithmetic",
     "causal_models.standard.boolean",
     "causal_models.standard.equality",
