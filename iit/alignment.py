@@ -64,11 +64,11 @@ class Alignment:
     Args:
         causal_model: the high-level model.
         mapping: ``{variable: coordinate | Intervention | [coordinates / Interventions]}``.
-            A coordinate means "interchange these units"; an :class:`~iit.Intervention` (with its
+            A coordinate means "interchange these units"; an `iit.Intervention` (with its
             own coordinate and parameters, e.g. a DAS rotation) is used as given.
         output: the causal output variable the network predicts (default: the only output).
         allow_overlap: let coordinates of different variables share units (checked by
-            :meth:`check` otherwise).
+            `check` otherwise).
 
     Raises:
         ArgumentTypeError: ``causal_model`` is not a ``CausalModel`` or ``mapping`` not a mapping.
@@ -170,7 +170,7 @@ class Alignment:
             raise AlignmentError(_unknown(variable, list(self._templates), "aligned variable"))
 
     def require_aligned(self, variables: Sequence[str]) -> None:
-        """Raise :class:`AlignmentError` if any of ``variables`` is not aligned (use it at
+        """Raise `AlignmentError` if any of ``variables`` is not aligned (use it at
         setup time, on a dataset's intervened variables)."""
         missing = [v for v in variables if v not in self._templates]
         if missing:
@@ -195,7 +195,7 @@ class Alignment:
     # ------------------------------------------------------------------ validation
     def check(self, model: Interventionable, example_inputs: Inputs) -> None:
         """Check the alignment against a network, with one probe forward on ``example_inputs``
-        (see :mod:`iit.alignment_checks` for the full list).
+        (see `iit.alignment_checks` for the full list).
 
         Raises:
             CoordinateError: a coordinate that does not resolve (unknown module, bad index).
@@ -260,14 +260,14 @@ class Alignment:
         Args:
             model: the network, wrapped.
             batch: bases, sources and per-row intervened variables (from
-                :class:`causal_models.CounterfactualGenerator` or a dataset).
+                `causal_models.CounterfactualGenerator` or a dataset).
             encode_inputs: maps causal input values ``{input: [batch, ...]}`` to network inputs.
-            sources: network-side sources (inputs or collected :class:`~iit.Activations`);
+            sources: network-side sources (inputs or collected `iit.Activations`);
                 default: ``encode_inputs`` of each of the batch's sources.
             detach_sources: cut gradients through the source runs.
 
         Returns:
-            :class:`AlignedRun` with the network output and the causal counterfactual values.
+            `AlignedRun` with the network output and the causal counterfactual values.
 
         Raises:
             InterventionShapeError: ``encode_inputs`` gives another number of rows than the batch.

@@ -2,7 +2,7 @@
 across epochs.
 
 The wrapped model must be frozen (no parameter requires grad): then the values a source run
-gives never change, so :class:`SourceCache` collects them once per batch and every later epoch
+gives never change, so `SourceCache` collects them once per batch and every later epoch
 skips the source runs. Only the interventions' parameters are optimised.
 """
 
@@ -134,7 +134,7 @@ class SourceCache:
 def collect_sources(
     model: Interventionable, interventions: Sequence[Intervention], sources: Sequence[Inputs]
 ) -> list[Activations]:
-    """One :class:`Activations` per source slot with every source coordinate that reads it
+    """One `Activations` per source slot with every source coordinate that reads it
     (``detach=True``: no graph is kept)."""
     out = []
     for slot, source in enumerate(sources):
@@ -159,7 +159,7 @@ def das_step(
     ``boundary_penalty`` times the interventions' regularizer terms, e.g. Boundless DAS's
     boundary size), backward, ``optimizer.step()``, then each intervention's
     ``after_optimizer_step`` (Boundless boundaries are projected back to ``[1e-3, 1]``); see
-    :mod:`iit.trainable`. Returns the loss.
+    `iit.trainable`. Returns the loss.
 
     Raises:
         InterventionError: a Boundless boundary outside ``[1e-3, 1]`` before the step (it is
@@ -193,15 +193,15 @@ def train_das(
 ) -> list[float]:
     """Train ``interventions`` on a frozen ``model``; returns the loss of every step.
 
-    The interventions' training protocol (:mod:`iit.trainable`) is driven exactly as
-    :class:`iit.training.IITModule` drives it in DAS mode: ``on_training_step`` before each
+    The interventions' training protocol (`iit.trainable`) is driven exactly as
+    `iit.training.IITModule` drives it in DAS mode: ``on_training_step`` before each
     optimizer step (Boundless DAS: temperature annealed over ``config.temperature``),
     ``config.boundary_penalty`` times their regularizer added to the loss, their
     ``"boundary"`` parameter group trained at ``config.boundary_lr``, ``after_optimizer_step``
     after each step.
 
     Before the first step, one probe forward on the first batch checks every intervention
-    against the real hidden states (:func:`iit.alignment_checks.check_interventions`): a
+    against the real hidden states (`iit.alignment_checks.check_interventions`): a
     rotation wider than its slot fails here, naming both widths, not inside the first step.
 
     Raises:

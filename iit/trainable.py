@@ -1,7 +1,7 @@
 """What a learned intervention needs from a trainer, declared by the intervention itself.
 
-A trainer (:func:`iit.train_das`, :class:`iit.training.IITModule`) drives every learned
-intervention through :class:`LearnedInterventions`, which calls these optional methods when an
+A trainer (`iit.train_das`, `iit.training.IITModule`) drives every learned
+intervention through `LearnedInterventions`, which calls these optional methods when an
 intervention defines them (no ``isinstance`` checks on concrete classes):
 
 * ``training_regularizer() -> Tensor``: a scalar added to the loss, times the trainer's

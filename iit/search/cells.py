@@ -28,7 +28,7 @@ class SearchSettings:
     """Settings shared by every cell.
 
     Attributes:
-        fit: how trainable cells are fitted (:class:`~iit.search.fitting.FitSettings`).
+        fit: how trainable cells are fitted (`iit.search.fitting.FitSettings`).
         seed: the one seed; each cell derives its own from it and its key.
         confidence: coverage of the reported intervals.
         threads: torch threads while a cell runs (1 keeps results identical across machines
@@ -92,7 +92,7 @@ def cell_seed(seed: int, key: str) -> int:
 def run_cell(
     problem: SearchProblem, data: PlaceData, cell: Cell, settings: SearchSettings
 ) -> tuple[dict[str, Any], Intervention]:
-    """Fit, select and score one cell; call inside :func:`frozen`.
+    """Fit, select and score one cell; call inside `frozen`.
 
     Returns:
         ``(row, scored intervention)``: the row has the place labels, ``featurizer``, ``size``,

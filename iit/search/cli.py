@@ -4,7 +4,7 @@
         --out runs/search_equality --heatmap layer,size --featurizer das
     python -m iit.search tasks.das_equality_search:spec --ray auto    # on a Ray cluster
 
-``SPEC`` is ``module:function``; the function returns a :class:`SearchSpec` and takes keyword
+``SPEC`` is ``module:function``; the function returns a `SearchSpec` and takes keyword
 arguments given with ``--set name=<JSON value>``. The table is written to ``OUT/table.csv`` and
 ``OUT/table.parquet``, each finished cell to ``OUT/cells/`` (a rerun skips them), the heatmap to
 ``OUT/heatmap_<rows>_<columns>.png``; the best cell and the smallest size within ``--margin`` of
@@ -33,7 +33,7 @@ __all__ = ["SearchSpec", "main", "load_spec"]
 
 @dataclass
 class SearchSpec:
-    """Everything :func:`iit.search.search` needs, as returned by a spec function."""
+    """Everything `iit.search.search` needs, as returned by a spec function."""
 
     problem: SearchProblem
     splits: CounterfactualSplits
@@ -48,7 +48,7 @@ def load_spec(target: str, arguments: Sequence[str] = ()) -> SearchSpec:
 
     Raises:
         ArgumentError: a malformed target or argument, or a function that does not return a
-            :class:`SearchSpec`.
+            `SearchSpec`.
     """
     if ":" not in target:
         raise ArgumentError(f"SPEC must be 'module:function', got {target!r}")

@@ -6,7 +6,7 @@
 
 Each cell is one Ray task: the problem and the splits are put in the object store once; a task
 collects its place's activations, fits and scores its cell exactly as
-:func:`iit.search.run.run_one` does in process (same per-cell seed, same thread count), and returns
+`iit.search.run.run_one` does in process (same per-cell seed, same thread count), and returns
 its row and its intervention's safetensors bytes. The driver writes finished cells to
 ``out_dir`` as they arrive, so an interrupted distributed search resumes like a local one, and
 the table equals the in-process table.

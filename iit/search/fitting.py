@@ -1,6 +1,6 @@
 """Fitting one cell's intervention on the training pairs, with the model frozen.
 
-This is the search's one coupling to the DAS trainer (:func:`iit.das.das_step`): each step
+This is the search's one coupling to the DAS trainer (`iit.das.das_step`): each step
 runs the intervened model on a minibatch of bases with the cached source activations, takes
 the cross-entropy to the counterfactual labels (plus a sparsity penalty for learned masks),
 and steps Adam. After every epoch the intervention is scored on the validation pairs and the

@@ -3,13 +3,13 @@
 ==========  ===============================================================  ==========
 name        cell of size ``k``                                               trained
 ==========  ===============================================================  ==========
-``das``     rank-``k`` rotation (:class:`RotationFeaturizer`), all k features  yes
+``das``     rank-``k`` rotation (`RotationFeaturizer`), all k features  yes
 ``pca``     top-``k`` principal components of the training activations       no (fitted)
 ``neurons`` learned mask over neurons, then the ``k`` with largest logits      yes
 ``sae``     learned mask over SAE latents (given per place), top ``k``         yes
 ==========  ===============================================================  ==========
 
-Write another by subclassing :class:`Method`.
+Write another by subclassing `Method`.
 """
 
 from __future__ import annotations

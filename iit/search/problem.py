@@ -37,7 +37,7 @@ class SearchProblem:
             must be finite (the classes).
 
     Raises:
-        ArgumentTypeError: a model that is not an :class:`~iit.Interventionable`.
+        ArgumentTypeError: a model that is not an `iit.Interventionable`.
         AlignmentError: an unknown variable or output (nearest names listed), or an output whose
             domain is not finite.
     """
@@ -144,8 +144,8 @@ class Place:
     """One coordinate set to try, with the labels the result table is indexed by.
 
     Attributes:
-        coordinate: where (a :class:`~iit.Coordinate` or a
-            :class:`~iit.transformers.TransformerCoordinate`); the slot's last axis is featurized.
+        coordinate: where (a `iit.Coordinate` or a
+            `iit.transformers.TransformerCoordinate`); the slot's last axis is featurized.
         layer, component, position, head: table labels (``None`` where they do not apply).
         name: a short unique name (default: derived from the labels or the coordinate).
     """
@@ -179,7 +179,7 @@ def transformer_places(
     heads: Sequence[int | None] = (None,),
 ) -> list[Place]:
     """The grid ``layers x components x positions x heads`` of transformer coordinates
-    (:class:`~iit.transformers.TransformerCoordinate`; a head only on head components).
+    (`iit.transformers.TransformerCoordinate`; a head only on head components).
 
     Raises:
         CoordinateError: an unknown component, or a head on a component without heads.

@@ -28,7 +28,7 @@ class SearchResult:
     """A finished search.
 
     Attributes:
-        table: one row per cell (columns :data:`COLUMNS`; see :func:`iit.search.cells.run_cell`).
+        table: one row per cell (columns `COLUMNS`; see `iit.search.cells.run_cell`).
         interventions: the scored intervention of each cell by key
             (``<variable>__<place>__<featurizer>__k<size>``), when kept.
         skipped: cells not run, with the reason (e.g. a size larger than the place).
@@ -97,5 +97,5 @@ class SearchResult:
 
     @staticmethod
     def table_from_rows(rows: list[dict[str, Any]]) -> pd.DataFrame:
-        """The tidy table of cell rows, in :data:`COLUMNS` order."""
+        """The tidy table of cell rows, in `COLUMNS` order."""
         return pd.DataFrame(rows, columns=list(COLUMNS))

@@ -8,7 +8,7 @@
     >>> result.smallest_size(0.02, "das") # the smallest size within 0.02 of the best
 
 Cells run in this process by default, or on a Ray cluster (``executor=RayExecutor(...)``,
-:mod:`iit.search.distributed`) with identical results. With ``out_dir`` every finished cell is
+`iit.search.distributed`) with identical results. With ``out_dir`` every finished cell is
 written to ``out_dir/cells/`` (its row as JSON, its intervention as safetensors) and skipped
 when the search is run again.
 """
@@ -170,21 +170,21 @@ def search(
     Args:
         problem: model, causal model, variable, input encoding, output decoding.
         splits: counterfactual pairs intervening on ``problem.variable``.
-        places: coordinate sets (:func:`~iit.search.module_places`,
-            :func:`~iit.search.transformer_places`).
-        methods: featurizer methods (:class:`~iit.search.DAS`, :class:`~iit.search.PCA`,
-            :func:`~iit.search.neurons`, :func:`~iit.search.sae`).
+        places: coordinate sets (`iit.search.module_places`,
+            `iit.search.transformer_places`).
+        methods: featurizer methods (`iit.search.DAS`, `iit.search.PCA`,
+            `iit.search.neurons`, `iit.search.sae`).
         sizes: feature counts per cell (larger than a place allows: skipped and listed).
         settings: fitting settings and the seed (the same seed gives the same table).
         out_dir: keep finished cells there and skip them on a rerun; ``out_dir/manifest.json``
             records what they were computed from (model weights, splits, settings, variable,
             place coordinates, method configs) and a rerun with other ones is refused.
         executor: where cells run (default: this process;
-            :class:`~iit.search.distributed.RayExecutor` for a Ray cluster).
+            `iit.search.distributed.RayExecutor` for a Ray cluster).
         progress: show a progress bar over cells.
 
     Returns:
-        :class:`~iit.search.SearchResult` (rows in cell order).
+        `iit.search.SearchResult` (rows in cell order).
 
     Raises:
         AlignmentError: splits for another variable.

@@ -1,5 +1,5 @@
-"""The ``iit`` command line: LightningCLI over :class:`IITModule` and
-:class:`CounterfactualDataModule`, plus ``iit evaluate``.
+"""The ``iit`` command line: LightningCLI over `IITModule` and
+`CounterfactualDataModule`, plus ``iit evaluate``.
 
     iit fit --config tasks/configs/digit_sum_mlp.yaml
     iit fit --config tasks/configs/digit_sum_mlp.yaml --trainer.strategy ddp \\
@@ -11,10 +11,10 @@
 ``torch.set_num_threads`` (default 1: fastest for the small CPU tasks).
 
 Checkpoints are untrusted files: ``iit evaluate --ckpt_path`` and ``iit fit --ckpt_path`` read
-them with :func:`read_checkpoint` (``torch.load(weights_only=True)``: no code in the file runs),
+them with `read_checkpoint` (``torch.load(weights_only=True)``: no code in the file runs),
 and a damaged, truncated or malicious file stops the command with one line,
 ``iit: error: ... is damaged or unsafe and was not loaded: ...``. Called from Python,
-:func:`main` raises the :class:`iit.IITError` instead (the original error chained).
+`main` raises the `iit.IITError` instead (the original error chained).
 """
 
 from __future__ import annotations
@@ -51,11 +51,11 @@ class IITCLI(LightningCLI):
         return commands
 
     def parse_arguments(self, parser: Any, args: Any) -> None:
-        """Parse, then check a ``--ckpt_path`` file with :func:`read_checkpoint` before Lightning
+        """Parse, then check a ``--ckpt_path`` file with `read_checkpoint` before Lightning
         (or anything else) reads it.
 
         Raises:
-            MissingFileError, DamagedFileError: see :func:`read_checkpoint`.
+            MissingFileError, DamagedFileError: see `read_checkpoint`.
         """
         super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
@@ -74,7 +74,7 @@ def main(args: list[str] | None = None) -> None:
     Args:
         args: command-line arguments; ``None`` reads ``sys.argv`` (the console script).
 
-    Lightning's informational output is silenced (:func:`iit.training.quiet_lightning`); no
+    Lightning's informational output is silenced (`iit.training.quiet_lightning`); no
     model summary unless ``--trainer.enable_model_summary true``.
 
     Raises:

@@ -40,7 +40,7 @@ def _identity(batch: CounterfactualBatch) -> CounterfactualBatch:
 
 class EpochShuffle(Sampler[int]):
     """A shuffling sampler whose order depends only on ``(seed, epoch)`` (Lightning calls
-    :meth:`set_epoch`), so a run resumed from a checkpoint sees the same batches as an
+    `set_epoch`), so a run resumed from a checkpoint sees the same batches as an
     uninterrupted one."""
 
     def __init__(self, size: int, seed: int) -> None:
@@ -69,7 +69,7 @@ class CounterfactualDataModule(pl.LightningDataModule):
         val_size: held-out pairs.
         batch_size: pairs per batch.
         seed: seeds data generation and shuffling (``None``: the ``seed_everything`` seed,
-            else 0; see :func:`iit.training.resolve_seed`).
+            else 0; see `iit.training.resolve_seed`).
     """
 
     def __init__(

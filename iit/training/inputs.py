@@ -2,7 +2,7 @@
 
 A wrong dtype (``int64`` tokens into ``nn.Linear``, floats into ``nn.Embedding``) or width would
 otherwise fail deep inside the first training step with a raw PyTorch message;
-:func:`check_encoded_inputs` raises an error that names the task method and the expected
+`check_encoded_inputs` raises an error that names the task method and the expected
 dtype / shape before any step runs.
 """
 
@@ -30,7 +30,7 @@ class _FirstLayer(Exception):
 
 def describe_inputs(inputs: Inputs) -> str:
     """``int64 [4, 3]`` for a tensor; one entry per element / key for tuples and mappings
-    (:func:`iit.hooks.describe_structure` with dtypes)."""
+    (`iit.hooks.describe_structure` with dtypes)."""
     return describe_structure(inputs, lambda t: f"{str(t.dtype).removeprefix('torch.')} {list(t.shape)}")
 
 

@@ -13,7 +13,7 @@ One training step, with in-batch sources (the default):
 So an IIT step costs two forward passes instead of three (base, source, counterfactual). With
 ``in_batch_sources=False`` the sources drawn by the data module are run separately.
 
-Losses (weights in :class:`IITConfig`): behaviour ``loss(N(b), H(b))``, IIT
+Losses (weights in `IITConfig`): behaviour ``loss(N(b), H(b))``, IIT
 ``loss(N_{Π(V)<-N(s)}(b), H_{V<-H(s)}(b))`` and strict IIT ``loss(N_{U<-N(s)}(b), H(b))`` for
 unaligned coordinates ``U`` (one sampled per row). Whether the IIT loss reaches the network through
 the source run as well as the base run is ``detach_sources`` (default ``False``: it does).
@@ -48,7 +48,7 @@ __all__ = ["IITConfig", "IITModule"]
 
 @dataclass(frozen=True)
 class IITConfig:
-    """Hyper-parameters of :class:`IITModule`.
+    """Hyper-parameters of `IITModule`.
 
     Attributes:
         behaviour_weight: weight of the task loss on base inputs (0: skipped).
@@ -64,7 +64,7 @@ class IITConfig:
         boundary_lr: learning rate of parameters a learned intervention puts in its
             ``"boundary"`` group (Boundless DAS).
         regularizer_weight: weight of the learned interventions' regularizer terms
-            (Boundless DAS: the boundary size), see :mod:`iit.trainable`.
+            (Boundless DAS: the boundary size), see `iit.trainable`.
         temperature: ``(start, end)`` of annealed masks, linear over the run's optimizer steps
             (Boundless DAS).
         optimizer, lr, momentum, weight_decay: the optimiser.
@@ -74,7 +74,7 @@ class IITConfig:
             ``seed * 1_000_003 + k``, so a resumed run repeats an uninterrupted one). ``None``
             (default): the seed of ``pytorch_lightning.seed_everything`` (``seed_everything:`` in a
             CLI config), else 0 — so one ``seed_everything(s)`` fixes weights, data and
-            permutations (see :func:`iit.training.resolve_seed`).
+            permutations (see `iit.training.resolve_seed`).
     """
 
     behaviour_weight: float = 1.0
@@ -107,7 +107,7 @@ class IITModule(pl.LightningModule):
     """Train a network with behaviour, IIT and strict-IIT losses; report IIA with torchmetrics.
 
     Args:
-        task: the :class:`~iit.training.IITTask` (causal model, network, alignments, encoding).
+        task: the `iit.training.IITTask` (causal model, network, alignments, encoding).
         config: hyper-parameters.
         network: use this network instead of ``task.build_network()`` (e.g. a behaviour-trained
             network for DAS).
@@ -262,7 +262,7 @@ class IITModule(pl.LightningModule):
         return tuple(name for name, w in weights.items() if w > 0) + extra + ("total",)
 
     def on_train_batch_start(self, batch: CounterfactualBatch, batch_idx: int) -> None:
-        """Learned interventions' schedules (:mod:`iit.trainable`) for this optimizer step."""
+        """Learned interventions' schedules (`iit.trainable`) for this optimizer step."""
         if self._learned_training.interventions:
             total = int(self.trainer.estimated_stepping_batches)
             self._learned_training.on_training_step(TrainingProgress(self.global_step, total, self.config.temperature))

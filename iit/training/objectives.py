@@ -1,4 +1,4 @@
-"""IIT objectives as plain functions (the functional core of :class:`iit.training.IITModule`).
+"""IIT objectives as plain functions (the functional core of `iit.training.IITModule`).
 
 Shapes: ``logits`` are the network's decoded outputs ``[batch, classes]`` for classification or
 ``[batch]`` / ``[batch, d]`` for regression; ``labels`` are class indices ``[batch]`` (int64) or
@@ -9,7 +9,7 @@ targets shaped like the predictions.
   labels from the causal model;
 * strict IIT (SIIT) loss: ``loss(N_{U <- N(s)}(b), H(b))`` for unaligned coordinates ``U``.
 
-All three are :func:`prediction_loss` applied to different pairs; IIA is :func:`correct`
+All three are `prediction_loss` applied to different pairs; IIA is `correct`
 averaged over pairs.
 """
 

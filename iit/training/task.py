@@ -103,8 +103,8 @@ class IITTask(ABC):
         return model.outputs[0]
 
     def wrap_network(self, network: nn.Module) -> Interventionable:
-        """How the network is wrapped for interventions (default: :class:`~iit.Interventionable`;
-        return a :class:`~iit.transformers.TransformerInterventionable` or your own subclass to
+        """How the network is wrapped for interventions (default: `iit.Interventionable`;
+        return a `iit.transformers.TransformerInterventionable` or your own subclass to
         align in its coordinate system)."""
         return Interventionable(network)
 

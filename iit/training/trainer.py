@@ -1,6 +1,6 @@
 """A Lightning ``Trainer`` for IIT runs with quiet defaults.
 
-:func:`make_trainer` is the one-call way to train::
+`make_trainer` is the one-call way to train::
 
     trainer = make_trainer(task, max_epochs=10)      # logs to runs/<task.name>/version_N
     trainer.fit(IITModule(task), CounterfactualDataModule(task))
@@ -8,7 +8,7 @@
 Quiet means: no GPU/TPU/"tip" lines, no model summary or FLOPs table, no warnings about
 data-loader workers (the pairs are precomputed tensors; workers would only add overhead);
 a progress bar and the per-epoch metrics stay. No sanity-check validation before training:
-:class:`IITModule` already runs the task's network and alignment on example inputs when it is
+`IITModule` already runs the task's network and alignment on example inputs when it is
 built.
 """
 
@@ -56,7 +56,7 @@ def quiet_lightning() -> None:
 
 
 class IITTrainer(pl.Trainer):
-    """A Lightning ``Trainer`` with an :meth:`evaluate` entry point (``iit evaluate``)."""
+    """A Lightning ``Trainer`` with an `evaluate` entry point (``iit evaluate``)."""
 
     def evaluate(
         self,
@@ -66,18 +66,18 @@ class IITTrainer(pl.Trainer):
         alignment: str | None = None,
     ) -> dict[str, float]:
         """Print and return IIA per variable for a checkpoint, optionally under another of the
-        task's alignments (:func:`~iit.training.evaluate_alignment`).
+        task's alignments (`iit.training.evaluate_alignment`).
 
         Args:
             model: the module (its weights are replaced by the checkpoint's).
             datamodule: supplies the held-out pairs.
             ckpt_path: a checkpoint written by a fit (read with
-                :func:`~iit.training.checkpoints.read_checkpoint`: no code in it runs).
+                `iit.training.checkpoints.read_checkpoint`: no code in it runs).
             alignment: the name of another alignment hypothesis of the task.
 
         Raises:
             AlignmentError: an unknown alignment name (listing the task's).
-            MissingFileError, DamagedFileError: see :func:`~iit.training.checkpoints.read_checkpoint`.
+            MissingFileError, DamagedFileError: see `iit.training.checkpoints.read_checkpoint`.
         """
         if ckpt_path is not None:
             model.load_state_dict(read_checkpoint(ckpt_path)["state_dict"])
@@ -99,11 +99,11 @@ class IITTrainer(pl.Trainer):
         weights_only: bool | None = None,
     ) -> None:
         """``Trainer.fit``; a ``ckpt_path`` file is first checked with
-        :func:`~iit.training.checkpoints.read_checkpoint` and then restored by Lightning with
+        `iit.training.checkpoints.read_checkpoint` and then restored by Lightning with
         ``weights_only=True``.
 
         Raises:
-            MissingFileError, DamagedFileError: see :func:`~iit.training.checkpoints.read_checkpoint`.
+            MissingFileError, DamagedFileError: see `iit.training.checkpoints.read_checkpoint`.
         """
         if ckpt_path is not None and str(ckpt_path) not in LIGHTNING_CKPT_NAMES:
             read_checkpoint(ckpt_path)
@@ -129,7 +129,7 @@ def make_trainer(
     callbacks: Sequence[Callback] = (),
     quiet: bool = True,
 ) -> IITTrainer:
-    """An :class:`IITTrainer` with IIT's defaults.
+    """An `IITTrainer` with IIT's defaults.
 
     Args:
         task: names the log folder ``<root>/<task.name>`` (a task or a name; default ``iit``).
@@ -142,7 +142,7 @@ def make_trainer(
         accelerator, devices, strategy, precision, gradient_clip_val,
         check_val_every_n_epoch: as in ``pytorch_lightning.Trainer``.
         callbacks: extra callbacks.
-        quiet: call :func:`quiet_lightning` first (no device lines, tips or worker warnings).
+        quiet: call `quiet_lightning` first (no device lines, tips or worker warnings).
 
     Raises:
         ArgumentError: ``max_epochs < 1`` with no ``max_steps``.

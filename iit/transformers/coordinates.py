@@ -1,5 +1,5 @@
 """Transformer coordinates ``(layer, component, position, head, dims)`` and their resolution
-to generic :class:`iit.Coordinate` objects.
+to generic `iit.Coordinate` objects.
 
 Shapes of the hidden state behind each component (``H`` query heads, ``K`` key-value heads,
 ``d`` head width, ``D`` model width, ``F`` MLP width)::
@@ -11,7 +11,7 @@ Shapes of the hidden state behind each component (``H`` query heads, ``K`` key-v
     attention_probs                                              [batch, H, seq_q, seq_k]
 
 For head components, ``head`` selects query heads (keys / values: the key-value head each query
-head reads, see :meth:`ModelShape.kv_head`) and ``dims`` a range inside each head; the values read
+head reads, see `ModelShape.kv_head`) and ``dims`` a range inside each head; the values read
 are ``[batch, positions, n_selected_heads * width]``, heads in the order given. For
 ``attention_probs`` the position is the query position and ``dims`` a range of key positions.
 Query / key values are taken before rotary embeddings (the projection outputs).
@@ -55,9 +55,9 @@ class TransformerCoordinate:
 
     Args:
         layer: block index, ``0 <= layer < n_layers``.
-        component: one of :data:`iit.transformers.families.COMPONENTS`.
+        component: one of `iit.transformers.families.COMPONENTS`.
         position: ``None`` (all positions), an ``int`` / tuple of ints (absolute), a
-            :class:`Tokens` (relative to the real tokens of each row), or a LongTensor
+            `Tokens` (relative to the real tokens of each row), or a LongTensor
             ``[batch, k]`` of absolute positions per row.
         head: a query head or tuple of heads (head components only).
         dims: ``(start, stop)`` range of the last axis (inside each head for head components).
@@ -253,11 +253,11 @@ def _axis_key(sel: object) -> tuple:
 
 
 def resolve(coord: TransformerCoordinate, inputs: object, family: Family, shape: ModelShape) -> Coordinate:
-    """The generic :class:`iit.Coordinate` of ``coord`` for a run on ``inputs`` (per-row
+    """The generic `iit.Coordinate` of ``coord`` for a run on ``inputs`` (per-row
     positions are resolved against ``inputs["attention_mask"]``).
 
     Raises:
-        CoordinateError: see :func:`validate` and :func:`real_token_positions`.
+        CoordinateError: see `validate` and `real_token_positions`.
     """
     validate(coord, family, shape)
     module, io, output = _site(coord, family, shape)

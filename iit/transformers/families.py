@@ -1,6 +1,6 @@
 """The family table: where each transformer component lives in a Hugging Face model.
 
-Adding a family is one :class:`Family` entry: module paths relative to one block per component, the layout of the query / key / value
+Adding a family is one `Family` entry: module paths relative to one block per component, the layout of the query / key / value
 projections, and the config attributes that hold the head counts. Example::
 
     GPT2 = Family(
@@ -101,13 +101,13 @@ class Family:
         name: short family name.
         model_types: ``config.model_type`` values of this family.
         layers: path of the ``nn.ModuleList`` of blocks in the base model.
-        sites: component -> :class:`Site` relative to one block (all components but
+        sites: component -> `Site` relative to one block (all components but
             ``query`` / ``key`` / ``value`` / ``attention_probs``).
         qkv: the query / key / value layout.
         attention_module: path (relative to the block) of the module that calls the attention
             function; the attention probabilities ``[batch, heads, seq_q, seq_k]`` are the output
             of its child hook point ``iit_attention_probs`` (added for one call by
-            :func:`iit.transformers.attention.attention_probs_hook_points`).
+            `iit.transformers.attention.attention_probs_hook_points`).
         norm: the normalisation of the blocks: ``"layernorm"`` (``nn.LayerNorm``) or
             ``"rmsnorm"`` (Llama-style, no centring, no bias).
         pre_ln: pre-LN blocks (the norm before each sub-layer; decoders here) or post-LN
@@ -274,7 +274,7 @@ class ModelShape:
 
 
 def family_of(model: nn.Module) -> Family:
-    """The :class:`Family` of a Hugging Face model, from ``model.config.model_type``.
+    """The `Family` of a Hugging Face model, from ``model.config.model_type``.
 
     Raises:
         CoordinateError: no config, or a model type without a family entry (lists the
@@ -297,7 +297,7 @@ def family_of(model: nn.Module) -> Family:
 
 
 def model_shape(model: nn.Module, family: Family) -> ModelShape:
-    """Read layer / head counts of ``model`` (see :class:`ModelShape`)."""
+    """Read layer / head counts of ``model`` (see `ModelShape`)."""
     config = model.config
     n_heads = int(getattr(config, family.heads_attr))
     d_model = int(getattr(config, family.hidden_attr))

@@ -1,6 +1,6 @@
-"""`TransformerInterventionable`: :class:`iit.Interventionable` with the transformer coordinate
+"""`TransformerInterventionable`: `iit.Interventionable` with the transformer coordinate
 system (layer, component, position, head, dims) for the families of
-:mod:`iit.transformers.families`."""
+`iit.transformers.families`."""
 
 from __future__ import annotations
 
@@ -27,15 +27,15 @@ __all__ = ["TransformerInterventionable"]
 class TransformerInterventionable(Interventionable):
     """Wrap a Hugging Face transformer (GPT-2, BERT, DistilBERT, RoBERTa, Llama, Qwen2, Mistral,
     GPT-NeoX; base model or one with a task head) and address its hidden states with
-    :class:`TransformerCoordinate` as well as generic :class:`iit.Coordinate`.
+    `TransformerCoordinate` as well as generic `iit.Coordinate`.
 
     ``attention_probs`` coordinates switch the model to an eager attention function with a hook
-    point for the duration of one call (see :mod:`iit.transformers.attention`); every other
+    point for the duration of one call (see `iit.transformers.attention`); every other
     component is a plain module hook and leaves the attention implementation alone.
 
     Args:
         model: the Hugging Face model.
-        stop_source_early: as for :class:`iit.Interventionable`.
+        stop_source_early: as for `iit.Interventionable`.
 
     Raises:
         CoordinateError: a model whose ``config.model_type`` has no family entry.
@@ -53,7 +53,7 @@ class TransformerInterventionable(Interventionable):
 
     # ------------------------------------------------------------------ coordinates
     def resolve(self, coordinate: Any, inputs: Inputs) -> Coordinate:
-        """Resolve a :class:`TransformerCoordinate` (or pass a generic :class:`Coordinate`
+        """Resolve a `TransformerCoordinate` (or pass a generic `Coordinate`
         through) for a run on ``inputs``; ``Tokens`` positions use its attention mask.
 
         Raises:
@@ -87,7 +87,7 @@ class TransformerInterventionable(Interventionable):
         super().resolve(coordinate, None)  # type: ignore[arg-type]  # raises for unknown types
 
     def check_coordinate(self, coordinate: Any, inputs: Inputs) -> Coordinate:
-        """As :meth:`iit.Interventionable.check_coordinate`, with attention hook points present."""
+        """As `iit.Interventionable.check_coordinate`, with attention hook points present."""
         with self._hook_points([coordinate]):
             return super().check_coordinate(coordinate, inputs)
 
@@ -119,7 +119,7 @@ class TransformerInterventionable(Interventionable):
         return_output: bool = False,
         detach: bool = False,
     ) -> Activations | tuple[Any, Activations]:
-        """As :meth:`iit.Interventionable.collect`; also takes :class:`TransformerCoordinate`."""
+        """As `iit.Interventionable.collect`; also takes `TransformerCoordinate`."""
         coordinates = require_list(coordinates, "collect: coordinates", "coordinates", "coordinate")
         with self._hook_points(coordinates):
             return super().collect(inputs, coordinates, return_output=return_output, detach=detach)
@@ -132,16 +132,16 @@ class TransformerInterventionable(Interventionable):
         *,
         detach_sources: bool = False,
     ) -> Any:
-        """As :meth:`iit.Interventionable.intervene`; also takes :class:`TransformerCoordinate`.
+        """As `iit.Interventionable.intervene`; also takes `TransformerCoordinate`.
 
         Base and sources of different sequence lengths are aligned by the coordinates: a
-        :class:`Tokens` position counts real tokens (from the start for indices >= 0, from the
+        `Tokens` position counts real tokens (from the start for indices >= 0, from the
         end for negative ones) in each run.
 
         Raises:
             InterventionShapeError: an interchange at *all* positions between a base and a
                 source of different sequence lengths (use ``Tokens`` or explicit positions).
-            (and everything :meth:`iit.Interventionable.intervene` raises)
+            (and everything `iit.Interventionable.intervene` raises)
         """
         check_sources(sources)
         entries = [interventions] if isinstance(interventions, (Intervention, BoundIntervention)) else interventions

@@ -1,8 +1,8 @@
 """Token positions that mean what the user means, whatever the padding.
 
-:class:`Tokens` counts positions over each row's *real* tokens (where ``attention_mask`` is 1):
+`Tokens` counts positions over each row's *real* tokens (where ``attention_mask`` is 1):
 ``Tokens.at(0)`` is the first real token, ``Tokens.last()`` the last one, ``Tokens.at(-2)`` the one
-before it. :func:`real_token_positions` resolves them per row to absolute positions
+before it. `real_token_positions` resolves them per row to absolute positions
 (``[batch, k]``), so left-padded, right-padded and unpadded batches address the same tokens.
 """
 
