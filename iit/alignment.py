@@ -1,12 +1,14 @@
 """`Alignment`: which neural coordinates (or learned interventions) stand for each high-level
 variable of a causal model, and the one interchange vocabulary that runs on both sides.
 
-    >>> alignment = Alignment(causal_model, {
-    ...     "WX": Coordinate("layers.0", Index.dims(0, 4)),
-    ...     "YZ": Coordinate("layers.0", Index.dims(4, 8)),
-    ... })
-    >>> alignment.check(network, example_inputs)           # every coordinate resolves and fits
-    >>> run = alignment.interchange(network, batch, encode)  # causal label + network output
+```python
+alignment = Alignment(causal_model, {
+    "WX": Coordinate("layers.0", Index.dims(0, 4)),
+    "YZ": Coordinate("layers.0", Index.dims(4, 8)),
+})
+alignment.check(network, example_inputs)             # every coordinate resolves and fits
+run = alignment.interchange(network, batch, encode)  # causal label + network output
+```
 
 A variable may map to several coordinates (all are interchanged together) and to learned
 interventions (e.g. a DAS rotation) instead of plain coordinates. Input variables may be aligned
@@ -44,6 +46,10 @@ class AlignedRun:
         causal_values: every causal variable's counterfactual value ``{var: [batch, ...]}``.
         counterfactual_label: the causal output variable's counterfactual value ``[batch]``.
         base_label: the causal output on the unintervened base ``[batch]``.
+
+    Raises:
+        TypeError: a missing or unknown field (made by `Alignment.interchange`, which checks
+            its inputs).
     """
 
     neural_output: Any
@@ -171,7 +177,14 @@ class Alignment:
 
     def require_aligned(self, variables: Sequence[str]) -> None:
         """Raise `AlignmentError` if any of ``variables`` is not aligned (use it at
-        setup time, on a dataset's intervened variables)."""
+        setup time, on a dataset's intervened variables).
+
+        Args:
+            variables: names of causal variables.
+
+        Raises:
+            AlignmentError: naming the variables that are not aligned and those that are.
+        """
         missing = [v for v in variables if v not in self._templates]
         if missing:
             raise AlignmentError(

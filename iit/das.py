@@ -30,6 +30,13 @@ class DASBatch:
     """One training batch: base inputs, source inputs (one per source slot) and the labels the
     intervened output should predict.
 
+    Args:
+        base: the base inputs (a tensor ``[batch, ...]``, a tuple, or a dict of keyword
+            arguments).
+        sources: one input per source slot, each with ``batch`` rows like ``base``.
+        labels: what the intervened output should predict, ``[batch, ...]`` (e.g. class ids
+            ``[batch]`` for a cross-entropy ``loss_fn``).
+
     Raises:
         ArgumentTypeError: ``sources`` is not a list / tuple (one tensor where a list of sources
             is expected), or ``labels`` is not a tensor.
@@ -69,6 +76,10 @@ class DASConfig:
         boundary_penalty: weight of the boundary-size term of Boundless DAS.
         temperature: ``(start, end)`` of the linear temperature schedule (Boundless DAS).
         cache_sources: reuse source activations across epochs.
+
+    Raises:
+        InterventionError: ``epochs < 1``, a learning rate ``<= 0``, a negative
+            ``boundary_penalty``, or a temperature pair that is not two values ``> 0``.
     """
 
     epochs: int = 1
@@ -112,6 +123,10 @@ class SourceCache:
     Args:
         model: the wrapped (frozen) model.
         interventions: the interventions whose source coordinates are collected.
+
+    Raises:
+        InterventionError: a parameter of the wrapped model requires grad (cached values would
+            go stale).
     """
 
     model: Interventionable
@@ -122,7 +137,18 @@ class SourceCache:
         check_frozen(self.model)
 
     def sources(self, index: int, batch: DASBatch) -> list[Activations]:
-        """Activations standing in for ``batch.sources`` (collected on first use of ``index``)."""
+        """Activations standing in for ``batch.sources`` (collected on first use of ``index``).
+
+        Args:
+            index: the batch's position in the training data (the cache key).
+            batch: the batch whose sources are collected on a miss.
+
+        Returns:
+            One `iit.Activations` per source slot, values ``[batch, ...]``.
+
+        Raises:
+            CoordinateError: a source coordinate that does not fit the model.
+        """
         if index not in self._store:
             self._store[index] = collect_sources(self.model, self.interventions, batch.sources)
         return self._store[index]
@@ -161,6 +187,19 @@ def das_step(
     ``after_optimizer_step`` (Boundless boundaries are projected back to ``[1e-3, 1]``); see
     `iit.trainable`. Returns the loss.
 
+    Args:
+        model: the wrapped model.
+        interventions: the learned interventions applied (and stepped).
+        batch: base, sources and labels ``[batch, ...]``.
+        loss_fn: ``loss_fn(output, labels)`` -> 0-d loss tensor ``[]``.
+        optimizer: the optimizer over the interventions' parameters.
+        sources: stand-ins for ``batch.sources`` (e.g. cached `iit.Activations`); default:
+            ``batch.sources``.
+        boundary_penalty: weight of the interventions' regularizer terms.
+
+    Returns:
+        The step's loss as a float.
+
     Raises:
         InterventionError: a Boundless boundary outside ``[1e-3, 1]`` before the step (it is
             never clamped silently; only the projection after a step moves it).
@@ -193,6 +232,9 @@ def train_das(
 ) -> list[float]:
     """Train ``interventions`` on a frozen ``model``; returns the loss of every step.
 
+    ``loss_fn(output, labels)`` gets the intervened output (e.g. logits ``[batch, n_classes]``)
+    and the batch's ``labels`` (``[batch, ...]``) and returns a 0-d loss tensor ``[]``.
+
     The interventions' training protocol (`iit.trainable`) is driven exactly as
     `iit.training.IITModule` drives it in DAS mode: ``on_training_step`` before each
     optimizer step (Boundless DAS: temperature annealed over ``config.temperature``),
@@ -203,6 +245,16 @@ def train_das(
     Before the first step, one probe forward on the first batch checks every intervention
     against the real hidden states (`iit.alignment_checks.check_interventions`): a
     rotation wider than its slot fails here, naming both widths, not inside the first step.
+
+    Args:
+        model: the wrapped, frozen model.
+        interventions: the learned interventions to train (their parameters are optimised).
+        batches: the training batches, visited in order every epoch.
+        loss_fn: ``loss_fn(output, labels)`` -> 0-d loss tensor.
+        config: optimisation settings.
+
+    Returns:
+        The loss of every optimizer step, ``config.epochs * len(batches)`` floats.
 
     Raises:
         InterventionError: a model parameter requires grad, no batches, no trainable

@@ -60,6 +60,8 @@ def generate(
         The generated token ids ``[batch, max_new_tokens]``.
 
     Raises:
+        ArgumentTypeError: ``max_new_tokens`` is not an int, the prompt is not a dict, or
+            ``sources`` is a single input instead of a list.
         InterventionError: bad ``apply_to`` / ``max_new_tokens``, a prompt without
             ``input_ids`` and ``attention_mask``, or a model output without ``logits``.
     """

@@ -2,13 +2,15 @@
 to generic `iit.Coordinate` objects.
 
 Shapes of the hidden state behind each component (``H`` query heads, ``K`` key-value heads,
-``d`` head width, ``D`` model width, ``F`` MLP width)::
+``d`` head width, ``D`` model width, ``F`` MLP width):
 
-    block_input / block_output / attention_output / mlp_output   [batch, seq, D]
-    mlp_hidden                                                   [batch, seq, F]
-    head_attention_output / query                                [batch, seq, H * d]
-    key / value                                                  [batch, seq, K * d]
-    attention_probs                                              [batch, H, seq_q, seq_k]
+```text
+block_input / block_output / attention_output / mlp_output   [batch, seq, D]
+mlp_hidden                                                   [batch, seq, F]
+head_attention_output / query                                [batch, seq, H * d]
+key / value                                                  [batch, seq, K * d]
+attention_probs                                              [batch, H, seq_q, seq_k]
+```
 
 For head components, ``head`` selects query heads (keys / values: the key-value head each query
 head reads, see `ModelShape.kv_head`) and ``dims`` a range inside each head; the values read
@@ -67,8 +69,15 @@ class TransformerCoordinate:
         CoordinateError: unknown component (nearest names listed), negative layer / head, bad
             dims, or a head on a component without heads.
 
-    Example:
+    Examples:
         >>> TransformerCoordinate(3, "block_output", position=Tokens.last())
+        TransformerCoordinate(L3.block_output[pos tokens [-1]])
+        >>> TransformerCoordinate(0, "head_attention_output", position=(0, 2), head=(1, 3), dims=(0, 8))
+        TransformerCoordinate(L0.head_attention_output[pos (0, 2), head (1, 3), dims 0:8])
+        >>> TransformerCoordinate(0, "mlp_out")
+        Traceback (most recent call last):
+        ...
+        iit.errors.CoordinateError: unknown component 'mlp_out'; did you mean 'mlp_output' or 'block_output'? ...
     """
 
     layer: int

@@ -38,12 +38,34 @@ class TransformerInterventionable(Interventionable):
         stop_source_early: as for `iit.Interventionable`.
 
     Raises:
-        CoordinateError: a model whose ``config.model_type`` has no family entry.
+        ArgumentTypeError: ``model`` is not an ``nn.Module``.
+        CoordinateError: a model whose ``config.model_type`` has no family entry, or whose
+            query heads cannot be shared evenly by its key-value heads.
 
-    Example:
-        >>> net = TransformerInterventionable(gpt2)
-        >>> c = TransformerCoordinate(6, "block_output", position=Tokens.last())
-        >>> out = net.intervene(base, [Interchange(c)], sources=[source])
+    Examples:
+        On a tiny GPT-2 (2 layers, 2 heads of width 4), interchanging the whole output of the
+        last block makes the base run's final hidden state the source run's:
+
+        >>> import torch
+        >>> from transformers import GPT2Config, GPT2Model
+        >>> from iit import Interchange
+        >>> from iit.transformers import TransformerCoordinate
+        >>> _ = torch.manual_seed(0)
+        >>> config = GPT2Config(n_layer=2, n_head=2, n_embd=8, vocab_size=20, n_positions=16,
+        ...                     bos_token_id=0, eos_token_id=0)
+        >>> net = TransformerInterventionable(GPT2Model(config).eval())
+        >>> net.shape
+        ModelShape(n_layers=2, n_heads=2, n_kv_heads=2, d_head=4, d_model=8, prefix='')
+        >>> base = {"input_ids": torch.tensor([[1, 2, 3]]), "attention_mask": torch.ones(1, 3, dtype=torch.long)}
+        >>> source = {"input_ids": torch.tensor([[4, 5, 6]]), "attention_mask": torch.ones(1, 3, dtype=torch.long)}
+        >>> out = net.intervene(base, [Interchange(TransformerCoordinate(1, "block_output"))], [source])
+        >>> torch.allclose(out.last_hidden_state, net(**source).last_hidden_state)
+        True
+
+        Head 1 of layer 0 is units ``[4, 8)`` of the input of the attention's output projection:
+
+        >>> net.resolve(TransformerCoordinate(0, "head_attention_output", head=1), base)
+        Coordinate(module='h.0.attn.c_proj', index=[:, 4:8], output=None, io='input')
     """
 
     def __init__(self, model: nn.Module, *, stop_source_early: bool = True) -> None:
@@ -140,8 +162,15 @@ class TransformerInterventionable(Interventionable):
 
         Raises:
             InterventionShapeError: an interchange at *all* positions between a base and a
-                source of different sequence lengths (use ``Tokens`` or explicit positions).
-            (and everything `iit.Interventionable.intervene` raises)
+                source of different sequence lengths (use ``Tokens`` or explicit positions);
+                and, as for `iit.Interventionable.intervene`, batch sizes that differ or
+                values that do not fit their slot.
+            ArgumentTypeError: ``sources`` is a single input instead of a list.
+            InterventionError: as for `iit.Interventionable.intervene` (empty list, a missing
+                source, bad row masks).
+            CoordinateError: layer / head / dims out of range, unknown module paths, rows with
+                too few real tokens.
+            HookFiringError: a hooked module ran twice or never.
         """
         check_sources(sources)
         entries = [interventions] if isinstance(interventions, (Intervention, BoundIntervention)) else interventions
