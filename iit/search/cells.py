@@ -33,6 +33,9 @@ class SearchSettings:
         confidence: coverage of the reported intervals.
         threads: torch threads while a cell runs (1 keeps results identical across machines
             and workers).
+
+    Raises:
+        TypeError: an unknown field (the fit settings check themselves: `ArgumentError`).
     """
 
     fit: FitSettings = field(default_factory=FitSettings)
@@ -43,14 +46,27 @@ class SearchSettings:
 
 @dataclass(frozen=True)
 class Cell:
-    """One (place, method, size) of the sweep."""
+    """One (place, method, size) of the sweep.
+
+    Attributes:
+        place: where.
+        method: how the intervention is built (and trained).
+        size: the cell's size ``k``.
+
+    Raises:
+        TypeError: a missing or unknown field.
+    """
 
     place: Place
     method: Method
     size: int
 
     def key(self, variable: str) -> str:
-        """A file-safe key, unique within a search: ``<variable>__<place>__<method>__k<size>``."""
+        """A file-safe key, unique within a search: ``<variable>__<place>__<method>__k<size>``.
+
+        Args:
+            variable: the searched causal variable.
+        """
         return f"{variable}__{self.place.name}__{self.method.name}__k{self.size}"
 
 
@@ -94,6 +110,12 @@ def run_cell(
 ) -> tuple[dict[str, Any], Intervention]:
     """Fit, select and score one cell; call inside `frozen`.
 
+    Args:
+        problem: the search problem (model, causal model, variable, encodings).
+        data: the place's collected splits.
+        cell: the cell to run.
+        settings: settings shared by every cell.
+
     Returns:
         ``(row, scored intervention)``: the row has the place labels, ``featurizer``, ``size``,
         ``d``, ``iia_val``, ``iia_test`` with ``_low`` / ``_high`` (Wilson interval) and
@@ -101,6 +123,12 @@ def run_cell(
         ``control_untrained`` (the method's intervention before training; NaN when nothing is
         trained), each with interval, plus ``n_test``, ``n_test_impactful``, ``best_epoch``,
         ``seconds``.
+
+    Raises:
+        InterventionError: a size the method cannot build at this place (e.g. larger than
+            ``d``), an unknown mask kind, a place without an SAE.
+        InterventionShapeError: a built intervention whose width does not fit the place's
+            hidden state.
     """
     key = cell.key(problem.variable)
     seed = cell_seed(settings.seed, key)

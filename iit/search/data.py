@@ -48,7 +48,19 @@ class SplitData:
 
 @dataclass(frozen=True)
 class PlaceData:
-    """The three splits at one place, and the width ``d`` of its last axis."""
+    """The three splits at one place, and the width ``d`` of its last axis.
+
+    Made by `collect_place`.
+
+    Attributes:
+        place: the place.
+        train: the pairs methods are fitted on.
+        validation: the pairs the best epoch is selected on.
+        test: the held-out pairs cells are scored on.
+
+    Raises:
+        TypeError: a missing or unknown field.
+    """
 
     place: Place
     train: SplitData
@@ -57,6 +69,7 @@ class PlaceData:
 
     @property
     def d(self) -> int:
+        """Width of the place's last axis (from the training activations ``[n, ..., d]``)."""
         return int(self.train.bases.shape[-1])
 
 

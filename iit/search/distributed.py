@@ -1,8 +1,10 @@
 """Run a search's cells on a Ray cluster (optional extra ``ray``).
 
-    >>> import ray
-    >>> ray.init(address="auto")          # or ray.init(num_cpus=2) for a local one
-    >>> result = search(problem, splits, places, methods, sizes, executor=RayExecutor())
+```python
+import ray
+ray.init(address="auto")          # or ray.init(num_cpus=2) for a local one
+result = search(problem, splits, places, methods, sizes, executor=RayExecutor())
+```
 
 Each cell is one Ray task: the problem and the splits are put in the object store once; a task
 collects its place's activations, fits and scores its cell exactly as

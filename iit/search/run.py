@@ -1,11 +1,13 @@
 """`search`: sweep places x featurizer methods x sizes for one causal variable.
 
-    >>> problem = SearchProblem(Interventionable(net), causal_model, "S", encode_inputs)
-    >>> splits = CounterfactualSplits.generate(causal_model, "S", (2048, 512, 1024))
-    >>> result = search(problem, splits, module_places(["layers.0", "layers.1"]),
-    ...                 [DAS(), PCA(), neurons()], sizes=[1, 2, 4, 8], out_dir="runs/search")
-    >>> result.table                      # one row per cell: IIA with 95% interval, controls
-    >>> result.smallest_size(0.02, "das") # the smallest size within 0.02 of the best
+```python
+problem = SearchProblem(Interventionable(net), causal_model, "S", encode_inputs)
+splits = CounterfactualSplits.generate(causal_model, "S", (2048, 512, 1024))
+result = search(problem, splits, module_places(["layers.0", "layers.1"]),
+                [DAS(), PCA(), neurons()], sizes=[1, 2, 4, 8], out_dir="runs/search")
+result.table                      # one row per cell: IIA with 95% interval, controls
+result.smallest_size(0.02, "das") # the smallest size within 0.02 of the best
+```
 
 Cells run in this process by default, or on a Ray cluster (``executor=RayExecutor(...)``,
 `iit.search.distributed`) with identical results. With ``out_dir`` every finished cell is
