@@ -147,6 +147,19 @@ def format_table(rows: Mapping[str, Mapping[str, float]], columns: list[str] | N
         rows: ``{run name: {metric: value}}``, e.g. `evaluate_alignment` results.
         columns: the metrics to show, in order (default: every metric but the counts
             ``n/<metric>``, sorted).
+
+    Returns:
+        The table as one string (a header line, a rule, one line per run).
+
+    Raises:
+        AttributeError: a row that is not a mapping of metric names.
+
+    Examples:
+        >>> print(format_table({"dev": {"iia": 0.5, "loss": float("nan")}, "test": {"iia": 0.875}}))
+                     iia    loss
+        ...
+        dev        0.500       -
+        test       0.875       -
     """
     columns = columns or sorted({k for r in rows.values() for k in r if not k.startswith("n/")})
     width = max([len(r) for r in rows] + [8])

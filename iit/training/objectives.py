@@ -61,7 +61,25 @@ def prediction_loss(logits: Tensor, labels: Tensor, kind: TaskKind) -> Tensor:
 
 def correct(logits: Tensor, labels: Tensor, kind: TaskKind, atol: float = 0.05) -> Tensor:
     """bool ``[batch]``: the prediction matches the label (argmax for classification; every
-    entry within ``atol`` for regression)."""
+    entry within ``atol`` for regression).
+
+    Args:
+        logits: classification: ``[batch, classes]``; regression: predictions ``[batch, ...]``.
+        labels: classification: class indices ``[batch]``; regression: targets shaped like
+            ``logits``.
+        kind: ``"classification"`` or ``"regression"``.
+        atol: absolute tolerance of a correct regression prediction.
+
+    Raises:
+        RuntimeError: (from torch) ``labels`` that do not broadcast against the predictions.
+
+    Examples:
+        >>> import torch
+        >>> correct(torch.tensor([[2.0, 1.0], [0.0, 3.0]]), torch.tensor([0, 0]), "classification")
+        tensor([ True, False])
+        >>> correct(torch.tensor([[1.02], [1.5]]), torch.tensor([[1.0], [1.0]]), "regression")
+        tensor([ True, False])
+    """
     if kind == "classification":
         return logits.argmax(dim=-1) == labels.to(logits.device)
     close = (logits - labels.to(logits.dtype)).abs() <= atol
