@@ -41,7 +41,19 @@ Inputs = Tensor | tuple | list | Mapping
 
 def call_model(model: nn.Module, inputs: Inputs) -> Any:
     """Call ``model`` on ``inputs``: ``model(**inputs)`` for a mapping, ``model(*inputs)`` for
-    a tuple or list, else ``model(inputs)``."""
+    a tuple or list, else ``model(inputs)``.
+
+    Args:
+        model: the module to call.
+        inputs: a tensor, a tuple / list of positional arguments, or a dict of keyword
+            arguments.
+
+    Returns:
+        The model's output, unchanged.
+
+    Raises:
+        TypeError: (from the model) arguments its ``forward`` does not take.
+    """
     if isinstance(inputs, Mapping):
         return model(**inputs)
     if isinstance(inputs, (tuple, list)):
@@ -50,7 +62,19 @@ def call_model(model: nn.Module, inputs: Inputs) -> Any:
 
 
 def batch_size(inputs: Inputs) -> int | None:
-    """The batch size of ``inputs``: dim 0 of its first tensor (``None`` if it has none)."""
+    """The batch size of ``inputs``: dim 0 of its first tensor (``None`` if it has none).
+
+    Args:
+        inputs: a tensor ``[batch, ...]``, a tuple / list, or a dict of keyword arguments.
+
+    Raises:
+        TypeError: ``inputs`` is neither a tensor nor iterable.
+
+    Examples:
+        >>> import torch
+        >>> batch_size({"attention_mask": torch.ones(3, 5), "use_cache": False})
+        3
+    """
     if isinstance(inputs, Tensor):
         return inputs.shape[0] if inputs.dim() else None
     values = inputs.values() if isinstance(inputs, Mapping) else inputs
@@ -95,6 +119,9 @@ class WriteOp:
         name: a label for error messages.
         source: the source values ``apply`` writes from, if any (checked for gradients under
             reentrant checkpointing).
+
+    Raises:
+        TypeError: a missing or unknown field (the write is checked when it runs).
     """
 
     coordinate: Coordinate
@@ -117,7 +144,20 @@ class _Site:
 def describe_structure(value: Any, tensor_text: Callable[[Tensor], str] | None = None) -> str:
     """A one-line picture of a nested value for error messages: ``Tensor[3, 8]`` for a tensor
     (or ``tensor_text(t)``), one entry per element / key for tuples, lists and mappings, the type
-    name otherwise."""
+    name otherwise.
+
+    Args:
+        value: the value to describe.
+        tensor_text: how a tensor is written (default: ``Tensor[<shape>]``).
+
+    Raises:
+        RecursionError: a self-containing structure.
+
+    Examples:
+        >>> import torch
+        >>> describe_structure((torch.zeros(2, 3), {"past": None}))
+        "(Tensor[2, 3], {'past': NoneType})"
+    """
     if isinstance(value, Tensor):
         return f"Tensor{list(value.shape)}" if tensor_text is None else tensor_text(value)
     if isinstance(value, Mapping):

@@ -53,6 +53,13 @@ class BasisUse:
         features: the basis columns / feature indices the intervention writes.
         width: the width ``d`` of the slot's last axis the basis expects.
         what: how ``features`` are named in messages ("rotated dims", "features").
+
+    Raises:
+        TypeError: a missing or unknown field.
+
+    Examples:
+        >>> BasisUse(basis="R", features=frozenset({2, 3, 4}), width=8, what="rotated dims").describe()
+        'rotated dims [2, 5)'
     """
 
     basis: object

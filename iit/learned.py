@@ -2,9 +2,11 @@
 Boundless DAS with a learned soft boundary.
 
 For base values ``b`` and source values ``s`` (``[batch, ..., d]``, rotation over the last axis)
-and an orthogonal ``R`` (``[d, d]``, row-vector convention: rotated = ``h @ R``), DAS writes::
+and an orthogonal ``R`` (``[d, d]``, row-vector convention: rotated = ``h @ R``), DAS writes
 
-    R^T-rotate-back( (1 - m) * (b @ R) + m * (s @ R) ) = b + ((s - b) @ R * m) @ R^T
+```text
+R^T-rotate-back( (1 - m) * (b @ R) + m * (s @ R) ) = b + ((s - b) @ R * m) @ R^T
+```
 
 with ``m`` the 0/1 mask of the rotated dims given to the variable (or, for Boundless DAS, a soft
 sigmoid mask). The right-hand form is what is computed: it is the same map, cheaper (only the

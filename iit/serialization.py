@@ -123,7 +123,27 @@ def _index_from_key(key: list) -> Index:
 
 
 def coordinate_from_json(data: Mapping[str, Any]) -> Any:
-    """The coordinate described by `coordinate_to_json`."""
+    """The coordinate described by `coordinate_to_json`.
+
+    Args:
+        data: the JSON-able description.
+
+    Returns:
+        A `iit.Coordinate` or `iit.transformers.TransformerCoordinate`.
+
+    Raises:
+        KeyError: a field the description lacks.
+        DamagedFileError: an unknown index kind.
+        CoordinateError: field values that do not make a valid coordinate.
+
+    Examples:
+        >>> from iit import Coordinate, Index
+        >>> data = coordinate_to_json(Coordinate("layers.0", Index.dims(0, 4)))
+        >>> data
+        {'kind': 'generic', 'module': 'layers.0', 'io': 'output', 'output': None, 'index': ['dims', 0, 4], 'label': None}
+        >>> coordinate_from_json(data) == Coordinate("layers.0", Index.dims(0, 4))
+        True
+    """
     if data["kind"] == "transformer":
         pos = data["position"]
         position = Tokens(tuple(pos["tokens"])) if isinstance(pos, dict) else (

@@ -102,7 +102,8 @@ def export_mib(
     Args:
         result: a search result with its interventions (one variable).
         directory: the submission root; the folder ``{task}_{model}_{variable}`` is made in it.
-        task, model: e.g. ``"4_answer_MCQA"``, ``"GPT2LMHeadModel"``.
+        task: the track's task name, e.g. ``"4_answer_MCQA"``.
+        model: the track's model name, e.g. ``"GPT2LMHeadModel"``.
         featurizer: export cells of this featurizer only (default: the best of any per layer).
         position: the token position named in unit ids when the place has none.
 
