@@ -389,8 +389,9 @@ class Index:
                 with `check` first).
 
         Raises:
-            IndexError: (from torch) an index that does not fit ``hidden``; `check` reports it
-                clearly first.
+            RuntimeError: (from torch) a position beyond its axis; `check` reports it clearly
+                first (`CoordinateError`). Slices beyond an axis are not detected here: they
+                are cut short, as in Python.
         """
         if self.boolean_mask is not None:
             m = self.boolean_mask.to(hidden.device)

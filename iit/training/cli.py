@@ -38,14 +38,27 @@ __all__ = ["IITTrainer", "IITCLI", "main", "evaluate_alignment", "format_interva
 
 class IITCLI(LightningCLI):
     """LightningCLI with the task linked from the model to the data module and an
-    ``evaluate`` subcommand."""
+    ``evaluate`` subcommand.
+
+    Raises:
+        SystemExit: (from Lightning's argument parser) invalid command-line arguments, or
+            ``--help``.
+        MissingFileError: a ``--ckpt_path`` that does not exist.
+        DamagedFileError: a ``--ckpt_path`` that cannot be read.
+    """
 
     def add_arguments_to_parser(self, parser: Any) -> None:
+        """Add ``--threads`` (torch threads) and link ``model.task`` to ``data.task``.
+
+        Args:
+            parser: Lightning's argument parser.
+        """
         parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
         parser.link_arguments("model.task", "data.task", apply_on="instantiate")
 
     @staticmethod
     def subcommands() -> dict[str, set[str]]:
+        """Lightning's subcommands plus ``evaluate`` (taking the model and the data module)."""
         commands = dict(LightningCLI.subcommands())
         commands["evaluate"] = {"model", "datamodule"}
         return commands
@@ -55,7 +68,8 @@ class IITCLI(LightningCLI):
         (or anything else) reads it.
 
         Raises:
-            MissingFileError, DamagedFileError: see `read_checkpoint`.
+            MissingFileError: no file at ``--ckpt_path``.
+            DamagedFileError: a file that cannot be read (see `read_checkpoint`).
         """
         super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
@@ -64,6 +78,7 @@ class IITCLI(LightningCLI):
             read_checkpoint(ckpt_path)
 
     def before_instantiate_classes(self) -> None:
+        """Set torch's thread count from ``--threads`` (at least 1)."""
         config = self.config[self.subcommand] if self.subcommand else self.config
         torch.set_num_threads(max(1, int(config.get("threads", 1))))
 
@@ -81,6 +96,8 @@ def main(args: list[str] | None = None) -> None:
         IITError: any library error, when called with ``args`` (from Python). From the console
             (``args=None``) it is printed as one line, ``iit: error: <message>``, and the
             process exits with status 2.
+        SystemExit: status 2 after printing a library error from the console (``args=None``);
+            also Lightning's own exits (``--help``, invalid arguments).
     """
     quiet_lightning()
     try:

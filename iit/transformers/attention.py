@@ -54,7 +54,12 @@ HOOK_POINT = "iit_attention_probs"
 
 
 class AttentionProbs(nn.Identity):
-    """Hook point: its output is the attention probabilities ``[batch, heads, seq_q, seq_k]``."""
+    """Hook point: its output is the attention probabilities ``[batch, heads, seq_q, seq_k]``.
+
+    Added to each attention module for one call by `attention_probs_hook_points`; like
+    ``nn.Identity`` it takes (and ignores) any constructor arguments, so constructing one raises
+    nothing.
+    """
 
 
 def _iit_eager_attention(

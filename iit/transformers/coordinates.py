@@ -184,7 +184,22 @@ def _n_units(component: str, shape: ModelShape) -> int:
 
 
 def module_path(coord: TransformerCoordinate, family: Family, shape: ModelShape) -> str:
-    """The ``named_modules()`` path of the module behind ``coord``."""
+    """The ``named_modules()`` path of the module behind ``coord``.
+
+    Args:
+        coord: the transformer coordinate.
+        family: the model's family entry.
+        shape: the model's sizes (for the base model's prefix).
+
+    Raises:
+        KeyError: a component the family's ``sites`` table lacks.
+
+    Examples:
+        >>> from iit.transformers.families import FAMILIES, ModelShape
+        >>> shape = ModelShape(n_layers=12, n_heads=12, n_kv_heads=12, d_head=64, d_model=768, prefix="transformer.")
+        >>> module_path(TransformerCoordinate(3, "mlp_output"), FAMILIES["gpt2"], shape)
+        'transformer.h.3.mlp'
+    """
     return _site(coord, family, shape)[0]
 
 

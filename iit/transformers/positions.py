@@ -139,7 +139,14 @@ def position_ids_from_mask(attention_mask: Tensor) -> Tensor:
 
 
 def attention_mask_of(inputs: object) -> Tensor | None:
-    """The ``attention_mask`` entry of dict inputs (``None`` otherwise)."""
+    """The ``attention_mask`` entry of dict inputs (``None`` otherwise).
+
+    Args:
+        inputs: model inputs.
+
+    Returns:
+        The mask ``[batch, seq]``, or ``None``.
+    """
     if isinstance(inputs, Mapping):
         mask = inputs.get("attention_mask")
         return mask if isinstance(mask, Tensor) else None
@@ -147,7 +154,15 @@ def attention_mask_of(inputs: object) -> Tensor | None:
 
 
 def sequence_length(inputs: object) -> int | None:
-    """Sequence length of ``input_ids`` / ``inputs_embeds`` (dict) or of a token tensor."""
+    """Sequence length of ``input_ids`` / ``inputs_embeds`` (dict) or of a token tensor.
+
+    Args:
+        inputs: model inputs: a dict, a tensor ``[batch, seq, ...]`` or a tuple whose first
+            element is one.
+
+    Returns:
+        ``seq``, or ``None`` when the inputs hold no such tensor.
+    """
     if isinstance(inputs, Mapping):
         for name in ("input_ids", "inputs_embeds"):
             value = inputs.get(name)
