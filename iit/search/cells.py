@@ -73,7 +73,15 @@ class Cell:
 @contextlib.contextmanager
 def frozen(problem: SearchProblem, threads: int) -> Iterator[None]:
     """Freeze the model (``requires_grad=False``, eval mode) and set torch's thread count; all
-    restored on exit, also after an exception."""
+    restored on exit, also after an exception.
+
+    Args:
+        problem: the search problem whose wrapped model is frozen.
+        threads: torch threads inside the block.
+
+    Raises:
+        RuntimeError: (from torch) ``threads < 1``.
+    """
     model = problem.model.model
     flags = [(p, p.requires_grad) for p in model.parameters()]
     modes = [(m, m.training) for m in model.modules()]

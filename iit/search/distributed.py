@@ -44,6 +44,7 @@ class RayExecutor:
 
     Raises:
         ImportError: Ray is not installed (``pip install iit[ray]``).
+        ArgumentError: ``cpus_per_cell <= 0``.
     """
 
     def __init__(self, address: str | None = None, *, cpus_per_cell: float = 1.0) -> None:
@@ -59,7 +60,17 @@ class RayExecutor:
         self, problem: SearchProblem, splits: CounterfactualSplits, cells: Sequence[Cell], settings: SearchSettings
     ) -> Iterator[tuple[Cell, dict[str, Any] | None, bytes | None, str | None]]:
         """Submit every cell, then yield ``(cell, row, intervention bytes, skip reason)`` as
-        tasks finish."""
+        tasks finish.
+
+        Args:
+            problem: the search problem (put in Ray's object store once).
+            splits: the counterfactual splits (put in the object store once).
+            cells: the cells to run.
+            settings: settings shared by every cell.
+
+        Raises:
+            ConnectionError: (from Ray) no cluster at ``address``.
+        """
         import ray
 
         if not cells:

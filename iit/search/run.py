@@ -41,19 +41,45 @@ __all__ = ["search", "CellStore", "Executor", "plan_cells", "run_one"]
 
 class CellStore:
     """Finished cells on disk: ``<dir>/cells/<key>.json`` (the row) and ``<key>.safetensors``
-    (the scored intervention, when it can be saved)."""
+    (the scored intervention, when it can be saved).
+
+    Args:
+        directory: the search's ``out_dir`` (``cells/`` is made inside it).
+
+    Raises:
+        OSError: the folder cannot be made (e.g. a file of that name exists, no permission).
+    """
 
     def __init__(self, directory: str | Path) -> None:
         self.directory = Path(directory) / "cells"
         self.directory.mkdir(parents=True, exist_ok=True)
 
     def has(self, key: str) -> bool:
+        """Whether the cell ``key`` is finished (its row is on disk).
+
+        Args:
+            key: the cell's key (`iit.search.Cell.key`).
+        """
         return (self.directory / f"{key}.json").exists()
 
     def row(self, key: str) -> dict[str, Any]:
+        """The stored row of cell ``key``.
+
+        Args:
+            key: the cell's key.
+
+        Raises:
+            FileNotFoundError: the cell is not finished.
+            json.JSONDecodeError: a damaged row file.
+        """
         return json.loads((self.directory / f"{key}.json").read_text())
 
     def intervention_path(self, key: str) -> Path:
+        """Where cell ``key``'s intervention is (or would be) stored.
+
+        Args:
+            key: the cell's key.
+        """
         return self.directory / f"{key}.safetensors"
 
     def save(self, key: str, row: dict[str, Any], intervention_bytes: bytes | None) -> None:
@@ -122,7 +148,19 @@ def run_one(
     problem: SearchProblem, splits: CounterfactualSplits, cell: Cell, settings: SearchSettings, data: PlaceData | None = None
 ) -> tuple[dict[str, Any] | None, bytes | None, str | None, PlaceData]:
     """Run one cell from scratch (what an executor does): ``(row, intervention bytes, skip
-    reason, place data)``; the row is ``None`` when the cell is skipped."""
+    reason, place data)``; the row is ``None`` when the cell is skipped.
+
+    Args:
+        problem: the search problem.
+        splits: the counterfactual splits.
+        cell: the cell to run.
+        settings: settings shared by every cell.
+        data: the place data of the previous cell, reused when the place is the same.
+
+    Raises:
+        InterventionError: a method that cannot build its intervention at the place.
+        CoordinateError: a place whose coordinate does not fit the model.
+    """
     with frozen(problem, settings.threads):
         if data is None or data.place != cell.place:
             data = collect_place(problem, splits, cell.place, settings.fit.eval_batch_size)
@@ -135,9 +173,23 @@ def run_one(
 
 
 class Executor(Protocol):
-    """Runs cells and yields ``(cell, row, intervention bytes, skip reason)`` as they finish."""
+    """Runs cells and yields ``(cell, row, intervention bytes, skip reason)`` as they finish.
 
-    def run(self, problem: SearchProblem, splits: CounterfactualSplits, cells: Sequence[Cell], settings: SearchSettings) -> Any: ...
+    Raises:
+        TypeError: instantiating the protocol itself (write a class with a `run` method, e.g.
+            `iit.search.distributed.RayExecutor`).
+    """
+
+    def run(self, problem: SearchProblem, splits: CounterfactualSplits, cells: Sequence[Cell], settings: SearchSettings) -> Any:
+        """Run ``cells``, yielding ``(cell, row, intervention bytes, skip reason)`` per cell.
+
+        Args:
+            problem: the search problem.
+            splits: the counterfactual splits.
+            cells: the cells to run.
+            settings: settings shared by every cell.
+        """
+        ...
 
 
 class InProcess:
