@@ -262,6 +262,27 @@ def train_das(
         ArgumentTypeError: one DASBatch or one intervention where a list is expected.
         AlignmentError: a learned intervention whose width differs from its slot's.
         CoordinateError: a coordinate that does not fit the model.
+
+    Examples:
+        The network's output is unit 0 of its hidden state, so the labels of "interchange the
+        variable" are the source's unit 0, and the one direction DAS must find is ``±e0``:
+
+        >>> import torch
+        >>> from torch import nn
+        >>> from iit import Coordinate, Interventionable, LowRankRotatedInterchange
+        >>> _ = torch.manual_seed(0)
+        >>> readout = nn.Linear(2, 1, bias=False)
+        >>> _ = readout.weight.data.copy_(torch.tensor([[1.0, 0.0]]))
+        >>> net = Interventionable(nn.Sequential(nn.Identity(), readout)).requires_grad_(False)
+        >>> das = LowRankRotatedInterchange(Coordinate("0"), 2, k=1)
+        >>> base, source = torch.randn(64, 2), torch.randn(64, 2)
+        >>> batch = DASBatch(base, [source], labels=source[:, :1])
+        >>> losses = train_das(net, [das], [batch], nn.functional.mse_loss, DASConfig(epochs=200, lr=0.05))
+        >>> losses[0] > 0.1, losses[-1] < 1e-6
+        (True, True)
+        >>> das.rotation.matrix().detach().abs().round(decimals=2)
+        tensor([[1.],
+                [0.]])
     """
     check_frozen(model)
     if isinstance(batches, DASBatch) or not isinstance(batches, Sequence):

@@ -14,6 +14,7 @@ MODULES = [
     "iit.interventions",
     "iit.interventionable",
     "iit.learned",
+    "iit.das",
     "iit.outputs",
     "iit.hooks",
     "iit.serialization",
