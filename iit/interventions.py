@@ -374,6 +374,20 @@ class MeanAblation(ConstantAblation):
 
     Raises:
         ArgumentTypeError: ``value`` is not a tensor.
+
+    Examples:
+        The mean of the rows ``[0, 2]`` and ``[4, 6]`` is ``[2, 4]``; it replaces every row:
+
+        >>> import torch
+        >>> from torch import nn
+        >>> from iit import Coordinate, Interventionable
+        >>> net = Interventionable(nn.Sequential(nn.Identity(), nn.Identity()))
+        >>> mean = MeanAblation.fit(net, torch.tensor([[0.0, 2.0], [4.0, 6.0]]), Coordinate("0"))
+        >>> mean.value
+        tensor([2., 4.])
+        >>> net.intervene(torch.tensor([[9.0, 9.0], [1.0, 1.0]]), [mean])
+        tensor([[2., 4.],
+                [2., 4.]])
     """
 
     @classmethod
