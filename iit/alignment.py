@@ -81,6 +81,33 @@ class Alignment:
         AlignmentError: a variable the causal model lacks (nearest names listed), an empty
             mapping, an entry that is neither a coordinate nor an intervention, an unknown output, two
             variables on overlapping dims of one shared Rotation at one coordinate.
+
+    Examples:
+        A network that computes the digit sum ``O = (x + y) + z`` exactly, with ``x + y`` in
+        unit 0 of its hidden layer. Interchanging ``S = x + y`` from the source
+        (``4 + 4 = 8``) into the base (``1 + 2 + 3 = 6``) gives ``8 + 3 = 11`` on both sides:
+
+        >>> import torch
+        >>> from torch import nn
+        >>> from causal_models.data import CounterfactualBatch
+        >>> from causal_models.standard import digit_sum
+        >>> from iit import Coordinate, Index, Interventionable
+        >>> net = nn.Sequential(nn.Linear(3, 2, bias=False), nn.Linear(2, 1, bias=False))
+        >>> _ = net[0].weight.data.copy_(torch.tensor([[1.0, 1.0, 0.0], [0.0, 0.0, 1.0]]))
+        >>> _ = net[1].weight.data.fill_(1.0)
+        >>> alignment = Alignment(digit_sum(), {"S": Coordinate("0", Index.dims(0, 1))})
+        >>> print(alignment.describe())
+        S -> 0.output[dims 0:1]
+        >>> def encode(values):
+        ...     return torch.stack([values["x"], values["y"], values["z"]], 1).float()
+        >>> base = {"x": torch.tensor([1]), "y": torch.tensor([2]), "z": torch.tensor([3])}
+        >>> source = {"x": torch.tensor([4]), "y": torch.tensor([4]), "z": torch.tensor([0])}
+        >>> batch = CounterfactualBatch(base, [source], ("S",), intervened=torch.tensor([[True]]),
+        ...     source_index=torch.tensor([[0]]), base_output=torch.tensor([6]),
+        ...     counterfactual_output=torch.tensor([11]))
+        >>> run = alignment.interchange(Interventionable(net), batch, encode)
+        >>> run.base_label.tolist(), run.counterfactual_label.tolist(), run.neural_output.tolist()
+        ([6], [11], [[11.0]])
     """
 
     def __init__(

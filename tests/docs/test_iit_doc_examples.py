@@ -15,6 +15,7 @@ MODULES = [
     "iit.interventionable",
     "iit.learned",
     "iit.das",
+    "iit.alignment",
     "iit.outputs",
     "iit.hooks",
     "iit.serialization",
