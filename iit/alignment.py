@@ -1,12 +1,14 @@
 """`Alignment`: which neural coordinates (or learned interventions) stand for each high-level
 variable of a causal model, and the one interchange vocabulary that runs on both sides.
 
-    >>> alignment = Alignment(causal_model, {
-    ...     "WX": Coordinate("layers.0", Index.dims(0, 4)),
-    ...     "YZ": Coordinate("layers.0", Index.dims(4, 8)),
-    ... })
-    >>> alignment.check(network, example_inputs)           # every coordinate resolves and fits
-    >>> run = alignment.interchange(network, batch, encode)  # causal label + network output
+```python
+alignment = Alignment(causal_model, {
+    "WX": Coordinate("layers.0", Index.dims(0, 4)),
+    "YZ": Coordinate("layers.0", Index.dims(4, 8)),
+})
+alignment.check(network, example_inputs)             # every coordinate resolves and fits
+run = alignment.interchange(network, batch, encode)  # causal label + network output
+```
 
 A variable may map to several coordinates (all are interchanged together) and to learned
 interventions (e.g. a DAS rotation) instead of plain coordinates. Input variables may be aligned
@@ -44,6 +46,10 @@ class AlignedRun:
         causal_values: every causal variable's counterfactual value ``{var: [batch, ...]}``.
         counterfactual_label: the causal output variable's counterfactual value ``[batch]``.
         base_label: the causal output on the unintervened base ``[batch]``.
+
+    Raises:
+        TypeError: a missing or unknown field (made by `Alignment.interchange`, which checks
+            its inputs).
     """
 
     neural_output: Any
@@ -64,17 +70,44 @@ class Alignment:
     Args:
         causal_model: the high-level model.
         mapping: ``{variable: coordinate | Intervention | [coordinates / Interventions]}``.
-            A coordinate means "interchange these units"; an :class:`~iit.Intervention` (with its
+            A coordinate means "interchange these units"; an `iit.Intervention` (with its
             own coordinate and parameters, e.g. a DAS rotation) is used as given.
         output: the causal output variable the network predicts (default: the only output).
         allow_overlap: let coordinates of different variables share units (checked by
-            :meth:`check` otherwise).
+            `check` otherwise).
 
     Raises:
         ArgumentTypeError: ``causal_model`` is not a ``CausalModel`` or ``mapping`` not a mapping.
         AlignmentError: a variable the causal model lacks (nearest names listed), an empty
             mapping, an entry that is neither a coordinate nor an intervention, an unknown output, two
             variables on overlapping dims of one shared Rotation at one coordinate.
+
+    Examples:
+        A network that computes the digit sum ``O = (x + y) + z`` exactly, with ``x + y`` in
+        unit 0 of its hidden layer. Interchanging ``S = x + y`` from the source
+        (``4 + 4 = 8``) into the base (``1 + 2 + 3 = 6``) gives ``8 + 3 = 11`` on both sides:
+
+        >>> import torch
+        >>> from torch import nn
+        >>> from causal_models.data import CounterfactualBatch
+        >>> from causal_models.standard import digit_sum
+        >>> from iit import Coordinate, Index, Interventionable
+        >>> net = nn.Sequential(nn.Linear(3, 2, bias=False), nn.Linear(2, 1, bias=False))
+        >>> _ = net[0].weight.data.copy_(torch.tensor([[1.0, 1.0, 0.0], [0.0, 0.0, 1.0]]))
+        >>> _ = net[1].weight.data.fill_(1.0)
+        >>> alignment = Alignment(digit_sum(), {"S": Coordinate("0", Index.dims(0, 1))})
+        >>> print(alignment.describe())
+        S -> 0.output[dims 0:1]
+        >>> def encode(values):
+        ...     return torch.stack([values["x"], values["y"], values["z"]], 1).float()
+        >>> base = {"x": torch.tensor([1]), "y": torch.tensor([2]), "z": torch.tensor([3])}
+        >>> source = {"x": torch.tensor([4]), "y": torch.tensor([4]), "z": torch.tensor([0])}
+        >>> batch = CounterfactualBatch(base, [source], ("S",), intervened=torch.tensor([[True]]),
+        ...     source_index=torch.tensor([[0]]), base_output=torch.tensor([6]),
+        ...     counterfactual_output=torch.tensor([11]))
+        >>> run = alignment.interchange(Interventionable(net), batch, encode)
+        >>> run.base_label.tolist(), run.counterfactual_label.tolist(), run.neural_output.tolist()
+        ([6], [11], [[11.0]])
     """
 
     def __init__(
@@ -170,8 +203,15 @@ class Alignment:
             raise AlignmentError(_unknown(variable, list(self._templates), "aligned variable"))
 
     def require_aligned(self, variables: Sequence[str]) -> None:
-        """Raise :class:`AlignmentError` if any of ``variables`` is not aligned (use it at
-        setup time, on a dataset's intervened variables)."""
+        """Raise `AlignmentError` if any of ``variables`` is not aligned (use it at
+        setup time, on a dataset's intervened variables).
+
+        Args:
+            variables: names of causal variables.
+
+        Raises:
+            AlignmentError: naming the variables that are not aligned and those that are.
+        """
         missing = [v for v in variables if v not in self._templates]
         if missing:
             raise AlignmentError(
@@ -195,7 +235,7 @@ class Alignment:
     # ------------------------------------------------------------------ validation
     def check(self, model: Interventionable, example_inputs: Inputs) -> None:
         """Check the alignment against a network, with one probe forward on ``example_inputs``
-        (see :mod:`iit.alignment_checks` for the full list).
+        (see `iit.alignment_checks` for the full list).
 
         Raises:
             CoordinateError: a coordinate that does not resolve (unknown module, bad index).
@@ -260,14 +300,14 @@ class Alignment:
         Args:
             model: the network, wrapped.
             batch: bases, sources and per-row intervened variables (from
-                :class:`causal_models.CounterfactualGenerator` or a dataset).
+                `causal_models.CounterfactualGenerator` or a dataset).
             encode_inputs: maps causal input values ``{input: [batch, ...]}`` to network inputs.
-            sources: network-side sources (inputs or collected :class:`~iit.Activations`);
+            sources: network-side sources (inputs or collected `iit.Activations`);
                 default: ``encode_inputs`` of each of the batch's sources.
             detach_sources: cut gradients through the source runs.
 
         Returns:
-            :class:`AlignedRun` with the network output and the causal counterfactual values.
+            `AlignedRun` with the network output and the causal counterfactual values.
 
         Raises:
             InterventionShapeError: ``encode_inputs`` gives another number of rows than the batch.

@@ -1,23 +1,25 @@
 """The generic coordinate system: which part of which hidden state of a model.
 
-A :class:`Coordinate` names
+A `Coordinate` names
 
 * a module by its path in ``model.named_modules()`` (``""`` is the wrapped model itself),
 * whether its *output* or its *input* is meant (``io``),
 * which element of that output / input holds the tensor (``output``: a tuple position, a dict or
   ``ModelOutput`` key, or ``None`` when the value is a tensor itself; for inputs ``None`` means
   the first positional argument and a string names a keyword argument), and
-* an :class:`Index` into that tensor, whose axis 0 is always the batch.
+* an `Index` into that tensor, whose axis 0 is always the batch.
 
-Indices are values built by the constructors of :class:`Index`::
+Indices are values built by the constructors of `Index`:
 
-    Index.all()                                 # the whole tensor
-    Index.dims(0, 16)                           # last axis, [0, 16)
-    Index.box((2, 0), (5, 15))                  # rectangle between two corners (inclusive)
-    Index.slices(slice(None), slice(0, 16))     # one selector per non-batch axis
-    Index.positions([3, 7], dims=(0, 16))       # the same positions in every row
-    Index.positions(torch.tensor([[3], [5]]))   # per-row positions, [batch, k]
-    Index.mask(bool_tensor)                     # a boolean mask (per row or shared)
+```python
+Index.all()                                 # the whole tensor
+Index.dims(0, 16)                           # last axis, [0, 16)
+Index.box((2, 0), (5, 15))                  # rectangle between two corners (inclusive)
+Index.slices(slice(None), slice(0, 16))     # one selector per non-batch axis
+Index.positions([3, 7], dims=(0, 16))       # the same positions in every row
+Index.positions(torch.tensor([[3], [5]]))   # per-row positions, [batch, k]
+Index.mask(bool_tensor)                     # a boolean mask (per row or shared)
+```
 
 Reading an index gives the selected values (``[batch, ...]``); writing returns a *new* tensor
 (``slice_scatter`` / ``index_copy`` / ``scatter`` / ``masked_scatter``, never an in-place write
@@ -51,14 +53,37 @@ def _slice_key(s: slice) -> tuple:
 class Index:
     """Which entries of a hidden state ``[batch, *rest]`` a coordinate covers.
 
-    Do not build it directly: use :meth:`all`, :meth:`dims`, :meth:`box`, :meth:`slices`,
-    :meth:`positions` or :meth:`mask`.
+    Do not build it directly: use `all`, `dims`, `box`, `slices`,
+    `positions` or `mask`.
 
     Attributes:
         selectors: ``{axis: selector}`` for non-batch axes (1-based, as in the tensor); axes
             not named are taken whole. Selectors are applied in increasing axis order.
         boolean_mask: a bool tensor, shaped like the hidden state (one mask per row) or like
             ``rest`` (the same mask in every row); exclusive with ``selectors``.
+
+    Raises:
+        TypeError: an unknown field (the constructors check their arguments and raise
+            `CoordinateError` / `ArgumentTypeError`).
+
+    Examples:
+        >>> import torch
+        >>> x = torch.arange(24).reshape(1, 4, 6)              # [batch, seq, d]
+        >>> Index.dims(0, 2).read(x)[0]
+        tensor([[ 0,  1],
+                [ 6,  7],
+                [12, 13],
+                [18, 19]])
+        >>> Index.box((1, 2), (2, 3)).read(x)[0]               # x[:, 1:3, 2:4]
+        tensor([[ 8,  9],
+                [14, 15]])
+        >>> Index.positions([3], dims=(4, 6)).read(x)
+        tensor([[[22, 23]]])
+        >>> Index.positions(torch.tensor([[0], [3]])).read(torch.cat([x, x]))[:, 0, :2]
+        tensor([[ 0,  1],
+                [18, 19]])
+        >>> Index.dims(0, 2).write(x, torch.zeros(1, 4, 2, dtype=x.dtype))[0, 1]
+        tensor([ 0,  0,  8,  9, 10, 11])
     """
 
     selectors: tuple[tuple[int, AxisSelector], ...] = ()
@@ -68,12 +93,23 @@ class Index:
     # ----------------------------------------------------------------- constructors
     @staticmethod
     def all() -> Index:
-        """The whole hidden state."""
+        """The whole hidden state.
+
+        Returns:
+            An `Index` covering ``[batch, *rest]`` entirely.
+        """
         return Index(_key=("all",))
 
     @staticmethod
     def dims(start: int, stop: int) -> Index:
         """Entries ``[start, stop)`` of the last axis (hidden units), for every position.
+
+        Args:
+            start: first unit (``>= 0``).
+            stop: one past the last unit.
+
+        Returns:
+            An `Index`; values read are ``[batch, ..., stop - start]``.
 
         Raises:
             CoordinateError: non-int bounds or not ``0 <= start < stop``.
@@ -94,9 +130,15 @@ class Index:
         entries of a list must be ``>= 0`` (a list is checked for repeats before the axis size
         is known, and ``-1`` and ``size - 1`` would repeat silently).
 
+        Args:
+            *per_axis: one selector per non-batch axis, starting at axis 1.
+
+        Returns:
+            An `Index`; values read keep the hidden state's rank.
+
         Raises:
             CoordinateError: a bool or float selector, a slice with a step, a tensor (use
-                :meth:`positions`), a negative or repeated entry in a list.
+                `positions`), a negative or repeated entry in a list.
         """
         selectors: list[tuple[int, AxisSelector]] = []
         key: list = ["slices"]
@@ -144,9 +186,21 @@ class Index:
     @staticmethod
     def box(lower: Sequence[int], upper: Sequence[int]) -> Index:
         """A rectangular block between two corners (both included), over the first
-        ``len(lower)`` non-batch axes: seed 004's "bottom-left and top-right coordinates".
+        ``len(lower)`` non-batch axes, given as its lowest ("bottom-left") and highest
+        ("top-right") corner.
 
         ``Index.box((2, 0), (5, 15))`` on ``[batch, seq, d]`` is ``x[:, 2:6, 0:16]``.
+
+        Args:
+            lower: the lowest corner, one int ``>= 0`` per axis from axis 1.
+            upper: the highest corner (included), as long as ``lower``.
+
+        Returns:
+            An `Index`; values read are ``[batch, upper[0] - lower[0] + 1, ...]``.
+
+        Raises:
+            CoordinateError: corners of different or zero length, or ``not 0 <= lower <= upper``
+                on an axis.
         """
         if len(lower) != len(upper) or not lower:
             raise CoordinateError(
@@ -176,8 +230,15 @@ class Index:
             axis: the axis the positions index (>= 1).
             dims: optional ``(start, stop)`` range of the last axis.
 
+        Returns:
+            An `Index`; values read are ``[batch, k, ...]``.
+
         Raises:
-            CoordinateError: a repeated position in a row, a negative one, or a bad tensor shape.
+            ArgumentTypeError: ``positions`` is a single int, a string or not a sequence (wrap
+                one position in a list).
+            CoordinateError: a repeated position in a row, a negative one, a non-int, an empty
+                list, ``axis < 1``, a bad ``dims`` range, or a tensor that is not an integer
+                ``[batch, k]`` tensor with values (a meta tensor holds none).
         """
         if axis < 1:
             raise CoordinateError(f"Index.positions: axis must be >= 1 (axis 0 is the batch), got {axis}")
@@ -227,7 +288,17 @@ class Index:
     def mask(mask: Tensor) -> Index:
         """Entries where a bool ``mask`` is True. Shaped like the hidden state ``[batch, ...]``
         (a mask per row; values are a flat vector) or like one row ``[...]`` (the same mask in
-        every row; values are ``[batch, n_true]``)."""
+        every row; values are ``[batch, n_true]``).
+
+        Args:
+            mask: a bool tensor ``[batch, ...]`` or ``[...]``.
+
+        Returns:
+            An `Index` over the True entries.
+
+        Raises:
+            CoordinateError: ``mask`` is not a bool tensor.
+        """
         if mask.dtype != torch.bool:
             raise CoordinateError(f"Index.mask needs a bool tensor, got {mask.dtype}")
         return Index(boolean_mask=mask, _key=("mask", id(mask)))
@@ -252,7 +323,16 @@ class Index:
 
     # ----------------------------------------------------------------- checks
     def check(self, shape: torch.Size, where: str) -> None:
-        """Raise :class:`CoordinateError` if this index does not fit a hidden state of ``shape``."""
+        """Raise `CoordinateError` if this index does not fit a hidden state of ``shape``.
+
+        Args:
+            shape: the hidden state's shape ``[batch, *rest]``.
+            where: the coordinate as text, to start the message with.
+
+        Raises:
+            CoordinateError: a mask of another shape, a selected axis the hidden state lacks, a
+                range or position beyond its axis, or per-row positions for another batch size.
+        """
         if self.boolean_mask is not None:
             m = self.boolean_mask
             if tuple(m.shape) not in (tuple(shape), tuple(shape[1:])):
@@ -302,7 +382,17 @@ class Index:
 
     # ----------------------------------------------------------------- read / write
     def read(self, hidden: Tensor) -> Tensor:
-        """The selected values of ``hidden`` (``[batch, ...]``; a flat vector for per-row masks)."""
+        """The selected values of ``hidden`` (``[batch, ...]``; a flat vector for per-row masks).
+
+        Args:
+            hidden: the hidden state ``[batch, *rest]`` (the callers check the index against it
+                with `check` first).
+
+        Raises:
+            RuntimeError: (from torch) a position beyond its axis; `check` reports it clearly
+                first (`CoordinateError`). Slices beyond an axis are not detected here: they
+                are cut short, as in Python.
+        """
         if self.boolean_mask is not None:
             m = self.boolean_mask.to(hidden.device)
             if m.shape == hidden.shape:
@@ -315,7 +405,19 @@ class Index:
 
     def write(self, hidden: Tensor, values: Tensor) -> Tensor:
         """A new tensor equal to ``hidden`` with the selected entries replaced by ``values``
-        (shaped as :meth:`read` returns). Out of place and differentiable in both arguments."""
+        (shaped as `read` returns). Out of place and differentiable in both arguments.
+
+        Args:
+            hidden: the hidden state ``[batch, *rest]``.
+            values: the new values, ``[batch, ...]`` as `read` returns them.
+
+        Returns:
+            A tensor shaped like ``hidden``, ``[batch, *rest]``.
+
+        Raises:
+            RuntimeError: (from torch) ``values`` of another shape than `read` returns; the
+                hook core checks them first and raises `InterventionShapeError`.
+        """
         if self.is_all:
             return values
         if self.boolean_mask is not None:
@@ -387,9 +489,9 @@ class Coordinate:
 
     Args:
         module: the module's path as in ``model.named_modules()`` (``""``: the whole model).
-            A seed-004 style ``nn.Identity`` anchor inside a hand-written model is addressed
-            the same way.
-        index: which entries; see :class:`Index`. Default: the whole tensor.
+            An ``nn.Identity`` placed inside a hand-written model as a named anchor for a hidden
+            state is addressed the same way.
+        index: which entries; see `Index`. Default: the whole tensor.
         output: which element of the module's output holds the tensor (an ``int`` for tuples,
             a ``str`` for dicts / ``ModelOutput``); ``None`` when the output is a tensor. With
             ``io="input"``: ``None`` is the first positional argument, an ``int`` a positional
@@ -397,9 +499,17 @@ class Coordinate:
         io: ``"output"`` (a forward hook) or ``"input"`` (a forward pre-hook).
         label: an optional short name used in plots and error messages.
 
-    Example:
+    Raises:
+        CoordinateError: ``module`` is not a string, ``io`` is neither ``"output"`` nor
+            ``"input"``, or ``index`` is not an `Index`.
+
+    Examples:
         >>> Coordinate("layers.1", Index.dims(0, 4))
         Coordinate(module='layers.1', index=[dims 0:4], output=None, io='output')
+        >>> Coordinate("attn", Index.positions([0, 2]), output=0).describe()
+        'attn.output[0][axis 1 positions [0, 2]]'
+        >>> Coordinate("mlp", io="input").site
+        ('mlp', 'input')
     """
 
     module: str
@@ -463,8 +573,17 @@ def _describe_index(index: Index) -> str:
 
 
 def check_values(values: Tensor, expected: Tensor, where: str) -> None:
-    """Raise :class:`InterventionShapeError` unless ``values`` can be written where ``expected``
-    was read: same shape, dtype and device (no silent broadcasting or casting)."""
+    """Raise `InterventionShapeError` unless ``values`` can be written where ``expected``
+    was read: same shape, dtype and device (no silent broadcasting or casting).
+
+    Args:
+        values: the values to write, ``[batch, ...]``.
+        expected: the values read at the slot, ``[batch, ...]``.
+        where: the slot as text, to start the message with.
+
+    Raises:
+        InterventionShapeError: shape, dtype or device differ.
+    """
     if values.shape != expected.shape:
         raise InterventionShapeError(
             f"{where}: the value written has shape {tuple(values.shape)} but the slot has shape "

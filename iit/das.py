@@ -2,7 +2,7 @@
 across epochs.
 
 The wrapped model must be frozen (no parameter requires grad): then the values a source run
-gives never change, so :class:`SourceCache` collects them once per batch and every later epoch
+gives never change, so `SourceCache` collects them once per batch and every later epoch
 skips the source runs. Only the interventions' parameters are optimised.
 """
 
@@ -29,6 +29,13 @@ __all__ = ["DASBatch", "DASConfig", "SourceCache", "check_frozen", "train_das", 
 class DASBatch:
     """One training batch: base inputs, source inputs (one per source slot) and the labels the
     intervened output should predict.
+
+    Args:
+        base: the base inputs (a tensor ``[batch, ...]``, a tuple, or a dict of keyword
+            arguments).
+        sources: one input per source slot, each with ``batch`` rows like ``base``.
+        labels: what the intervened output should predict, ``[batch, ...]`` (e.g. class ids
+            ``[batch]`` for a cross-entropy ``loss_fn``).
 
     Raises:
         ArgumentTypeError: ``sources`` is not a list / tuple (one tensor where a list of sources
@@ -69,6 +76,10 @@ class DASConfig:
         boundary_penalty: weight of the boundary-size term of Boundless DAS.
         temperature: ``(start, end)`` of the linear temperature schedule (Boundless DAS).
         cache_sources: reuse source activations across epochs.
+
+    Raises:
+        InterventionError: ``epochs < 1``, a learning rate ``<= 0``, a negative
+            ``boundary_penalty``, or a temperature pair that is not two values ``> 0``.
     """
 
     epochs: int = 1
@@ -112,6 +123,10 @@ class SourceCache:
     Args:
         model: the wrapped (frozen) model.
         interventions: the interventions whose source coordinates are collected.
+
+    Raises:
+        InterventionError: a parameter of the wrapped model requires grad (cached values would
+            go stale).
     """
 
     model: Interventionable
@@ -122,7 +137,18 @@ class SourceCache:
         check_frozen(self.model)
 
     def sources(self, index: int, batch: DASBatch) -> list[Activations]:
-        """Activations standing in for ``batch.sources`` (collected on first use of ``index``)."""
+        """Activations standing in for ``batch.sources`` (collected on first use of ``index``).
+
+        Args:
+            index: the batch's position in the training data (the cache key).
+            batch: the batch whose sources are collected on a miss.
+
+        Returns:
+            One `iit.Activations` per source slot, values ``[batch, ...]``.
+
+        Raises:
+            CoordinateError: a source coordinate that does not fit the model.
+        """
         if index not in self._store:
             self._store[index] = collect_sources(self.model, self.interventions, batch.sources)
         return self._store[index]
@@ -134,7 +160,7 @@ class SourceCache:
 def collect_sources(
     model: Interventionable, interventions: Sequence[Intervention], sources: Sequence[Inputs]
 ) -> list[Activations]:
-    """One :class:`Activations` per source slot with every source coordinate that reads it
+    """One `Activations` per source slot with every source coordinate that reads it
     (``detach=True``: no graph is kept)."""
     out = []
     for slot, source in enumerate(sources):
@@ -159,7 +185,20 @@ def das_step(
     ``boundary_penalty`` times the interventions' regularizer terms, e.g. Boundless DAS's
     boundary size), backward, ``optimizer.step()``, then each intervention's
     ``after_optimizer_step`` (Boundless boundaries are projected back to ``[1e-3, 1]``); see
-    :mod:`iit.trainable`. Returns the loss.
+    `iit.trainable`. Returns the loss.
+
+    Args:
+        model: the wrapped model.
+        interventions: the learned interventions applied (and stepped).
+        batch: base, sources and labels ``[batch, ...]``.
+        loss_fn: ``loss_fn(output, labels)`` -> 0-d loss tensor ``[]``.
+        optimizer: the optimizer over the interventions' parameters.
+        sources: stand-ins for ``batch.sources`` (e.g. cached `iit.Activations`); default:
+            ``batch.sources``.
+        boundary_penalty: weight of the interventions' regularizer terms.
+
+    Returns:
+        The step's loss as a float.
 
     Raises:
         InterventionError: a Boundless boundary outside ``[1e-3, 1]`` before the step (it is
@@ -193,16 +232,29 @@ def train_das(
 ) -> list[float]:
     """Train ``interventions`` on a frozen ``model``; returns the loss of every step.
 
-    The interventions' training protocol (:mod:`iit.trainable`) is driven exactly as
-    :class:`iit.training.IITModule` drives it in DAS mode: ``on_training_step`` before each
+    ``loss_fn(output, labels)`` gets the intervened output (e.g. logits ``[batch, n_classes]``)
+    and the batch's ``labels`` (``[batch, ...]``) and returns a 0-d loss tensor ``[]``.
+
+    The interventions' training protocol (`iit.trainable`) is driven exactly as
+    `iit.training.IITModule` drives it in DAS mode: ``on_training_step`` before each
     optimizer step (Boundless DAS: temperature annealed over ``config.temperature``),
     ``config.boundary_penalty`` times their regularizer added to the loss, their
     ``"boundary"`` parameter group trained at ``config.boundary_lr``, ``after_optimizer_step``
     after each step.
 
     Before the first step, one probe forward on the first batch checks every intervention
-    against the real hidden states (:func:`iit.alignment_checks.check_interventions`): a
+    against the real hidden states (`iit.alignment_checks.check_interventions`): a
     rotation wider than its slot fails here, naming both widths, not inside the first step.
+
+    Args:
+        model: the wrapped, frozen model.
+        interventions: the learned interventions to train (their parameters are optimised).
+        batches: the training batches, visited in order every epoch.
+        loss_fn: ``loss_fn(output, labels)`` -> 0-d loss tensor.
+        config: optimisation settings.
+
+    Returns:
+        The loss of every optimizer step, ``config.epochs * len(batches)`` floats.
 
     Raises:
         InterventionError: a model parameter requires grad, no batches, no trainable
@@ -210,6 +262,27 @@ def train_das(
         ArgumentTypeError: one DASBatch or one intervention where a list is expected.
         AlignmentError: a learned intervention whose width differs from its slot's.
         CoordinateError: a coordinate that does not fit the model.
+
+    Examples:
+        The network's output is unit 0 of its hidden state, so the labels of "interchange the
+        variable" are the source's unit 0, and the one direction DAS must find is ``±e0``:
+
+        >>> import torch
+        >>> from torch import nn
+        >>> from iit import Coordinate, Interventionable, LowRankRotatedInterchange
+        >>> _ = torch.manual_seed(0)
+        >>> readout = nn.Linear(2, 1, bias=False)
+        >>> _ = readout.weight.data.copy_(torch.tensor([[1.0, 0.0]]))
+        >>> net = Interventionable(nn.Sequential(nn.Identity(), readout)).requires_grad_(False)
+        >>> das = LowRankRotatedInterchange(Coordinate("0"), 2, k=1)
+        >>> base, source = torch.randn(64, 2), torch.randn(64, 2)
+        >>> batch = DASBatch(base, [source], labels=source[:, :1])
+        >>> losses = train_das(net, [das], [batch], nn.functional.mse_loss, DASConfig(epochs=200, lr=0.05))
+        >>> losses[0] > 0.1, losses[-1] < 1e-6
+        (True, True)
+        >>> das.rotation.matrix().detach().abs().round(decimals=2)
+        tensor([[1.],
+                [0.]])
     """
     check_frozen(model)
     if isinstance(batches, DASBatch) or not isinstance(batches, Sequence):

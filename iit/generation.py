@@ -1,4 +1,4 @@
-"""Greedy generation with interventions on a :class:`iit.transformers.TransformerInterventionable`
+"""Greedy generation with interventions on a `iit.transformers.TransformerInterventionable`
 causal language model.
 
 ``apply_to`` says which tokens are intervened on:
@@ -51,8 +51,8 @@ def generate(
         model: a wrapped causal LM whose output has ``logits`` ``[batch, seq, vocab]``.
         prompt: ``{"input_ids": [batch, seq], "attention_mask": [batch, seq]}``, left- or
             right-padded (position ids are computed from the mask).
-        interventions: as for :meth:`iit.Interventionable.intervene`.
-        sources: source inputs (dicts) or collected :class:`iit.Activations`.
+        interventions: as for `iit.Interventionable.intervene`.
+        sources: source inputs (dicts) or collected `iit.Activations`.
         max_new_tokens: number of tokens to generate (>= 1).
         apply_to: ``"prompt"`` or ``"every_step"`` (see the module docstring).
 
@@ -60,6 +60,8 @@ def generate(
         The generated token ids ``[batch, max_new_tokens]``.
 
     Raises:
+        ArgumentTypeError: ``max_new_tokens`` is not an int, the prompt is not a dict, or
+            ``sources`` is a single input instead of a list.
         InterventionError: bad ``apply_to`` / ``max_new_tokens``, a prompt without
             ``input_ids`` and ``attention_mask``, or a model output without ``logits``.
     """

@@ -1,8 +1,8 @@
 """One forward pass with temporary read / write hooks: the machinery under
-:class:`iit.Interventionable`.
+`iit.Interventionable`.
 
-A :class:`HookRun` acts at ``(module, io)`` sites for the duration of one call, and only for that
-call (threads and asyncio tasks sharing the model are not affected; see :mod:`iit._dispatch`),
+A `HookRun` acts at ``(module, io)`` sites for the duration of one call, and only for that
+call (threads and asyncio tasks sharing the model are not affected; see `iit._dispatch`),
 checks that each site fired exactly once (a checkpoint recomputation is not a second firing),
 and can stop the forward as soon as every requested value has been read. Its pass-through hooks
 are removed when the last run using them ends (also after an exception); hooks registered by
@@ -41,7 +41,19 @@ Inputs = Tensor | tuple | list | Mapping
 
 def call_model(model: nn.Module, inputs: Inputs) -> Any:
     """Call ``model`` on ``inputs``: ``model(**inputs)`` for a mapping, ``model(*inputs)`` for
-    a tuple or list, else ``model(inputs)``."""
+    a tuple or list, else ``model(inputs)``.
+
+    Args:
+        model: the module to call.
+        inputs: a tensor, a tuple / list of positional arguments, or a dict of keyword
+            arguments.
+
+    Returns:
+        The model's output, unchanged.
+
+    Raises:
+        TypeError: (from the model) arguments its ``forward`` does not take.
+    """
     if isinstance(inputs, Mapping):
         return model(**inputs)
     if isinstance(inputs, (tuple, list)):
@@ -50,7 +62,19 @@ def call_model(model: nn.Module, inputs: Inputs) -> Any:
 
 
 def batch_size(inputs: Inputs) -> int | None:
-    """The batch size of ``inputs``: dim 0 of its first tensor (``None`` if it has none)."""
+    """The batch size of ``inputs``: dim 0 of its first tensor (``None`` if it has none).
+
+    Args:
+        inputs: a tensor ``[batch, ...]``, a tuple / list, or a dict of keyword arguments.
+
+    Raises:
+        TypeError: ``inputs`` is neither a tensor nor iterable.
+
+    Examples:
+        >>> import torch
+        >>> batch_size({"attention_mask": torch.ones(3, 5), "use_cache": False})
+        3
+    """
     if isinstance(inputs, Tensor):
         return inputs.shape[0] if inputs.dim() else None
     values = inputs.values() if isinstance(inputs, Mapping) else inputs
@@ -76,7 +100,7 @@ def find_module(modules: Mapping[str, nn.Module], path: str) -> nn.Module:
 
 class StopForward(Exception):
     """Raised by a read hook once every requested value is collected; the code that runs the
-    forward catches it (the rest of the model never runs). ``run`` is the :class:`HookRun` that
+    forward catches it (the rest of the model never runs). ``run`` is the `HookRun` that
     stopped (``None`` for other users of this exception)."""
 
     def __init__(self, run: Any = None) -> None:
@@ -95,6 +119,9 @@ class WriteOp:
         name: a label for error messages.
         source: the source values ``apply`` writes from, if any (checked for gradients under
             reentrant checkpointing).
+
+    Raises:
+        TypeError: a missing or unknown field (the write is checked when it runs).
     """
 
     coordinate: Coordinate
@@ -117,7 +144,20 @@ class _Site:
 def describe_structure(value: Any, tensor_text: Callable[[Tensor], str] | None = None) -> str:
     """A one-line picture of a nested value for error messages: ``Tensor[3, 8]`` for a tensor
     (or ``tensor_text(t)``), one entry per element / key for tuples, lists and mappings, the type
-    name otherwise."""
+    name otherwise.
+
+    Args:
+        value: the value to describe.
+        tensor_text: how a tensor is written (default: ``Tensor[<shape>]``).
+
+    Raises:
+        RecursionError: a self-containing structure.
+
+    Examples:
+        >>> import torch
+        >>> describe_structure((torch.zeros(2, 3), {"past": None}))
+        "(Tensor[2, 3], {'past': NoneType})"
+    """
     if isinstance(value, Tensor):
         return f"Tensor{list(value.shape)}" if tensor_text is None else tensor_text(value)
     if isinstance(value, Mapping):
@@ -194,7 +234,7 @@ class _Captured(BaseException):
 
 
 class _Replayer:
-    """The part of a :class:`HookRun` that outlives its call while a checkpointed region of it
+    """The part of a `HookRun` that outlives its call while a checkpointed region of it
     can be recomputed: its sites (replayed in backward) and its dispatcher bookkeeping."""
 
     def __init__(self, sites: dict[tuple[str, str], _Site], site_keys: dict[SiteKey, _Site]) -> None:
@@ -219,8 +259,8 @@ def _shares_storage(a: Tensor, b: Tensor) -> bool:
 class HookRun:
     """Hooks for one forward pass: reads (collect values) and writes (interventions).
 
-    The hooks are call-scoped (see :mod:`iit._dispatch`): they act only for the call that runs
-    :meth:`run`, in its thread or asyncio task; other calls on the same model meanwhile run
+    The hooks are call-scoped (see `iit._dispatch`): they act only for the call that runs
+    `run`, in its thread or asyncio task; other calls on the same model meanwhile run
     untouched. Under activation checkpointing the run's reads and writes are replayed when
     backward recomputes a checkpointed region (a recomputation is not a second call).
 
@@ -291,7 +331,7 @@ class HookRun:
     #   "replay"   a checkpoint recomputation (or a re-run for gradients): the same autograd
     #              ops, values discarded, no counting ("replay-reentrant": of a reentrant one);
     #   "capture"  the re-run of a reentrant checkpointed region, with grad, up to a read site:
-    #              keep the values read there, then end the re-run (:class:`_Captured`);
+    #              keep the values read there, then end the re-run (`_Captured`);
     #   "captured" the first pass at that site: the values are already there.
     def _fire(self, site: _Site) -> object | None:
         site.fired += 1
@@ -357,7 +397,7 @@ class HookRun:
     @staticmethod
     def _foreign(values: Tensor, source: Tensor | None) -> bool:
         """Whether ``values`` may be a tensor someone else keeps: the source values themselves
-        (a cached :class:`Activations`, another run's hidden state), a view (e.g. a broadcast
+        (a cached `Activations`, another run's hidden state), a view (e.g. a broadcast
         constant) or a parameter."""
         return (
             values._base is not None
@@ -468,7 +508,7 @@ class HookRun:
     # ------------------------------------------------------------------ running
     def run(self, forward: Callable[[], Any]) -> Any:
         """Run ``forward()`` with the hooks in place for this call only; return its output
-        (``None`` if the run was stopped early). Collected values are in :attr:`values`.
+        (``None`` if the run was stopped early). Collected values are in `values`.
 
         Raises:
             HookFiringError: a site fired twice or never.

@@ -23,8 +23,24 @@ class Activations(Mapping[Any, Tensor]):
     """Values collected at coordinates, keyed by the coordinate objects that were asked for.
 
     Can stand in for a source run: pass it in ``sources`` of
-    :meth:`Interventionable.intervene` and no source forward is needed (caching, in-batch
-    sources).
+    `Interventionable.intervene` and no source forward is needed (caching, in-batch
+    sources). Each value is ``[batch, ...]`` as the coordinate's `iit.Index.read` returns it.
+
+    Args:
+        values: ``{coordinate: tensor [batch, ...]}``.
+
+    Raises:
+        TypeError: ``values`` is not a mapping (or an iterable of pairs). Looking up a coordinate
+            that was not collected raises `CoordinateError` (listing what was collected).
+
+    Examples:
+        >>> import torch
+        >>> acts = Activations({"h": torch.arange(6.0).reshape(3, 2)})
+        >>> acts
+        Activations('h': [3, 2])
+        >>> acts.rows(torch.tensor([2, 0]))["h"]
+        tensor([[4., 5.],
+                [0., 1.]])
     """
 
     def __init__(self, values: Mapping[Any, Tensor]) -> None:
@@ -55,7 +71,20 @@ class Activations(Mapping[Any, Tensor]):
 
     def rows(self, index: Tensor) -> Activations:
         """The same activations with rows reordered / selected by ``index`` (LongTensor
-        ``[n]``), e.g. a permutation to use row ``perm[i]`` as the source of base row ``i``."""
+        ``[n]``), e.g. a permutation to use row ``perm[i]`` as the source of base row ``i``.
+
+        Args:
+            index: LongTensor ``[n]`` of row numbers (negative ones count from the end), a
+                list of ints, or a bool ``[batch]`` mask.
+
+        Returns:
+            `Activations` whose values are ``[n, ...]``.
+
+        Raises:
+            ArgumentTypeError: ``index`` is not a 1-D integer / bool tensor or a list of ints.
+            OutOfRangeError: a row outside ``-batch .. batch - 1``, or a bool mask of another
+                length.
+        """
         index = check_row_index(index, self.batch_size)
         return Activations({k: v[index.to(v.device)] for k, v in self._values.items()})
 
@@ -79,24 +108,45 @@ class Interventionable(nn.Module):
     pass-through hooks that live as long as an output's graph can still recompute), its
     train/eval mode and ``requires_grad`` flags are never changed, and hooks registered by others
     are left alone. Hooks act only for the call that installed them, so several threads or
-    asyncio tasks can use one model at once (see :mod:`iit.hooks`).
+    asyncio tasks can use one model at once (see `iit.hooks`).
 
     ``parameters()`` / ``state_dict()`` hold the wrapped model's (prefixed ``model.``) plus
-    those of interventions registered with :meth:`add_intervention` (prefixed
+    those of interventions registered with `add_intervention` (prefixed
     ``interventions.<name>.``).
 
-    Subclass and override :meth:`resolve` to add a coordinate system for a model family (see
-    :mod:`iit.transformers` for Hugging Face transformers).
+    Subclass and override `resolve` to add a coordinate system for a model family (see
+    `iit.transformers` for Hugging Face transformers).
 
     Args:
         model: any ``nn.Module``.
         stop_source_early: stop each source run as soon as every value it must give has been
             collected (default True; layers after the last read coordinate never run).
 
-    Example:
-        >>> net = Interventionable(mlp)
-        >>> coord = Coordinate("layers.1", Index.dims(0, 4))
-        >>> out = net.intervene(base_x, [Interchange(coord, source=0)], sources=[source_x])
+    Raises:
+        ArgumentTypeError: ``model`` is not an ``nn.Module``.
+
+    Examples:
+        Collect a hidden state, then write the source run's first unit into the base run.
+        Layer ``"0"`` doubles its input and layer ``"1"`` sums it, so base ``[1, 1]`` and source
+        ``[3, 5]`` give the hidden state ``[2, 2]`` and ``[6, 10]``; after the interchange the
+        base hidden state is ``[6, 2]`` and the output ``6 + 2 = 8``.
+
+        >>> import torch
+        >>> from torch import nn
+        >>> from iit import Coordinate, Index, Interchange
+        >>> double = nn.Linear(2, 2, bias=False)
+        >>> _ = double.weight.data.copy_(2 * torch.eye(2))
+        >>> total = nn.Linear(2, 1, bias=False)
+        >>> _ = total.weight.data.fill_(1.0)
+        >>> net = Interventionable(nn.Sequential(double, total))
+        >>> base, source = torch.tensor([[1.0, 1.0]]), torch.tensor([[3.0, 5.0]])
+        >>> hidden = Coordinate("0")
+        >>> net.collect(source, [hidden])[hidden].tolist()
+        [[6.0, 10.0]]
+        >>> net(base).tolist()
+        [[4.0]]
+        >>> net.intervene(base, [Interchange(Coordinate("0", Index.dims(0, 1)))], [source]).tolist()
+        [[8.0]]
     """
 
     def __init__(self, model: nn.Module, *, stop_source_early: bool = True) -> None:
@@ -115,7 +165,16 @@ class Interventionable(nn.Module):
 
     def add_intervention(self, name: str, intervention: Intervention) -> None:
         """Register a (trainable) intervention so its parameters join ``parameters()`` and
-        ``state_dict()`` under ``interventions.<name>``."""
+        ``state_dict()`` under ``interventions.<name>``.
+
+        Args:
+            name: a module name (no dots, not empty).
+            intervention: the intervention to register.
+
+        Raises:
+            InterventionError: ``intervention`` is not an `iit.Intervention`.
+            NamingError: ``name`` is not a valid module name.
+        """
         if not isinstance(intervention, Intervention):
             raise InterventionError(f"add_intervention takes an Intervention, got {type(intervention).__name__}")
         check_module_name(name)
@@ -124,9 +183,9 @@ class Interventionable(nn.Module):
     # ------------------------------------------------------------------ coordinates
     def resolve(self, coordinate: Any, inputs: Inputs) -> Coordinate:
         """Map a coordinate of this wrapper's coordinate system to a generic
-        :class:`Coordinate` for a run on ``inputs``.
+        `Coordinate` for a run on ``inputs``.
 
-        The generic system accepts :class:`Coordinate` only. Subclasses extend this (for example
+        The generic system accepts `Coordinate` only. Subclasses extend this (for example
         to resolve token positions against each run's attention mask).
 
         Raises:
@@ -176,11 +235,13 @@ class Interventionable(nn.Module):
             detach: run without building an autograd graph.
 
         Returns:
-            :class:`Activations` (values ``[batch, ...]``), or ``(output, activations)``. The
+            `Activations` (values ``[batch, ...]``), or ``(output, activations)``. The
             values are never tensors the model can still change in place (copied when needed;
             gradients flow through the copy).
 
         Raises:
+            ArgumentTypeError: ``coordinates`` is a single coordinate instead of a list.
+            InterventionError: ``coordinates`` is empty.
             CoordinateError: unknown module (before the forward), bad index or selector.
             HookFiringError: a module ran twice or never.
         """
@@ -206,9 +267,9 @@ class Interventionable(nn.Module):
     ) -> Any:
         """Run the model on ``base`` with ``interventions`` applied; return its output.
 
-        Each :class:`~iit.interventions.Interchange` reads its values from ``sources[i]``
+        Each `iit.interventions.Interchange` reads its values from ``sources[i]``
         (``i = intervention.source``): either source inputs (then the source run happens here,
-        stopped after its last needed value) or :class:`Activations` collected earlier (no source
+        stopped after its last needed value) or `Activations` collected earlier (no source
         run at all). Several interventions, sources and coordinates work in one call; row-limited
         interventions (``intervention.where(rows)``) let rows of one batch differ.
 
@@ -224,6 +285,7 @@ class Interventionable(nn.Module):
             The wrapped model's output on the intervened base run.
 
         Raises:
+            ArgumentTypeError: ``sources`` is a single input instead of a list.
             InterventionError: empty list, a missing source, bad row masks.
             InterventionShapeError: batch sizes that differ between base and sources; values
                 that do not fit their slot (shape, dtype, device).

@@ -2,9 +2,11 @@
 Boundless DAS with a learned soft boundary.
 
 For base values ``b`` and source values ``s`` (``[batch, ..., d]``, rotation over the last axis)
-and an orthogonal ``R`` (``[d, d]``, row-vector convention: rotated = ``h @ R``), DAS writes::
+and an orthogonal ``R`` (``[d, d]``, row-vector convention: rotated = ``h @ R``), DAS writes
 
-    R^T-rotate-back( (1 - m) * (b @ R) + m * (s @ R) ) = b + ((s - b) @ R * m) @ R^T
+```text
+R^T-rotate-back( (1 - m) * (b @ R) + m * (s @ R) ) = b + ((s - b) @ R * m) @ R^T
+```
 
 with ``m`` the 0/1 mask of the rotated dims given to the variable (or, for Boundless DAS, a soft
 sigmoid mask). The right-hand form is what is computed: it is the same map, cheaper (only the
@@ -20,7 +22,7 @@ float64 (the float32 rotation entries are widened exactly; nothing is computed i
 output is on the hidden state's device (the rotation is moved there for the product), so a model
 split across devices by accelerate needs no extra step.
 
-Several variables can share one :class:`Rotation` with disjoint ``dims`` ranges.
+Several variables can share one `Rotation` with disjoint ``dims`` ranges.
 """
 
 from __future__ import annotations
@@ -66,7 +68,23 @@ class Rotation(nn.Module):
         generator: optional RNG for the initialisation.
 
     Raises:
+        ArgumentTypeError: ``d`` or ``k`` is not an int.
         InterventionError: ``not 1 <= k <= d``.
+
+    Examples:
+        The columns stay orthonormal (``W^T W = I``) however the parameters are trained:
+
+        >>> import torch
+        >>> _ = torch.manual_seed(0)
+        >>> basis = Rotation(6, 2)
+        >>> w = basis.matrix()
+        >>> w.shape
+        torch.Size([6, 2])
+        >>> torch.allclose(w.T @ w, torch.eye(2), atol=1e-6)
+        True
+        >>> r = Rotation(4).matrix()
+        >>> torch.allclose(r @ r.T, torch.eye(4), atol=1e-6)
+        True
     """
 
     def __init__(
@@ -98,6 +116,7 @@ class Rotation(nn.Module):
         return self.weight
 
     def extra_repr(self) -> str:
+        """``d`` and ``k``, shown in the module's ``repr``."""
         return f"d={self.d}, k={self.k}"
 
 
@@ -109,14 +128,15 @@ def interchange_in_basis(
     mask: Callable[[Tensor], Tensor] | None = None,
 ) -> Tensor:
     """DAS's write, the one implementation used by every rotated interchange (the
-    :mod:`iit.learned` classes and :class:`iit.featurizers.RotationFeaturizer`):
+    `iit.learned` classes and `iit.featurizers.RotationFeaturizer`):
     ``b + (((s - b) @ C) * mask) @ C^T`` with ``C = basis()[:, columns]``.
 
     Computed in ``promote_types(w.dtype, base.dtype)`` with autocast disabled, with ``w`` and
     ``source`` moved to ``base``'s device; returned in ``base``'s dtype.
 
     Args:
-        base, source: ``[batch, ..., d]`` (shapes are checked by the callers).
+        base: the base values ``[batch, ..., d]`` (shapes are checked by the callers).
+        source: the source values, shaped like ``base``.
         basis: materialises the basis ``[d, k]`` (orthonormal columns), e.g.
             ``Rotation.matrix``; called once, with autocast disabled.
         columns: the columns interchanged (default: all ``k``).
@@ -124,6 +144,17 @@ def interchange_in_basis(
 
     Returns:
         ``[batch, ..., d]`` in ``base.dtype`` on ``base.device``.
+
+    Raises:
+        RuntimeError: (from torch) ``source`` or the basis do not fit ``base``'s last axis.
+
+    Examples:
+        With the identity basis, interchanging column 0 copies the source's first unit:
+
+        >>> import torch
+        >>> base, source = torch.tensor([[1.0, 2.0]]), torch.tensor([[5.0, 7.0]])
+        >>> interchange_in_basis(base, source, lambda: torch.eye(2), columns=[0])
+        tensor([[5., 2.]])
     """
     with torch.autocast(device_type=base.device.type, enabled=False):
         w = basis()  # [d, k], outside autocast
@@ -155,8 +186,8 @@ class _RotatedBase(Intervention):
         return None
 
     def basis_use(self) -> BasisUse:
-        """The shared :class:`Rotation` and the rotated dims written (all ``k`` unless
-        :class:`RotatedInterchange`; Boundless DAS: all ``d``, since its boundary can grow)."""
+        """The shared `Rotation` and the rotated dims written (all ``k`` unless
+        `RotatedInterchange`; Boundless DAS: all ``d``, since its boundary can grow)."""
         cols = self._columns() or slice(0, self.rotation.k)
         return BasisUse(self.rotation, frozenset(range(cols.start, cols.stop)), self.rotation.d, "rotated dims")
 
@@ -167,7 +198,12 @@ class _RotatedBase(Intervention):
         and on base's device, computed in ``promote_types(rotation dtype, base dtype)`` (float32
         for a half-precision model with the default float32 rotation, float64 for a float64 model).
 
+        Args:
+            base: the base values ``[batch, ..., d]``.
+            source: the source values, shaped like ``base``.
+
         Raises:
+            InterventionError: no source values were given.
             InterventionShapeError: last axis is not ``d``, or base / source shapes differ.
         """
         if source is None:
@@ -192,14 +228,26 @@ class RotatedInterchange(_RotatedBase):
 
     Args:
         coordinate: where (the slot's last axis has ``d`` entries).
-        rotation: a :class:`Rotation` (shared between variables with disjoint ``dims``) or the
+        rotation: a `Rotation` (shared between variables with disjoint ``dims``) or the
             width ``d`` to make a new one.
         dims: ``(start, stop)`` rotated dims given to the variable (``(0, k)``: the first k).
         source: source slot.
         source_coordinate: where to read in the source run (default: ``coordinate``).
 
     Raises:
-        InterventionError: a non-square rotation or ``dims`` outside ``[0, d)``.
+        ArgumentTypeError: ``rotation`` is neither a `Rotation` nor an int.
+        InterventionError: a non-square rotation, ``dims`` outside ``[0, d)``, or ``source`` not
+            an int ``>= 0``.
+
+    Examples:
+        >>> import torch
+        >>> from iit import Coordinate
+        >>> _ = torch.manual_seed(0)
+        >>> shared = Rotation(8)
+        >>> x_part = RotatedInterchange(Coordinate("0"), shared, (0, 2))
+        >>> y_part = RotatedInterchange(Coordinate("0"), shared, (2, 5), source=1)
+        >>> x_part.basis_use().describe(), y_part.basis_use().describe()
+        ('rotated dims [0, 2)', 'rotated dims [2, 5)')
     """
 
     def __init__(
@@ -236,6 +284,7 @@ class RotatedInterchange(_RotatedBase):
         return slice(self.dims[0], self.dims[1])
 
     def extra_repr(self) -> str:
+        """The coordinate, source slot and rotated ``dims``, shown in the module's ``repr``."""
         return f"{super().extra_repr()}, dims={self.dims}"
 
 
@@ -248,10 +297,15 @@ class LowRankRotatedInterchange(_RotatedBase):
 
     Args:
         coordinate: where.
-        rotation: a :class:`Rotation` with ``k`` columns, or the width ``d`` (then ``k`` is needed).
+        rotation: a `Rotation` with ``k`` columns, or the width ``d`` (then ``k`` is needed).
         k: basis size when ``rotation`` is an int.
         source: source slot.
         source_coordinate: where to read in the source run (default: ``coordinate``).
+
+    Raises:
+        ArgumentTypeError: ``rotation`` is neither a `Rotation` nor an int.
+        InterventionError: ``rotation`` is an int and ``k`` is missing, ``k`` disagrees with the
+            given `Rotation`, or ``source`` is not an int ``>= 0``.
     """
 
     def __init__(
@@ -277,18 +331,23 @@ class LowRankRotatedInterchange(_RotatedBase):
 class BoundlessRotatedInterchange(_RotatedBase):
     """Boundless DAS: a full rotation and a learned soft boundary ``b`` in ``[1e-3, 1]``;
     rotated dim ``j`` is interchanged with weight ``sigmoid(j / t) * sigmoid((b * d - j) / t)``
-    at temperature ``t`` (anneal it with :class:`TemperatureSchedule`).
+    at temperature ``t`` (anneal it with `TemperatureSchedule`).
 
     Computes (mask included) in ``promote_types(rotation dtype, hidden dtype)`` and writes in the
-    hidden state's dtype, as :class:`RotatedInterchange`.
+    hidden state's dtype, as `RotatedInterchange`.
 
     Args:
         coordinate: where.
-        rotation: a square :class:`Rotation` or the width ``d``.
+        rotation: a square `Rotation` or the width ``d``.
         boundary: initial boundary fraction (default 0.5).
         temperature: initial temperature (default 50.0).
         source: source slot.
         source_coordinate: where to read in the source run (default: ``coordinate``).
+
+    Raises:
+        ArgumentTypeError: ``rotation`` is neither a `Rotation` nor an int.
+        InterventionError: a non-square rotation, ``boundary`` outside `BOUNDARY_RANGE`, a
+            temperature ``<= 0``, or ``source`` not an int ``>= 0``.
     """
 
     def __init__(
@@ -329,8 +388,8 @@ class BoundlessRotatedInterchange(_RotatedBase):
         self.temperature.fill_(value)
 
     def check_ranges(self, where: str = "") -> None:
-        """Raise unless the boundary lies in :data:`BOUNDARY_RANGE` and the temperature is > 0
-        (one device sync; called by :meth:`iit.Alignment.check` and before every DAS step,
+        """Raise unless the boundary lies in `BOUNDARY_RANGE` and the temperature is > 0
+        (one device sync; called by `iit.Alignment.check` and before every DAS step,
         never inside the forward).
 
         Raises:
@@ -354,7 +413,11 @@ class BoundlessRotatedInterchange(_RotatedBase):
     def mask(self, dtype: torch.dtype | None = None) -> Tensor:
         """The soft mask over rotated dims, ``[d]``, computed in ``dtype`` (default: the
         boundary's dtype; the forward passes its compute dtype, so a float64 model gets a
-        float64 mask from a float32 boundary)."""
+        float64 mask from a float32 boundary).
+
+        Args:
+            dtype: the dtype to compute the mask in.
+        """
         dtype = self.boundary.dtype if dtype is None else dtype
         d = self.rotation.d
         j = torch.arange(d, dtype=dtype, device=self.boundary.device)
@@ -366,12 +429,20 @@ class BoundlessRotatedInterchange(_RotatedBase):
         return self.mask(w.dtype).to(w.device)
 
     def boundary_penalty(self) -> Tensor:
-        """The boundary size ``b`` (clamped), added to the loss to keep the subspace small."""
+        """The boundary size ``b`` (clamped), added to the loss to keep the subspace small.
+
+        Returns:
+            A 0-d tensor ``[]`` (differentiable in the boundary).
+        """
         return self.boundary.clamp(*BOUNDARY_RANGE)
 
     # the training protocol (iit.trainable): what Boundless DAS needs from a trainer
     def training_regularizer(self) -> Tensor:
-        """The boundary size (:meth:`boundary_penalty`), added to the loss."""
+        """The boundary size (`boundary_penalty`), added to the loss.
+
+        Returns:
+            A 0-d tensor ``[]``.
+        """
         return self.boundary_penalty()
 
     def on_training_step(self, progress: TrainingProgress) -> None:
@@ -402,6 +473,11 @@ class TemperatureSchedule:
     """Linear temperature annealing ``start -> end`` over ``steps`` optimizer steps (Boundless
     DAS: 50 -> 0.1).
 
+    Args:
+        steps: number of optimizer steps of the run.
+        start: temperature at step 0.
+        end: temperature at the last step.
+
     Raises:
         InterventionError: non-positive temperatures or ``steps < 1``.
     """
@@ -424,7 +500,7 @@ class TemperatureSchedule:
         return self.start + (self.end - self.start) * frac
 
     def apply(self, interventions: Iterable[Intervention], step: int) -> None:
-        """Set the temperature of every :class:`BoundlessRotatedInterchange` for ``step``."""
+        """Set the temperature of every `BoundlessRotatedInterchange` for ``step``."""
         for iv in interventions:
             if isinstance(iv, BoundlessRotatedInterchange):
                 iv.set_temperature(self.value(step))

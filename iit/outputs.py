@@ -14,8 +14,20 @@ __all__ = ["output_tensor"]
 def output_tensor(output: Any) -> Tensor:
     """Return the tensor an output stands for: itself, ``.logits``, or element 0 of a tuple.
 
+    Args:
+        output: a model's output (a tensor, a ``ModelOutput`` with ``logits``, or a tuple / list
+            whose first element is a tensor).
+
+    Returns:
+        The tensor, as the model produced it (e.g. logits ``[batch, seq, vocab]``).
+
     Raises:
         TargetError: if no tensor can be found in ``output``.
+
+    Examples:
+        >>> import torch
+        >>> output_tensor((torch.ones(2, 3), "cache")).shape
+        torch.Size([2, 3])
     """
     if isinstance(output, Tensor):
         return output

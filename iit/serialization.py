@@ -5,10 +5,10 @@ the safetensors metadata, a JSON description: the class, its constructor argumen
 coordinate(s). Rotations shared between interventions are stored once and shared again on
 load. Loading checks that every coordinate still resolves on the model it is loaded for.
 
-Supported: :class:`iit.Interchange`, :class:`iit.ZeroAblation`, :class:`iit.ConstantAblation`,
-:class:`iit.MeanAblation`, :class:`iit.Addition` and the learned interventions of
-:mod:`iit.learned`; coordinates: :class:`TransformerCoordinate` (positions ``None``, ints,
-``Tokens``) and :class:`iit.Coordinate` with an index built by ``Index.all / dims / positions``
+Supported: `iit.Interchange`, `iit.ZeroAblation`, `iit.ConstantAblation`,
+`iit.MeanAblation`, `iit.Addition` and the learned interventions of
+`iit.learned`; coordinates: `TransformerCoordinate` (positions ``None``, ints,
+``Tokens``) and `iit.Coordinate` with an index built by ``Index.all / dims / positions``
 (static) or ``Index.slices``.
 """
 
@@ -123,7 +123,27 @@ def _index_from_key(key: list) -> Index:
 
 
 def coordinate_from_json(data: Mapping[str, Any]) -> Any:
-    """The coordinate described by :func:`coordinate_to_json`."""
+    """The coordinate described by `coordinate_to_json`.
+
+    Args:
+        data: the JSON-able description.
+
+    Returns:
+        A `iit.Coordinate` or `iit.transformers.TransformerCoordinate`.
+
+    Raises:
+        KeyError: a field the description lacks.
+        DamagedFileError: an unknown index kind.
+        CoordinateError: field values that do not make a valid coordinate.
+
+    Examples:
+        >>> from iit import Coordinate, Index
+        >>> data = coordinate_to_json(Coordinate("layers.0", Index.dims(0, 4)))
+        >>> data
+        {'kind': 'generic', 'module': 'layers.0', 'io': 'output', 'output': None, 'index': ['dims', 0, 4], 'label': None}
+        >>> coordinate_from_json(data) == Coordinate("layers.0", Index.dims(0, 4))
+        True
+    """
     if data["kind"] == "transformer":
         pos = data["position"]
         position = Tokens(tuple(pos["tokens"])) if isinstance(pos, dict) else (
@@ -261,7 +281,7 @@ def _build(entry: Mapping[str, Any], tensors: Mapping[str, Tensor], name: str, s
 
 
 def load_interventions(path: str | Path, model: Interventionable) -> dict[str, Intervention]:
-    """Read interventions saved by :func:`save_interventions` and check that their
+    """Read interventions saved by `save_interventions` and check that their
     coordinates resolve on ``model``.
 
     The file is untrusted input: safetensors holds no code, and everything read from its JSON
@@ -271,7 +291,7 @@ def load_interventions(path: str | Path, model: Interventionable) -> dict[str, I
     Args:
         path: the safetensors file.
         model: the wrapped model the interventions will run on (a
-            :class:`iit.transformers.TransformerInterventionable` for transformer coordinates).
+            `iit.transformers.TransformerInterventionable` for transformer coordinates).
 
     Returns:
         ``{name: intervention}`` with the saved parameters and buffers loaded.

@@ -1,7 +1,7 @@
 """What a learned intervention needs from a trainer, declared by the intervention itself.
 
-A trainer (:func:`iit.train_das`, :class:`iit.training.IITModule`) drives every learned
-intervention through :class:`LearnedInterventions`, which calls these optional methods when an
+A trainer (`iit.train_das`, `iit.training.IITModule`) drives every learned
+intervention through `LearnedInterventions`, which calls these optional methods when an
 intervention defines them (no ``isinstance`` checks on concrete classes):
 
 * ``training_regularizer() -> Tensor``: a scalar added to the loss, times the trainer's
@@ -37,6 +37,9 @@ class TrainingProgress:
         step: the optimizer step about to run (0-based).
         total_steps: optimizer steps in the whole run.
         temperature: the trainer's ``(start, end)`` temperature range for annealed masks.
+
+    Raises:
+        TypeError: a missing or unknown field.
     """
 
     step: int
@@ -50,6 +53,20 @@ class LearnedInterventions:
 
     Args:
         interventions: learned interventions (any ``nn.Module``; methods they lack are skipped).
+
+    Raises:
+        TypeError: ``interventions`` is not iterable.
+
+    Examples:
+        >>> import torch
+        >>> from iit import BoundlessRotatedInterchange, Coordinate
+        >>> _ = torch.manual_seed(0)
+        >>> boundless = BoundlessRotatedInterchange(Coordinate("0"), 4, boundary=0.25)
+        >>> learned = LearnedInterventions([boundless, boundless])   # visited once
+        >>> learned.regularizer()
+        tensor(0.2500, grad_fn=<SumBackward0>)
+        >>> [group["lr"] for group in learned.param_groups(1e-3, {"boundary": 1e-2})]
+        [0.001, 0.01]
     """
 
     def __init__(self, interventions: Iterable[nn.Module]) -> None:
@@ -91,7 +108,11 @@ class LearnedInterventions:
         self._call("on_training_step", progress)
 
     def regularizer(self) -> Tensor | None:
-        """The sum of the interventions' regularizer terms (``None`` when none has one)."""
+        """The sum of the interventions' regularizer terms (``None`` when none has one).
+
+        Returns:
+            A 0-d tensor ``[]``, or ``None``.
+        """
         terms = self._call("training_regularizer")
         return torch.stack([t.reshape(()) for t in terms]).sum() if terms else None
 

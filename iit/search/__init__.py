@@ -1,9 +1,9 @@
 """Alignment search: for one causal variable, which place (layer, component, position, head)
 and which features (neurons, a learned rotation, PCA, SAE latents) of a network carry it.
 
-See :func:`search` (the sweep), :class:`SearchResult` (the tidy table, best cell, smallest size
-within a margin of the best), :func:`plot_heatmap`, :func:`compare_hypotheses` and
-:mod:`iit.search.distributed` (Ray). Command line: ``python -m iit.search --help``.
+See `search` (the sweep), `SearchResult` (the tidy table, best cell, smallest size
+within a margin of the best), `plot_heatmap`, `compare_hypotheses` and
+`iit.search.distributed` (Ray). Command line: ``python -m iit.search --help``.
 """
 
 from iit.search.cells import Cell, SearchSettings, run_cell

@@ -1,4 +1,4 @@
-"""``python -m iit.search``: see :mod:`iit.search.cli`."""
+"""``python -m iit.search``: see `iit.search.cli`."""
 
 from iit.search.cli import main
 

@@ -28,11 +28,14 @@ class SearchSettings:
     """Settings shared by every cell.
 
     Attributes:
-        fit: how trainable cells are fitted (:class:`~iit.search.fitting.FitSettings`).
+        fit: how trainable cells are fitted (`iit.search.fitting.FitSettings`).
         seed: the one seed; each cell derives its own from it and its key.
         confidence: coverage of the reported intervals.
         threads: torch threads while a cell runs (1 keeps results identical across machines
             and workers).
+
+    Raises:
+        TypeError: an unknown field (the fit settings check themselves: `ArgumentError`).
     """
 
     fit: FitSettings = field(default_factory=FitSettings)
@@ -43,21 +46,42 @@ class SearchSettings:
 
 @dataclass(frozen=True)
 class Cell:
-    """One (place, method, size) of the sweep."""
+    """One (place, method, size) of the sweep.
+
+    Attributes:
+        place: where.
+        method: how the intervention is built (and trained).
+        size: the cell's size ``k``.
+
+    Raises:
+        TypeError: a missing or unknown field.
+    """
 
     place: Place
     method: Method
     size: int
 
     def key(self, variable: str) -> str:
-        """A file-safe key, unique within a search: ``<variable>__<place>__<method>__k<size>``."""
+        """A file-safe key, unique within a search: ``<variable>__<place>__<method>__k<size>``.
+
+        Args:
+            variable: the searched causal variable.
+        """
         return f"{variable}__{self.place.name}__{self.method.name}__k{self.size}"
 
 
 @contextlib.contextmanager
 def frozen(problem: SearchProblem, threads: int) -> Iterator[None]:
     """Freeze the model (``requires_grad=False``, eval mode) and set torch's thread count; all
-    restored on exit, also after an exception."""
+    restored on exit, also after an exception.
+
+    Args:
+        problem: the search problem whose wrapped model is frozen.
+        threads: torch threads inside the block.
+
+    Raises:
+        RuntimeError: (from torch) ``threads < 1``.
+    """
     model = problem.model.model
     flags = [(p, p.requires_grad) for p in model.parameters()]
     modes = [(m, m.training) for m in model.modules()]
@@ -92,7 +116,13 @@ def cell_seed(seed: int, key: str) -> int:
 def run_cell(
     problem: SearchProblem, data: PlaceData, cell: Cell, settings: SearchSettings
 ) -> tuple[dict[str, Any], Intervention]:
-    """Fit, select and score one cell; call inside :func:`frozen`.
+    """Fit, select and score one cell; call inside `frozen`.
+
+    Args:
+        problem: the search problem (model, causal model, variable, encodings).
+        data: the place's collected splits.
+        cell: the cell to run.
+        settings: settings shared by every cell.
 
     Returns:
         ``(row, scored intervention)``: the row has the place labels, ``featurizer``, ``size``,
@@ -101,6 +131,12 @@ def run_cell(
         ``control_untrained`` (the method's intervention before training; NaN when nothing is
         trained), each with interval, plus ``n_test``, ``n_test_impactful``, ``best_epoch``,
         ``seconds``.
+
+    Raises:
+        InterventionError: a size the method cannot build at this place (e.g. larger than
+            ``d``), an unknown mask kind, a place without an SAE.
+        InterventionShapeError: a built intervention whose width does not fit the place's
+            hidden state.
     """
     key = cell.key(problem.variable)
     seed = cell_seed(settings.seed, key)

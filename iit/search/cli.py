@@ -4,7 +4,7 @@
         --out runs/search_equality --heatmap layer,size --featurizer das
     python -m iit.search tasks.das_equality_search:spec --ray auto    # on a Ray cluster
 
-``SPEC`` is ``module:function``; the function returns a :class:`SearchSpec` and takes keyword
+``SPEC`` is ``module:function``; the function returns a `SearchSpec` and takes keyword
 arguments given with ``--set name=<JSON value>``. The table is written to ``OUT/table.csv`` and
 ``OUT/table.parquet``, each finished cell to ``OUT/cells/`` (a rerun skips them), the heatmap to
 ``OUT/heatmap_<rows>_<columns>.png``; the best cell and the smallest size within ``--margin`` of
@@ -33,7 +33,19 @@ __all__ = ["SearchSpec", "main", "load_spec"]
 
 @dataclass
 class SearchSpec:
-    """Everything :func:`iit.search.search` needs, as returned by a spec function."""
+    """Everything `iit.search.search` needs, as returned by a spec function.
+
+    Attributes:
+        problem: the search problem.
+        splits: training, validation and test pairs.
+        places: where to search.
+        methods: the featurizer methods.
+        sizes: the cell sizes.
+        settings: settings shared by every cell.
+
+    Raises:
+        TypeError: a missing or unknown field.
+    """
 
     problem: SearchProblem
     splits: CounterfactualSplits
@@ -48,7 +60,7 @@ def load_spec(target: str, arguments: Sequence[str] = ()) -> SearchSpec:
 
     Raises:
         ArgumentError: a malformed target or argument, or a function that does not return a
-            :class:`SearchSpec`.
+            `SearchSpec`.
     """
     if ":" not in target:
         raise ArgumentError(f"SPEC must be 'module:function', got {target!r}")
@@ -84,6 +96,21 @@ def summarise(result: SearchResult, margin: float, featurizer: str | None) -> st
 
 
 def main(argv: list[str] | None = None) -> SearchResult:
+    """Console entry point ``python -m iit.search SPEC``: run the search a spec function
+    returns, save the table (CSV and Parquet) under ``--out``, print it with a summary, and
+    draw a heatmap.
+
+    Args:
+        argv: command-line arguments (``None``: ``sys.argv``).
+
+    Returns:
+        The search result.
+
+    Raises:
+        SystemExit: invalid command-line arguments or ``--help`` (argparse).
+        ArgumentError: a malformed spec target or ``--set`` argument.
+        ImportError: ``--ray`` without Ray installed.
+    """
     parser = argparse.ArgumentParser(prog="python -m iit.search", description=__doc__.split("\n\n")[0])
     parser.add_argument("spec", help="module:function returning a SearchSpec")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=JSON", help="keyword argument of the spec function")

@@ -27,6 +27,9 @@ class SplitData:
         bases: base activations at the place, ``[n, ..., d]`` (for unsupervised fits, e.g. PCA).
         labels: counterfactual class indices ``[n]``.
         impactful: bool ``[n]``: the intervention changes the causal output.
+
+    Raises:
+        TypeError: a missing or unknown field (made by `collect_place`).
     """
 
     batch: CounterfactualBatch
@@ -39,7 +42,15 @@ class SplitData:
         return len(self.batch)
 
     def chunks(self, size: int, order: Tensor | None = None) -> Iterator[tuple[CounterfactualBatch, Activations, Tensor]]:
-        """``(pairs, source activations, labels)`` in chunks of ``size`` rows (in ``order``)."""
+        """``(pairs, source activations, labels)`` in chunks of ``size`` rows (in ``order``).
+
+        Args:
+            size: rows per chunk (the last may be shorter).
+            order: LongTensor ``[n]``: the row order (default: as stored).
+
+        Returns:
+            An iterator of ``(pairs, activations [size, ..., d], labels [size])``.
+        """
         order = torch.arange(len(self)) if order is None else order
         for start in range(0, len(self), size):
             idx = order[start : start + size]
@@ -48,7 +59,19 @@ class SplitData:
 
 @dataclass(frozen=True)
 class PlaceData:
-    """The three splits at one place, and the width ``d`` of its last axis."""
+    """The three splits at one place, and the width ``d`` of its last axis.
+
+    Made by `collect_place`.
+
+    Attributes:
+        place: the place.
+        train: the pairs methods are fitted on.
+        validation: the pairs the best epoch is selected on.
+        test: the held-out pairs cells are scored on.
+
+    Raises:
+        TypeError: a missing or unknown field.
+    """
 
     place: Place
     train: SplitData
@@ -57,6 +80,7 @@ class PlaceData:
 
     @property
     def d(self) -> int:
+        """Width of the place's last axis (from the training activations ``[n, ..., d]``)."""
         return int(self.train.bases.shape[-1])
 
 

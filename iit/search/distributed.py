@@ -1,12 +1,14 @@
 """Run a search's cells on a Ray cluster (optional extra ``ray``).
 
-    >>> import ray
-    >>> ray.init(address="auto")          # or ray.init(num_cpus=2) for a local one
-    >>> result = search(problem, splits, places, methods, sizes, executor=RayExecutor())
+```python
+import ray
+ray.init(address="auto")          # or ray.init(num_cpus=2) for a local one
+result = search(problem, splits, places, methods, sizes, executor=RayExecutor())
+```
 
 Each cell is one Ray task: the problem and the splits are put in the object store once; a task
 collects its place's activations, fits and scores its cell exactly as
-:func:`iit.search.run.run_one` does in process (same per-cell seed, same thread count), and returns
+`iit.search.run.run_one` does in process (same per-cell seed, same thread count), and returns
 its row and its intervention's safetensors bytes. The driver writes finished cells to
 ``out_dir`` as they arrive, so an interrupted distributed search resumes like a local one, and
 the table equals the in-process table.
@@ -42,6 +44,7 @@ class RayExecutor:
 
     Raises:
         ImportError: Ray is not installed (``pip install iit[ray]``).
+        ArgumentError: ``cpus_per_cell <= 0``.
     """
 
     def __init__(self, address: str | None = None, *, cpus_per_cell: float = 1.0) -> None:
@@ -57,7 +60,17 @@ class RayExecutor:
         self, problem: SearchProblem, splits: CounterfactualSplits, cells: Sequence[Cell], settings: SearchSettings
     ) -> Iterator[tuple[Cell, dict[str, Any] | None, bytes | None, str | None]]:
         """Submit every cell, then yield ``(cell, row, intervention bytes, skip reason)`` as
-        tasks finish."""
+        tasks finish.
+
+        Args:
+            problem: the search problem (put in Ray's object store once).
+            splits: the counterfactual splits (put in the object store once).
+            cells: the cells to run.
+            settings: settings shared by every cell.
+
+        Raises:
+            ConnectionError: (from Ray) no cluster at ``address``.
+        """
         import ray
 
         if not cells:

@@ -1,6 +1,6 @@
 """Fitting one cell's intervention on the training pairs, with the model frozen.
 
-This is the search's one coupling to the DAS trainer (:func:`iit.das.das_step`): each step
+This is the search's one coupling to the DAS trainer (`iit.das.das_step`): each step
 runs the intervened model on a minibatch of bases with the cached source activations, takes
 the cross-entropy to the counterfactual labels (plus a sparsity penalty for learned masks),
 and steps Adam. After every epoch the intervention is scored on the validation pairs and the
@@ -57,7 +57,17 @@ class FitSettings:
 
 
 def correct_rows(problem: SearchProblem, intervention: Intervention, split: SplitData, batch_size: int) -> Tensor:
-    """bool ``[n]``: the intervened network predicts the counterfactual label (eval mode, no grad)."""
+    """bool ``[n]``: the intervened network predicts the counterfactual label (eval mode, no grad).
+
+    Args:
+        problem: the search problem.
+        intervention: the intervention scored.
+        split: the pairs (with their source activations and labels ``[n]``).
+        batch_size: rows per forward.
+
+    Raises:
+        InterventionShapeError: an intervention that does not fit the place's hidden state.
+    """
     was = intervention.training
     intervention.eval()
     out = []
@@ -81,11 +91,22 @@ def fit_intervention(
     scores best on ``data.validation``.
 
     Args:
+        problem: the search problem.
+        intervention: the intervention to train (its parameters are optimised).
+        data: the place's splits (training and validation are used).
+        settings: epochs, batch sizes, learning rate, sparsity and temperature.
+        generator: RNG of the per-epoch shuffling.
         final: the intervention that is evaluated, made from the trained one (e.g. a learned
             mask's top-k hard interchange).
 
     Returns:
         ``(final intervention of the best epoch, {"best_epoch", "val_iia", "losses"})``.
+
+    Raises:
+        ValueError: (from torch) an intervention without trainable parameters (Adam gets an
+            empty parameter list).
+        InterventionError: a learned intervention's parameter outside its range before a step
+            (see `iit.das.das_step`).
     """
     params = [p for p in intervention.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=settings.lr)

@@ -58,10 +58,14 @@ class HypothesisComparison:
 
     Attributes:
         names: the two hypotheses.
-        n_pairs: all pairs; n_distinguishing: pairs whose counterfactual labels differ.
+        n_pairs: all pairs.
+        n_distinguishing: pairs whose counterfactual labels differ between the hypotheses.
         iia: IIA of each hypothesis on all pairs.
         agreement: on the distinguishing pairs, the fraction predicted as each hypothesis says.
         interval: Wilson intervals of ``agreement``.
+
+    Raises:
+        TypeError: a missing or unknown field (made by `compare_hypotheses`).
     """
 
     names: tuple[str, str]

@@ -70,7 +70,20 @@ def _method_config(method: Method) -> str:
 def search_manifest(
     problem: SearchProblem, splits: CounterfactualSplits, places: Sequence[Place], methods: Sequence[Method], settings: SearchSettings
 ) -> dict[str, Any]:
-    """The fingerprints of a search (JSON-able)."""
+    """The fingerprints of a search (JSON-able): variable, output, settings, model weights,
+    splits, place coordinates and method configurations, so a rerun into the same ``out_dir``
+    can tell whether its stored cells still apply (`check_manifest`).
+
+    Args:
+        problem: the search problem (its variable, output and wrapped model's weights).
+        splits: the counterfactual splits.
+        places: the places searched.
+        methods: the featurizer methods.
+        settings: settings shared by every cell.
+
+    Raises:
+        AttributeError: a split missing from ``splits``.
+    """
     return {
         "variable": problem.variable,
         "output": problem.output,

@@ -48,14 +48,42 @@ __all__ = ["MIBUnit", "export_mib", "read_mib", "unit_id"]
 
 def unit_id(layer: int, position: Any, component: str | None = None) -> str:
     """The track's model-unit name: ``ResidualStream(Layer-3,Token-last_token)`` (residual
-    stream, the default) or ``<Component>(Layer-3,Token-...)``."""
+    stream, the default) or ``<Component>(Layer-3,Token-...)``.
+
+    Args:
+        layer: the block index.
+        position: the token position, as the track names it (e.g. ``"last_token"``).
+        component: the component (``None``, ``"block_output"`` or ``"residual"``: the
+            residual stream).
+
+    Examples:
+        >>> unit_id(3, "last_token")
+        'ResidualStream(Layer-3,Token-last_token)'
+        >>> unit_id(0, 5, "attention_output")
+        'attention_output(Layer-0,Token-5)'
+    """
     kind = "ResidualStream" if component in (None, "block_output", "residual") else str(component)
     return f"{kind}(Layer-{layer},Token-{position})"
 
 
 @dataclass(frozen=True)
 class MIBUnit:
-    """One exported unit: ``basis`` ``[d, k]`` (``None`` for the identity) and ``indices``."""
+    """One exported unit: ``basis`` ``[d, k]`` (``None`` for the identity) and ``indices``.
+
+    Attributes:
+        unit: the track's unit name (see `unit_id`).
+        basis: orthonormal columns ``[d, k]``, or ``None`` for the neurons themselves.
+        indices: the basis columns (or neurons) interchanged (``None``: all).
+
+    Raises:
+        TypeError: a missing or unknown field.
+
+    Examples:
+        >>> import torch
+        >>> unit = MIBUnit("ResidualStream(Layer-0,Token-0)", basis=None, indices=[1])
+        >>> unit.interchange(torch.zeros(1, 3), torch.ones(1, 3))
+        tensor([[0., 1., 0.]])
+    """
 
     unit: str
     basis: Tensor | None
@@ -63,7 +91,12 @@ class MIBUnit:
 
     def interchange(self, base: Tensor, source: Tensor) -> Tensor:
         """The unit's interchange intervention ``[..., d] x [..., d] -> [..., d]``, as the
-        track's harness applies it (features of the source at ``indices``)."""
+        track's harness applies it (features of the source at ``indices``).
+
+        Args:
+            base: base values ``[..., d]``.
+            source: source values, shaped like ``base``.
+        """
         if self.basis is None:
             out = base.clone()
             idx = self.indices if self.indices is not None else list(range(base.shape[-1]))
@@ -102,7 +135,8 @@ def export_mib(
     Args:
         result: a search result with its interventions (one variable).
         directory: the submission root; the folder ``{task}_{model}_{variable}`` is made in it.
-        task, model: e.g. ``"4_answer_MCQA"``, ``"GPT2LMHeadModel"``.
+        task: the track's task name, e.g. ``"4_answer_MCQA"``.
+        model: the track's model name, e.g. ``"GPT2LMHeadModel"``.
         featurizer: export cells of this featurizer only (default: the best of any per layer).
         position: the token position named in unit ids when the place has none.
 

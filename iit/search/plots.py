@@ -26,7 +26,8 @@ def plot_heatmap(
 
     Args:
         result: a search result.
-        rows, columns: table columns for the axes.
+        rows: the table column on the vertical axis.
+        columns: the table column on the horizontal axis.
         value: the column shown (default held-out IIA).
         featurizer: restrict to one featurizer (default: all, best by validation per point).
         ax: a matplotlib axes to draw into (default: a new figure).
@@ -37,7 +38,8 @@ def plot_heatmap(
         The matplotlib figure.
 
     Raises:
-        KeyError, ValueError: an unknown featurizer or an empty axis column.
+        NamingError: no cells with ``featurizer``.
+        ArgumentError: an axis column that is empty for these cells.
     """
     import matplotlib.pyplot as plt
 

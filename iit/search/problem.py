@@ -37,7 +37,7 @@ class SearchProblem:
             must be finite (the classes).
 
     Raises:
-        ArgumentTypeError: a model that is not an :class:`~iit.Interventionable`.
+        ArgumentTypeError: a model that is not an `iit.Interventionable`.
         AlignmentError: an unknown variable or output (nearest names listed), or an output whose
             domain is not finite.
     """
@@ -47,6 +47,11 @@ class SearchProblem:
     variable: str
     encode_inputs: Callable[[Mapping[str, Tensor]], Inputs]
     decode_output: Callable[[Any], Tensor] = output_tensor
+    """Network output -> logits ``[batch, classes]`` (default: `iit.outputs.output_tensor`).
+
+    Raises:
+        TargetError: (the default) the output holds no tensor.
+    """
     output: str | None = None
 
     def __post_init__(self) -> None:
@@ -144,10 +149,22 @@ class Place:
     """One coordinate set to try, with the labels the result table is indexed by.
 
     Attributes:
-        coordinate: where (a :class:`~iit.Coordinate` or a
-            :class:`~iit.transformers.TransformerCoordinate`); the slot's last axis is featurized.
-        layer, component, position, head: table labels (``None`` where they do not apply).
+        coordinate: where (a `iit.Coordinate` or a
+            `iit.transformers.TransformerCoordinate`); the slot's last axis is featurized.
+        layer: the ``layer`` label of the result table (``None`` where it does not apply).
+        component: the ``component`` label.
+        position: the ``position`` label.
+        head: the ``head`` label.
         name: a short unique name (default: derived from the labels or the coordinate).
+
+    Raises:
+        TypeError: a missing or unknown field (the coordinate is checked when the search
+            collects the place's data).
+
+    Examples:
+        >>> from iit import Coordinate
+        >>> Place(Coordinate("layers.0"), layer=0, component="mlp").name
+        'L=0_c=mlp'
     """
 
     coordinate: Any
@@ -166,7 +183,24 @@ class Place:
 
 def module_places(modules: Sequence[str], index: Index | None = None) -> list[Place]:
     """One place per module path (``layer`` = its position in ``modules``), whole output by
-    default: ``module_places(["layers.0", "layers.1"])``."""
+    default.
+
+    Args:
+        modules: module paths, as in ``model.named_modules()``.
+        index: which entries of each output (default: all).
+
+    Returns:
+        One `Place` per module.
+
+    Raises:
+        CoordinateError: a module path that is not a string (paths are checked against the
+            model when the search collects data).
+
+    Examples:
+        >>> from iit import Index
+        >>> [p.name for p in module_places(["layers.0", "layers.1"], Index.dims(0, 4))]
+        ['layers.0', 'layers.1']
+    """
     return [
         Place(Coordinate(m, index or Index.all()), layer=i, component=m, name=_slug(m)) for i, m in enumerate(modules)
     ]
@@ -179,7 +213,7 @@ def transformer_places(
     heads: Sequence[int | None] = (None,),
 ) -> list[Place]:
     """The grid ``layers x components x positions x heads`` of transformer coordinates
-    (:class:`~iit.transformers.TransformerCoordinate`; a head only on head components).
+    (`iit.transformers.TransformerCoordinate`; a head only on head components).
 
     Raises:
         CoordinateError: an unknown component, or a head on a component without heads.

@@ -28,10 +28,26 @@ class SearchResult:
     """A finished search.
 
     Attributes:
-        table: one row per cell (columns :data:`COLUMNS`; see :func:`iit.search.cells.run_cell`).
+        table: one row per cell (columns `COLUMNS`; see `iit.search.cells.run_cell`).
         interventions: the scored intervention of each cell by key
             (``<variable>__<place>__<featurizer>__k<size>``), when kept.
         skipped: cells not run, with the reason (e.g. a size larger than the place).
+
+    Raises:
+        TypeError: a missing or unknown field.
+
+    Examples:
+        >>> cells = [(0, 1, 0.6, 0.5), (0, 2, 0.7, 0.75), (1, 1, 0.9, 0.875), (1, 2, 0.95, 0.875)]
+        >>> rows = [{"variable": "S", "place": f"L{layer}", "layer": layer, "featurizer": "das",
+        ...          "size": size, "iia_val": val, "iia_test": test} for layer, size, val, test in cells]
+        >>> result = SearchResult(SearchResult.table_from_rows(rows))
+        >>> result.pivot("layer", "size")
+        size       1      2
+        layer
+        0      0.500  0.750
+        1      0.875  0.875
+        >>> result.best()[["place", "size", "iia_test"]].to_dict()
+        {'place': 'L1', 'size': 2, 'iia_test': 0.875}
     """
 
     table: pd.DataFrame
@@ -71,7 +87,22 @@ class SearchResult:
 
     def pivot(self, rows: str, columns: str, value: str = "iia_test", featurizer: str | None = None) -> pd.DataFrame:
         """``value`` on a ``rows x columns`` grid; where several cells fall on one grid point
-        (other axes), the one with the best validation IIA gives the value."""
+        (other axes), the one with the best validation IIA gives the value.
+
+        Args:
+            rows: the table column on the grid's rows (e.g. ``"layer"``).
+            columns: the table column on the grid's columns (e.g. ``"size"``).
+            value: the column shown.
+            featurizer: restrict to one featurizer (default: all).
+
+        Returns:
+            A ``pandas.DataFrame`` indexed by ``rows`` values, with one column per ``columns``
+            value (NaN where no cell falls).
+
+        Raises:
+            ArgumentError: an axis column that is empty for these cells.
+            NamingError: no cells with ``featurizer``.
+        """
         table = self._rows(featurizer).copy()
         for axis in (rows, columns):
             if table[axis].isna().all():
@@ -97,5 +128,5 @@ class SearchResult:
 
     @staticmethod
     def table_from_rows(rows: list[dict[str, Any]]) -> pd.DataFrame:
-        """The tidy table of cell rows, in :data:`COLUMNS` order."""
+        """The tidy table of cell rows, in `COLUMNS` order."""
         return pd.DataFrame(rows, columns=list(COLUMNS))

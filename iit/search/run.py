@@ -1,14 +1,16 @@
 """`search`: sweep places x featurizer methods x sizes for one causal variable.
 
-    >>> problem = SearchProblem(Interventionable(net), causal_model, "S", encode_inputs)
-    >>> splits = CounterfactualSplits.generate(causal_model, "S", (2048, 512, 1024))
-    >>> result = search(problem, splits, module_places(["layers.0", "layers.1"]),
-    ...                 [DAS(), PCA(), neurons()], sizes=[1, 2, 4, 8], out_dir="runs/search")
-    >>> result.table                      # one row per cell: IIA with 95% interval, controls
-    >>> result.smallest_size(0.02, "das") # the smallest size within 0.02 of the best
+```python
+problem = SearchProblem(Interventionable(net), causal_model, "S", encode_inputs)
+splits = CounterfactualSplits.generate(causal_model, "S", (2048, 512, 1024))
+result = search(problem, splits, module_places(["layers.0", "layers.1"]),
+                [DAS(), PCA(), neurons()], sizes=[1, 2, 4, 8], out_dir="runs/search")
+result.table                      # one row per cell: IIA with 95% interval, controls
+result.smallest_size(0.02, "das") # the smallest size within 0.02 of the best
+```
 
 Cells run in this process by default, or on a Ray cluster (``executor=RayExecutor(...)``,
-:mod:`iit.search.distributed`) with identical results. With ``out_dir`` every finished cell is
+`iit.search.distributed`) with identical results. With ``out_dir`` every finished cell is
 written to ``out_dir/cells/`` (its row as JSON, its intervention as safetensors) and skipped
 when the search is run again.
 """
@@ -39,19 +41,45 @@ __all__ = ["search", "CellStore", "Executor", "plan_cells", "run_one"]
 
 class CellStore:
     """Finished cells on disk: ``<dir>/cells/<key>.json`` (the row) and ``<key>.safetensors``
-    (the scored intervention, when it can be saved)."""
+    (the scored intervention, when it can be saved).
+
+    Args:
+        directory: the search's ``out_dir`` (``cells/`` is made inside it).
+
+    Raises:
+        OSError: the folder cannot be made (e.g. a file of that name exists, no permission).
+    """
 
     def __init__(self, directory: str | Path) -> None:
         self.directory = Path(directory) / "cells"
         self.directory.mkdir(parents=True, exist_ok=True)
 
     def has(self, key: str) -> bool:
+        """Whether the cell ``key`` is finished (its row is on disk).
+
+        Args:
+            key: the cell's key (`iit.search.Cell.key`).
+        """
         return (self.directory / f"{key}.json").exists()
 
     def row(self, key: str) -> dict[str, Any]:
+        """The stored row of cell ``key``.
+
+        Args:
+            key: the cell's key.
+
+        Raises:
+            FileNotFoundError: the cell is not finished.
+            json.JSONDecodeError: a damaged row file.
+        """
         return json.loads((self.directory / f"{key}.json").read_text())
 
     def intervention_path(self, key: str) -> Path:
+        """Where cell ``key``'s intervention is (or would be) stored.
+
+        Args:
+            key: the cell's key.
+        """
         return self.directory / f"{key}.safetensors"
 
     def save(self, key: str, row: dict[str, Any], intervention_bytes: bytes | None) -> None:
@@ -120,7 +148,19 @@ def run_one(
     problem: SearchProblem, splits: CounterfactualSplits, cell: Cell, settings: SearchSettings, data: PlaceData | None = None
 ) -> tuple[dict[str, Any] | None, bytes | None, str | None, PlaceData]:
     """Run one cell from scratch (what an executor does): ``(row, intervention bytes, skip
-    reason, place data)``; the row is ``None`` when the cell is skipped."""
+    reason, place data)``; the row is ``None`` when the cell is skipped.
+
+    Args:
+        problem: the search problem.
+        splits: the counterfactual splits.
+        cell: the cell to run.
+        settings: settings shared by every cell.
+        data: the place data of the previous cell, reused when the place is the same.
+
+    Raises:
+        InterventionError: a method that cannot build its intervention at the place.
+        CoordinateError: a place whose coordinate does not fit the model.
+    """
     with frozen(problem, settings.threads):
         if data is None or data.place != cell.place:
             data = collect_place(problem, splits, cell.place, settings.fit.eval_batch_size)
@@ -133,9 +173,23 @@ def run_one(
 
 
 class Executor(Protocol):
-    """Runs cells and yields ``(cell, row, intervention bytes, skip reason)`` as they finish."""
+    """Runs cells and yields ``(cell, row, intervention bytes, skip reason)`` as they finish.
 
-    def run(self, problem: SearchProblem, splits: CounterfactualSplits, cells: Sequence[Cell], settings: SearchSettings) -> Any: ...
+    Raises:
+        TypeError: instantiating the protocol itself (write a class with a `run` method, e.g.
+            `iit.search.distributed.RayExecutor`).
+    """
+
+    def run(self, problem: SearchProblem, splits: CounterfactualSplits, cells: Sequence[Cell], settings: SearchSettings) -> Any:
+        """Run ``cells``, yielding ``(cell, row, intervention bytes, skip reason)`` per cell.
+
+        Args:
+            problem: the search problem.
+            splits: the counterfactual splits.
+            cells: the cells to run.
+            settings: settings shared by every cell.
+        """
+        ...
 
 
 class InProcess:
@@ -170,21 +224,21 @@ def search(
     Args:
         problem: model, causal model, variable, input encoding, output decoding.
         splits: counterfactual pairs intervening on ``problem.variable``.
-        places: coordinate sets (:func:`~iit.search.module_places`,
-            :func:`~iit.search.transformer_places`).
-        methods: featurizer methods (:class:`~iit.search.DAS`, :class:`~iit.search.PCA`,
-            :func:`~iit.search.neurons`, :func:`~iit.search.sae`).
+        places: coordinate sets (`iit.search.module_places`,
+            `iit.search.transformer_places`).
+        methods: featurizer methods (`iit.search.DAS`, `iit.search.PCA`,
+            `iit.search.neurons`, `iit.search.sae`).
         sizes: feature counts per cell (larger than a place allows: skipped and listed).
         settings: fitting settings and the seed (the same seed gives the same table).
         out_dir: keep finished cells there and skip them on a rerun; ``out_dir/manifest.json``
             records what they were computed from (model weights, splits, settings, variable,
             place coordinates, method configs) and a rerun with other ones is refused.
         executor: where cells run (default: this process;
-            :class:`~iit.search.distributed.RayExecutor` for a Ray cluster).
+            `iit.search.distributed.RayExecutor` for a Ray cluster).
         progress: show a progress bar over cells.
 
     Returns:
-        :class:`~iit.search.SearchResult` (rows in cell order).
+        `iit.search.SearchResult` (rows in cell order).
 
     Raises:
         AlignmentError: splits for another variable.

@@ -13,10 +13,12 @@ __all__ = ["wilson_interval"]
 def wilson_interval(successes: int, trials: int, confidence: float = 0.95) -> tuple[float, float]:
     """The Wilson score interval for a binomial proportion ``successes / trials``.
 
-    With ``z`` the two-sided normal quantile of ``confidence`` and ``p = successes / trials``::
+    With ``z`` the two-sided normal quantile of ``confidence`` and ``p = successes / trials``:
 
-        centre = (p + z^2 / (2n)) / (1 + z^2 / n)
-        half   = z / (1 + z^2 / n) * sqrt(p (1 - p) / n + z^2 / (4 n^2))
+    ```text
+    centre = (p + z^2 / (2n)) / (1 + z^2 / n)
+    half   = z / (1 + z^2 / n) * sqrt(p (1 - p) / n + z^2 / (4 n^2))
+    ```
 
     Unlike the normal (Wald) interval it stays inside ``[0, 1]`` and is not degenerate at
     ``p = 0`` or ``p = 1`` (the IIA of a well-trained network).

@@ -1,6 +1,6 @@
 """Reading checkpoints written by a fit: untrusted files, loaded without running any code
 stored in them (``torch.load(weights_only=True)``); a damaged, truncated or malicious file gives
-one :class:`iit.errors.DamagedFileError` that says it was not loaded."""
+one `iit.errors.DamagedFileError` that says it was not loaded."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""The ``iit`` command line: LightningCLI over :class:`IITModule` and
-:class:`CounterfactualDataModule`, plus ``iit evaluate``.
+"""The ``iit`` command line: LightningCLI over `IITModule` and
+`CounterfactualDataModule`, plus ``iit evaluate``.
 
     iit fit --config tasks/configs/digit_sum_mlp.yaml
     iit fit --config tasks/configs/digit_sum_mlp.yaml --trainer.strategy ddp \\
@@ -11,10 +11,10 @@
 ``torch.set_num_threads`` (default 1: fastest for the small CPU tasks).
 
 Checkpoints are untrusted files: ``iit evaluate --ckpt_path`` and ``iit fit --ckpt_path`` read
-them with :func:`read_checkpoint` (``torch.load(weights_only=True)``: no code in the file runs),
+them with `read_checkpoint` (``torch.load(weights_only=True)``: no code in the file runs),
 and a damaged, truncated or malicious file stops the command with one line,
 ``iit: error: ... is damaged or unsafe and was not loaded: ...``. Called from Python,
-:func:`main` raises the :class:`iit.IITError` instead (the original error chained).
+`main` raises the `iit.IITError` instead (the original error chained).
 """
 
 from __future__ import annotations
@@ -38,24 +38,38 @@ __all__ = ["IITTrainer", "IITCLI", "main", "evaluate_alignment", "format_interva
 
 class IITCLI(LightningCLI):
     """LightningCLI with the task linked from the model to the data module and an
-    ``evaluate`` subcommand."""
+    ``evaluate`` subcommand.
+
+    Raises:
+        SystemExit: (from Lightning's argument parser) invalid command-line arguments, or
+            ``--help``.
+        MissingFileError: a ``--ckpt_path`` that does not exist.
+        DamagedFileError: a ``--ckpt_path`` that cannot be read.
+    """
 
     def add_arguments_to_parser(self, parser: Any) -> None:
+        """Add ``--threads`` (torch threads) and link ``model.task`` to ``data.task``.
+
+        Args:
+            parser: Lightning's argument parser.
+        """
         parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
         parser.link_arguments("model.task", "data.task", apply_on="instantiate")
 
     @staticmethod
     def subcommands() -> dict[str, set[str]]:
+        """Lightning's subcommands plus ``evaluate`` (taking the model and the data module)."""
         commands = dict(LightningCLI.subcommands())
         commands["evaluate"] = {"model", "datamodule"}
         return commands
 
     def parse_arguments(self, parser: Any, args: Any) -> None:
-        """Parse, then check a ``--ckpt_path`` file with :func:`read_checkpoint` before Lightning
+        """Parse, then check a ``--ckpt_path`` file with `read_checkpoint` before Lightning
         (or anything else) reads it.
 
         Raises:
-            MissingFileError, DamagedFileError: see :func:`read_checkpoint`.
+            MissingFileError: no file at ``--ckpt_path``.
+            DamagedFileError: a file that cannot be read (see `read_checkpoint`).
         """
         super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
@@ -64,6 +78,7 @@ class IITCLI(LightningCLI):
             read_checkpoint(ckpt_path)
 
     def before_instantiate_classes(self) -> None:
+        """Set torch's thread count from ``--threads`` (at least 1)."""
         config = self.config[self.subcommand] if self.subcommand else self.config
         torch.set_num_threads(max(1, int(config.get("threads", 1))))
 
@@ -74,13 +89,15 @@ def main(args: list[str] | None = None) -> None:
     Args:
         args: command-line arguments; ``None`` reads ``sys.argv`` (the console script).
 
-    Lightning's informational output is silenced (:func:`iit.training.quiet_lightning`); no
+    Lightning's informational output is silenced (`iit.training.quiet_lightning`); no
     model summary unless ``--trainer.enable_model_summary true``.
 
     Raises:
         IITError: any library error, when called with ``args`` (from Python). From the console
             (``args=None``) it is printed as one line, ``iit: error: <message>``, and the
             process exits with status 2.
+        SystemExit: status 2 after printing a library error from the console (``args=None``);
+            also Lightning's own exits (``--help``, invalid arguments).
     """
     quiet_lightning()
     try:

@@ -40,13 +40,33 @@ def _identity(batch: CounterfactualBatch) -> CounterfactualBatch:
 
 class EpochShuffle(Sampler[int]):
     """A shuffling sampler whose order depends only on ``(seed, epoch)`` (Lightning calls
-    :meth:`set_epoch`), so a run resumed from a checkpoint sees the same batches as an
-    uninterrupted one."""
+    `set_epoch`), so a run resumed from a checkpoint sees the same batches as an
+    uninterrupted one.
+
+    Args:
+        size: number of items.
+        seed: the run's seed.
+
+    Raises:
+        TypeError: a missing or extra argument.
+
+    Examples:
+        >>> sampler = EpochShuffle(5, seed=0)
+        >>> first = list(sampler)
+        >>> sampler.set_epoch(1)
+        >>> sorted(first) == sorted(sampler) == [0, 1, 2, 3, 4], list(sampler) == list(sampler)
+        (True, True)
+    """
 
     def __init__(self, size: int, seed: int) -> None:
         self.size, self.seed, self.epoch = size, seed, 0
 
     def set_epoch(self, epoch: int) -> None:
+        """Use the order of ``epoch`` from now on (Lightning calls it at each epoch's start).
+
+        Args:
+            epoch: the epoch number.
+        """
         self.epoch = epoch
 
     def __iter__(self) -> Iterator[int]:
@@ -69,7 +89,10 @@ class CounterfactualDataModule(pl.LightningDataModule):
         val_size: held-out pairs.
         batch_size: pairs per batch.
         seed: seeds data generation and shuffling (``None``: the ``seed_everything`` seed,
-            else 0; see :func:`iit.training.resolve_seed`).
+            else 0; see `iit.training.resolve_seed`).
+
+    Raises:
+        ArgumentError: a size below 1.
     """
 
     def __init__(
@@ -85,6 +108,15 @@ class CounterfactualDataModule(pl.LightningDataModule):
         self.val_data: CounterfactualBatch | None = None
 
     def setup(self, stage: str | None = None) -> None:
+        """Generate the training and validation pairs (once; later calls do nothing).
+
+        Args:
+            stage: Lightning's stage name (unused: both splits are made).
+
+        Raises:
+            ArgumentError: the task's causal model, samplers or counterfactual configuration
+                reject the sizes or seeds (raised by `causal_models` data generation).
+        """
         if self.train_data is not None:
             return
         model = self.task.causal_model()
@@ -97,6 +129,8 @@ class CounterfactualDataModule(pl.LightningDataModule):
         ).data
 
     def train_dataloader(self) -> DataLoader:
+        """Training batches of ``batch_size`` pairs, shuffled by `EpochShuffle` (call `setup`
+        first)."""
         assert self.train_data is not None
         dataset = _Batched(self.train_data)
         return DataLoader(
@@ -104,5 +138,6 @@ class CounterfactualDataModule(pl.LightningDataModule):
         )
 
     def val_dataloader(self) -> DataLoader:
+        """Validation batches of ``max(batch_size, 512)`` pairs, in order (call `setup` first)."""
         assert self.val_data is not None
         return DataLoader(_Batched(self.val_data), batch_size=max(self.batch_size, 512), collate_fn=_identity)

@@ -31,8 +31,8 @@ AlignmentSpec = str | Alignment | Mapping[str, Any] | None
 
 
 def load_module(checkpoint: str | Path, task: IITTask) -> IITModule:
-    """An :class:`IITModule` for ``task`` with the weights (and learned interventions) of a
-    checkpoint written by a fit, built with the checkpoint's :class:`IITConfig`.
+    """An `IITModule` for ``task`` with the weights (and learned interventions) of a
+    checkpoint written by a fit, built with the checkpoint's `IITConfig`.
 
     Raises:
         MissingFileError: no such checkpoint.
@@ -86,17 +86,17 @@ def evaluate_alignment(
     trained alignment or any other hypothesis.
 
     Args:
-        model: a trained :class:`IITModule`, a plain network for ``data.task`` (wrapped by the
-            task), or the path of a checkpoint (loaded with :func:`load_module`).
+        model: a trained `IITModule`, a plain network for ``data.task`` (wrapped by the
+            task), or the path of a checkpoint (loaded with `load_module`).
         data: supplies the task and the held-out pairs (``val_dataloader``).
         alignment: ``None`` (the module's own), the name of one of the task's alignments, an
-            :class:`~iit.Alignment`, or a ``{variable: coordinates}`` mapping.
+            `iit.Alignment`, or a ``{variable: coordinates}`` mapping.
 
     Returns:
         ``{"task_acc", "iia", "iia_impactful", "impactful_fraction", "iia/<var>",
         "iia/<var>/impactful", "strict_acc"?}`` as floats (``iia*`` only when the pairs'
         variables are all aligned), and the number of examples behind each rate (for confidence
-        intervals, :func:`format_intervals`): ``"n/task_acc"``, ``"n/iia/<var>"``,
+        intervals, `format_intervals`): ``"n/task_acc"``, ``"n/iia/<var>"``,
         ``"n/iia/<var>/impactful"``.
 
     Raises:
@@ -144,9 +144,22 @@ def format_table(rows: Mapping[str, Mapping[str, float]], columns: list[str] | N
     """A plain-text table: one row per run, one column per metric (``-`` where missing or nan).
 
     Args:
-        rows: ``{run name: {metric: value}}``, e.g. :func:`evaluate_alignment` results.
+        rows: ``{run name: {metric: value}}``, e.g. `evaluate_alignment` results.
         columns: the metrics to show, in order (default: every metric but the counts
             ``n/<metric>``, sorted).
+
+    Returns:
+        The table as one string (a header line, a rule, one line per run).
+
+    Raises:
+        AttributeError: a row that is not a mapping of metric names.
+
+    Examples:
+        >>> print(format_table({"dev": {"iia": 0.5, "loss": float("nan")}, "test": {"iia": 0.875}}))
+                     iia    loss
+        ...
+        dev        0.500       -
+        test       0.875       -
     """
     columns = columns or sorted({k for r in rows.values() for k in r if not k.startswith("n/")})
     width = max([len(r) for r in rows] + [8])
@@ -164,7 +177,7 @@ def format_table(rows: Mapping[str, Mapping[str, float]], columns: list[str] | N
 
 def format_intervals(values: Mapping[str, float], confidence: float = 0.95) -> str:
     """``metric rate [lo, hi] (n=...)`` with the Wilson interval of every rate in an
-    :func:`evaluate_alignment` result that comes with its count ``n/<metric>``.
+    `evaluate_alignment` result that comes with its count ``n/<metric>``.
 
     Raises:
         ArgumentError: a confidence outside ``(0, 1)``.

@@ -2,7 +2,7 @@
 
 A wrong dtype (``int64`` tokens into ``nn.Linear``, floats into ``nn.Embedding``) or width would
 otherwise fail deep inside the first training step with a raw PyTorch message;
-:func:`check_encoded_inputs` raises an error that names the task method and the expected
+`check_encoded_inputs` raises an error that names the task method and the expected
 dtype / shape before any step runs.
 """
 
@@ -30,7 +30,19 @@ class _FirstLayer(Exception):
 
 def describe_inputs(inputs: Inputs) -> str:
     """``int64 [4, 3]`` for a tensor; one entry per element / key for tuples and mappings
-    (:func:`iit.hooks.describe_structure` with dtypes)."""
+    (`iit.hooks.describe_structure` with dtypes).
+
+    Args:
+        inputs: model inputs (a tensor, a tuple / list, or a dict of keyword arguments).
+
+    Raises:
+        RecursionError: a self-containing structure.
+
+    Examples:
+        >>> import torch
+        >>> describe_inputs({"input_ids": torch.zeros(4, 3, dtype=torch.long), "mask": torch.ones(4, 3)})
+        "{'input_ids': int64 [4, 3], 'mask': float32 [4, 3]}"
+    """
     return describe_structure(inputs, lambda t: f"{str(t.dtype).removeprefix('torch.')} {list(t.shape)}")
 
 

@@ -19,6 +19,18 @@ class InterchangeAccuracy(Metric):
     ``update(correct, impactful)`` takes bool ``[batch]`` tensors; ``compute()`` returns
     ``{"iia", "iia_impactful", "impactful_fraction"}`` (``nan`` where undefined).
     States are summed across processes under DDP.
+
+    Raises:
+        TypeError: any argument (it takes none).
+
+    Examples:
+        Three pairs, two predicted correctly; of the two impactful pairs one is correct:
+
+        >>> import torch
+        >>> metric = InterchangeAccuracy()
+        >>> metric.update(torch.tensor([True, True, False]), torch.tensor([True, False, True]))
+        >>> {k: round(float(v), 4) for k, v in metric.compute().items()}
+        {'iia': 0.6667, 'iia_impactful': 0.5, 'impactful_fraction': 0.6667}
     """
 
     is_differentiable = False
@@ -31,7 +43,15 @@ class InterchangeAccuracy(Metric):
             self.add_state(name, default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
 
     def update(self, correct: Tensor, impactful: Tensor) -> None:
-        """Add a batch: ``correct`` and ``impactful`` are bool ``[batch]``."""
+        """Add a batch: ``correct`` and ``impactful`` are bool ``[batch]``.
+
+        Args:
+            correct: bool ``[batch]``: the intervened network predicted the counterfactual label.
+            impactful: bool ``[batch]``: the pair changes the causal model's output.
+
+        Raises:
+            ArgumentError: the two are not vectors of one length.
+        """
         if correct.shape != impactful.shape or correct.dim() != 1:
             raise ArgumentError(
                 f"correct and impactful must be bool vectors of one length, got {tuple(correct.shape)} "
@@ -44,6 +64,8 @@ class InterchangeAccuracy(Metric):
         self.impactful_total += impactful.sum()
 
     def compute(self) -> dict[str, Tensor]:
+        """``{"iia", "iia_impactful", "impactful_fraction"}`` as 0-d tensors ``[]`` (``nan``
+        where no pair, or no impactful pair, was seen)."""
         nan = torch.tensor(float("nan"))
         total, imp = self.total.float(), self.impactful_total.float()
         return {

@@ -13,7 +13,7 @@ One training step, with in-batch sources (the default):
 So an IIT step costs two forward passes instead of three (base, source, counterfactual). With
 ``in_batch_sources=False`` the sources drawn by the data module are run separately.
 
-Losses (weights in :class:`IITConfig`): behaviour ``loss(N(b), H(b))``, IIT
+Losses (weights in `IITConfig`): behaviour ``loss(N(b), H(b))``, IIT
 ``loss(N_{Π(V)<-N(s)}(b), H_{V<-H(s)}(b))`` and strict IIT ``loss(N_{U<-N(s)}(b), H(b))`` for
 unaligned coordinates ``U`` (one sampled per row). Whether the IIT loss reaches the network through
 the source run as well as the base run is ``detach_sources`` (default ``False``: it does).
@@ -48,7 +48,7 @@ __all__ = ["IITConfig", "IITModule"]
 
 @dataclass(frozen=True)
 class IITConfig:
-    """Hyper-parameters of :class:`IITModule`.
+    """Hyper-parameters of `IITModule`.
 
     Attributes:
         behaviour_weight: weight of the task loss on base inputs (0: skipped).
@@ -64,17 +64,23 @@ class IITConfig:
         boundary_lr: learning rate of parameters a learned intervention puts in its
             ``"boundary"`` group (Boundless DAS).
         regularizer_weight: weight of the learned interventions' regularizer terms
-            (Boundless DAS: the boundary size), see :mod:`iit.trainable`.
+            (Boundless DAS: the boundary size), see `iit.trainable`.
         temperature: ``(start, end)`` of annealed masks, linear over the run's optimizer steps
             (Boundless DAS).
-        optimizer, lr, momentum, weight_decay: the optimiser.
+        optimizer: ``"adam"``, ``"adamw"`` or ``"sgd"``.
+        lr: learning rate.
+        momentum: SGD momentum.
+        weight_decay: weight decay.
         regression_atol: tolerance of a correct regression prediction.
         seed: seeds the network's initial weights (``task.build_network()`` runs under
             ``torch.manual_seed(seed)``) and the per-step permutations (step ``k`` uses
             ``seed * 1_000_003 + k``, so a resumed run repeats an uninterrupted one). ``None``
             (default): the seed of ``pytorch_lightning.seed_everything`` (``seed_everything:`` in a
             CLI config), else 0 — so one ``seed_everything(s)`` fixes weights, data and
-            permutations (see :func:`iit.training.resolve_seed`).
+            permutations (see `iit.training.resolve_seed`).
+
+    Raises:
+        ArgumentError: a negative weight, learning rate or weight decay, or every loss weight 0.
     """
 
     behaviour_weight: float = 1.0
@@ -107,7 +113,7 @@ class IITModule(pl.LightningModule):
     """Train a network with behaviour, IIT and strict-IIT losses; report IIA with torchmetrics.
 
     Args:
-        task: the :class:`~iit.training.IITTask` (causal model, network, alignments, encoding).
+        task: the `iit.training.IITTask` (causal model, network, alignments, encoding).
         config: hyper-parameters.
         network: use this network instead of ``task.build_network()`` (e.g. a behaviour-trained
             network for DAS).
@@ -186,6 +192,16 @@ class IITModule(pl.LightningModule):
         In-batch sources replace the batch's sources by a permutation of its bases (drawn
         from ``generator``); the counterfactual labels are recomputed with the same
         permutation.
+
+        Args:
+            batch: counterfactual pairs (``batch.base`` values ``{input: [batch, ...]}``).
+            generator: RNG of the in-batch permutation and the strict-IIT ablations.
+
+        Returns:
+            ``{term: 0-d loss tensor []}``.
+
+        Raises:
+            AlignmentError: the batch intervenes on a variable the alignment lacks.
         """
         cfg = self.config
         base_inputs = self.task.encode_inputs(batch.base)
@@ -240,6 +256,13 @@ class IITModule(pl.LightningModule):
         return losses
 
     def training_step(self, batch: CounterfactualBatch, batch_idx: int) -> Tensor:
+        """The weighted total loss (0-d ``[]``) of one step; its terms are summed for the epoch
+        means.
+
+        Args:
+            batch: counterfactual pairs.
+            batch_idx: the batch's index in the epoch (Lightning's).
+        """
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.global_step)
         # evaluate orthogonal parametrisations (DAS rotations) once per step, even when shared
         with torch.nn.utils.parametrize.cached():
@@ -262,7 +285,7 @@ class IITModule(pl.LightningModule):
         return tuple(name for name, w in weights.items() if w > 0) + extra + ("total",)
 
     def on_train_batch_start(self, batch: CounterfactualBatch, batch_idx: int) -> None:
-        """Learned interventions' schedules (:mod:`iit.trainable`) for this optimizer step."""
+        """Learned interventions' schedules (`iit.trainable`) for this optimizer step."""
         if self._learned_training.interventions:
             total = int(self.trainer.estimated_stepping_batches)
             self._learned_training.on_training_step(TrainingProgress(self.global_step, total, self.config.temperature))
@@ -273,6 +296,7 @@ class IITModule(pl.LightningModule):
             self._learned_training.after_optimizer_step()
 
     def on_train_epoch_start(self) -> None:
+        """Reset the sums behind the epoch's mean losses."""
         self._loss_sums = torch.zeros(len(self._logged_losses), device=self.device)
         self._loss_count = 0
 
@@ -328,6 +352,13 @@ class IITModule(pl.LightningModule):
         return result
 
     def validation_step(self, batch: CounterfactualBatch, batch_idx: int) -> None:
+        """Update task accuracy, IIA (overall and per variable) and strict accuracy with one
+        held-out batch (see `evaluate_batch`).
+
+        Args:
+            batch: counterfactual pairs.
+            batch_idx: the batch's index (Lightning's).
+        """
         result = self.evaluate_batch(batch)
         self.task_acc.update(result["task_correct"].float())
         if result["correct"] is not None:
@@ -339,6 +370,8 @@ class IITModule(pl.LightningModule):
             self.strict_acc.update(result["strict"].float().mean(0))
 
     def on_validation_epoch_end(self) -> None:
+        """Log ``val/task_acc``, ``val/iia`` (with ``_impactful`` and the impactful fraction),
+        ``val/iia/<variable>`` and ``val/strict_acc``, then reset the metrics."""
         logged = {"val/task_acc": self.task_acc.compute()}
         overall = self.iia.compute()
         logged.update({"val/iia": overall["iia"], "val/iia_impactful": overall["iia_impactful"],
@@ -373,7 +406,12 @@ class IITModule(pl.LightningModule):
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         """The optimiser over the network (unless frozen) and the learned interventions; an
-        intervention's ``"boundary"`` group trains at ``boundary_lr``."""
+        intervention's ``"boundary"`` group trains at ``boundary_lr``.
+
+        Raises:
+            ArgumentError: nothing to train (every parameter frozen and no learned
+                intervention).
+        """
         cfg = self.config
         network = [p for p in self.network.parameters() if p.requires_grad]
         params = self._learned_training.param_groups(cfg.lr, {"boundary": cfg.boundary_lr}, extra=network)

@@ -1,4 +1,4 @@
-"""IIT objectives as plain functions (the functional core of :class:`iit.training.IITModule`).
+"""IIT objectives as plain functions (the functional core of `iit.training.IITModule`).
 
 Shapes: ``logits`` are the network's decoded outputs ``[batch, classes]`` for classification or
 ``[batch]`` / ``[batch, d]`` for regression; ``labels`` are class indices ``[batch]`` (int64) or
@@ -9,7 +9,7 @@ targets shaped like the predictions.
   labels from the causal model;
 * strict IIT (SIIT) loss: ``loss(N_{U <- N(s)}(b), H(b))`` for unaligned coordinates ``U``.
 
-All three are :func:`prediction_loss` applied to different pairs; IIA is :func:`correct`
+All three are `prediction_loss` applied to different pairs; IIA is `correct`
 averaged over pairs.
 """
 
@@ -61,7 +61,25 @@ def prediction_loss(logits: Tensor, labels: Tensor, kind: TaskKind) -> Tensor:
 
 def correct(logits: Tensor, labels: Tensor, kind: TaskKind, atol: float = 0.05) -> Tensor:
     """bool ``[batch]``: the prediction matches the label (argmax for classification; every
-    entry within ``atol`` for regression)."""
+    entry within ``atol`` for regression).
+
+    Args:
+        logits: classification: ``[batch, classes]``; regression: predictions ``[batch, ...]``.
+        labels: classification: class indices ``[batch]``; regression: targets shaped like
+            ``logits``.
+        kind: ``"classification"`` or ``"regression"``.
+        atol: absolute tolerance of a correct regression prediction.
+
+    Raises:
+        RuntimeError: (from torch) ``labels`` that do not broadcast against the predictions.
+
+    Examples:
+        >>> import torch
+        >>> correct(torch.tensor([[2.0, 1.0], [0.0, 3.0]]), torch.tensor([0, 0]), "classification")
+        tensor([ True, False])
+        >>> correct(torch.tensor([[1.02], [1.5]]), torch.tensor([[1.0], [1.0]]), "regression")
+        tensor([ True, False])
+    """
     if kind == "classification":
         return logits.argmax(dim=-1) == labels.to(logits.device)
     close = (logits - labels.to(logits.dtype)).abs() <= atol

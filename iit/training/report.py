@@ -11,7 +11,15 @@ __all__ = ["read_epoch_metrics", "plot_history"]
 
 def read_epoch_metrics(path: str | Path) -> list[dict[str, float]]:
     """Rows of a Lightning ``metrics.csv`` that carry validation metrics, one per epoch, as
-    ``{metric: value}`` (empty cells dropped)."""
+    ``{metric: value}`` (empty cells dropped).
+
+    Args:
+        path: the ``metrics.csv`` a ``CSVLogger`` wrote.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ValueError: a cell that is not a number.
+    """
     rows = []
     with open(path, newline="") as handle:
         for row in csv.DictReader(handle):
@@ -31,6 +39,13 @@ def plot_history(
         runs: ``{run name: path of its metrics.csv}``.
         path: the image file to write.
         metrics: which ``val/...`` columns (default: task accuracy, IIA and per-variable IIA).
+
+    Returns:
+        ``path``.
+
+    Raises:
+        FileNotFoundError: a run's ``metrics.csv`` does not exist.
+        ValueError: a cell that is not a number, or an image suffix matplotlib cannot write.
     """
     import matplotlib
 

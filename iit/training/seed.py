@@ -14,8 +14,8 @@ def resolve_seed(seed: int | None) -> int:
     ``pytorch_lightning.seed_everything`` (``seed_everything:`` in a CLI config, stored in the
     ``PL_GLOBAL_SEED`` environment variable), else 0.
 
-    :class:`~iit.training.IITModule` (initial weights, per-step source permutations) and
-    :class:`~iit.training.CounterfactualDataModule` (pairs, shuffling) resolve their ``seed``
+    `iit.training.IITModule` (initial weights, per-step source permutations) and
+    `iit.training.CounterfactualDataModule` (pairs, shuffling) resolve their ``seed``
     argument with this, so ``seed_everything(s)`` alone makes a run repeatable, and a
     different ``s`` changes all three.
 

@@ -1,13 +1,15 @@
 """`IITTask`: everything a training run needs besides hyper-parameters — a causal model, a
 network, named alignment hypotheses, how causal inputs become network inputs, and samplers.
 
-Ready tasks live in the ``tasks`` package; write your own by subclassing::
+Ready tasks live in the ``tasks`` package; write your own by subclassing:
 
-    class MyTask(IITTask):
-        def causal_model(self): return standard.digit_sum(9)
-        def build_network(self): return MyMLP()
-        def alignments(self): return {"default": {"S": Coordinate("h1", Index.dims(0, 32))}}
-        def encode_inputs(self, values): return torch.stack([values[k] for k in "xyz"], 1)
+```python
+class MyTask(IITTask):
+    def causal_model(self): return standard.digit_sum(9)
+    def build_network(self): return MyMLP()
+    def alignments(self): return {"default": {"S": Coordinate("h1", Index.dims(0, 32))}}
+    def encode_inputs(self, values): return torch.stack([values[k] for k in "xyz"], 1)
+```
 """
 
 from __future__ import annotations
@@ -38,6 +40,10 @@ class IITTask(ABC):
     Subclasses implement the four abstract methods; the others have defaults.
     Attributes ``kind`` (``"classification"`` / ``"regression"``) and ``name`` may be
     overridden as class attributes.
+
+    Raises:
+        TypeError: instantiating a subclass that does not implement the four abstract methods
+            (`causal_model`, `build_network`, `alignments`, `encode_inputs`).
     """
 
     kind: TaskKind = "classification"
@@ -97,14 +103,21 @@ class IITTask(ABC):
         return domain.index_of(values).long()
 
     def output_variable(self, model: CausalModel) -> str:
-        """The causal output the network predicts (default: the model's only output)."""
+        """The causal output the network predicts (default: the model's only output).
+
+        Args:
+            model: the task's causal model.
+
+        Raises:
+            AlignmentError: the model has several outputs (override this method to pick one).
+        """
         if len(model.outputs) != 1:
             raise AlignmentError(f"the causal model has outputs {model.outputs}; override output_variable()")
         return model.outputs[0]
 
     def wrap_network(self, network: nn.Module) -> Interventionable:
-        """How the network is wrapped for interventions (default: :class:`~iit.Interventionable`;
-        return a :class:`~iit.transformers.TransformerInterventionable` or your own subclass to
+        """How the network is wrapped for interventions (default: `iit.Interventionable`;
+        return a `iit.transformers.TransformerInterventionable` or your own subclass to
         align in its coordinate system)."""
         return Interventionable(network)
 

@@ -1,14 +1,16 @@
 """A Lightning ``Trainer`` for IIT runs with quiet defaults.
 
-:func:`make_trainer` is the one-call way to train::
+`make_trainer` is the one-call way to train:
 
-    trainer = make_trainer(task, max_epochs=10)      # logs to runs/<task.name>/version_N
-    trainer.fit(IITModule(task), CounterfactualDataModule(task))
+```python
+trainer = make_trainer(task, max_epochs=10)      # logs to runs/<task.name>/version_N
+trainer.fit(IITModule(task), CounterfactualDataModule(task))
+```
 
 Quiet means: no GPU/TPU/"tip" lines, no model summary or FLOPs table, no warnings about
 data-loader workers (the pairs are precomputed tensors; workers would only add overhead);
 a progress bar and the per-epoch metrics stay. No sanity-check validation before training:
-:class:`IITModule` already runs the task's network and alignment on example inputs when it is
+`IITModule` already runs the task's network and alignment on example inputs when it is
 built.
 """
 
@@ -47,7 +49,11 @@ _NOISE = (
 def quiet_lightning() -> None:
     """Silence Lightning's informational output (device lines, tips, "fit stopped") and its
     warnings about data-loader workers and the logging interval; warnings that point at real
-    problems stay. Applies process-wide (Lightning's loggers are global)."""
+    problems stay. Applies process-wide (Lightning's loggers are global).
+
+    Raises:
+        TypeError: any argument (it takes none).
+    """
     for name in ("pytorch_lightning.utilities.rank_zero", "lightning.pytorch.utilities.rank_zero",
                  "lightning_fabric.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -56,7 +62,15 @@ def quiet_lightning() -> None:
 
 
 class IITTrainer(pl.Trainer):
-    """A Lightning ``Trainer`` with an :meth:`evaluate` entry point (``iit evaluate``)."""
+    """A Lightning ``Trainer`` with an `evaluate` entry point (``iit evaluate``).
+
+    Takes ``pytorch_lightning.Trainer``'s arguments; `make_trainer` builds one with IIT's
+    defaults.
+
+    Raises:
+        MisconfigurationException: (from Lightning) an invalid combination of Trainer
+            arguments.
+    """
 
     def evaluate(
         self,
@@ -66,18 +80,20 @@ class IITTrainer(pl.Trainer):
         alignment: str | None = None,
     ) -> dict[str, float]:
         """Print and return IIA per variable for a checkpoint, optionally under another of the
-        task's alignments (:func:`~iit.training.evaluate_alignment`).
+        task's alignments (`iit.training.evaluate_alignment`).
 
         Args:
             model: the module (its weights are replaced by the checkpoint's).
             datamodule: supplies the held-out pairs.
             ckpt_path: a checkpoint written by a fit (read with
-                :func:`~iit.training.checkpoints.read_checkpoint`: no code in it runs).
+                `iit.training.checkpoints.read_checkpoint`: no code in it runs).
             alignment: the name of another alignment hypothesis of the task.
 
         Raises:
             AlignmentError: an unknown alignment name (listing the task's).
-            MissingFileError, DamagedFileError: see :func:`~iit.training.checkpoints.read_checkpoint`.
+            MissingFileError: no checkpoint at ``ckpt_path``.
+            DamagedFileError: a checkpoint that cannot be read (see
+                `iit.training.checkpoints.read_checkpoint`).
         """
         if ckpt_path is not None:
             model.load_state_dict(read_checkpoint(ckpt_path)["state_dict"])
@@ -99,11 +115,13 @@ class IITTrainer(pl.Trainer):
         weights_only: bool | None = None,
     ) -> None:
         """``Trainer.fit``; a ``ckpt_path`` file is first checked with
-        :func:`~iit.training.checkpoints.read_checkpoint` and then restored by Lightning with
+        `iit.training.checkpoints.read_checkpoint` and then restored by Lightning with
         ``weights_only=True``.
 
         Raises:
-            MissingFileError, DamagedFileError: see :func:`~iit.training.checkpoints.read_checkpoint`.
+            MissingFileError: no checkpoint at ``ckpt_path``.
+            DamagedFileError: a checkpoint that cannot be read (see
+                `iit.training.checkpoints.read_checkpoint`).
         """
         if ckpt_path is not None and str(ckpt_path) not in LIGHTNING_CKPT_NAMES:
             read_checkpoint(ckpt_path)
@@ -129,20 +147,25 @@ def make_trainer(
     callbacks: Sequence[Callback] = (),
     quiet: bool = True,
 ) -> IITTrainer:
-    """An :class:`IITTrainer` with IIT's defaults.
+    """An `IITTrainer` with IIT's defaults.
 
     Args:
         task: names the log folder ``<root>/<task.name>`` (a task or a name; default ``iit``).
-        max_epochs, max_steps: when to stop.
+        max_epochs: stop after this many epochs.
+        max_steps: stop after this many optimizer steps (``-1``: no limit).
         root: folder for logs and checkpoints.
         logger: ``True`` (a CSV logger under ``<root>/<task>``; metrics per epoch),
             ``False`` (none) or a Lightning logger.
         progress_bar: show Lightning's progress bar.
         checkpointing: save the last checkpoint of each run (under the logger's folder).
-        accelerator, devices, strategy, precision, gradient_clip_val,
+        accelerator: as in ``pytorch_lightning.Trainer``.
+        devices: as in ``pytorch_lightning.Trainer``.
+        strategy: as in ``pytorch_lightning.Trainer`` (e.g. ``"ddp"``).
+        precision: as in ``pytorch_lightning.Trainer``.
+        gradient_clip_val: as in ``pytorch_lightning.Trainer``.
         check_val_every_n_epoch: as in ``pytorch_lightning.Trainer``.
         callbacks: extra callbacks.
-        quiet: call :func:`quiet_lightning` first (no device lines, tips or worker warnings).
+        quiet: call `quiet_lightning` first (no device lines, tips or worker warnings).
 
     Raises:
         ArgumentError: ``max_epochs < 1`` with no ``max_steps``.

@@ -1,14 +1,14 @@
 """Attention probabilities as an addressable hidden state.
 
 With SDPA / flash attention the probabilities never exist as a tensor, so no hook can see them.
-:func:`attention_probs_hook_points` is a context manager that makes them exist for the calls made
-inside it, and only for those (call-scoped, like the hooks of :mod:`iit._dispatch`):
+`attention_probs_hook_points` is a context manager that makes them exist for the calls made
+inside it, and only for those (call-scoped, like the hooks of `iit._dispatch`):
 
 * While a model is used by at least one such block (reference-counted per model, under a lock;
   the first user switches, the last one restores), its ``config._attn_implementation`` names a
   *dispatching* attention function (``"iit_eager_<n>"``, one per original implementation,
   registered with ``transformers.AttentionInterface``, and a dispatching mask builder with
-  ``AttentionMaskInterface``), and every attention module has an :class:`AttentionProbs`
+  ``AttentionMaskInterface``), and every attention module has an `AttentionProbs`
   (``nn.Identity``) child named ``iit_attention_probs``.
 * The dispatcher runs eager attention that passes the probabilities ``[batch, heads, seq_q,
   seq_k]`` through that hook point only when the current context (a ``ContextVar`` set by the
@@ -54,7 +54,12 @@ HOOK_POINT = "iit_attention_probs"
 
 
 class AttentionProbs(nn.Identity):
-    """Hook point: its output is the attention probabilities ``[batch, heads, seq_q, seq_k]``."""
+    """Hook point: its output is the attention probabilities ``[batch, heads, seq_q, seq_k]``.
+
+    Added to each attention module for one call by `attention_probs_hook_points`; like
+    ``nn.Identity`` it takes (and ignores) any constructor arguments, so constructing one raises
+    nothing.
+    """
 
 
 def _iit_eager_attention(

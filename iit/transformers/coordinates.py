@@ -1,17 +1,19 @@
 """Transformer coordinates ``(layer, component, position, head, dims)`` and their resolution
-to generic :class:`iit.Coordinate` objects.
+to generic `iit.Coordinate` objects.
 
 Shapes of the hidden state behind each component (``H`` query heads, ``K`` key-value heads,
-``d`` head width, ``D`` model width, ``F`` MLP width)::
+``d`` head width, ``D`` model width, ``F`` MLP width):
 
-    block_input / block_output / attention_output / mlp_output   [batch, seq, D]
-    mlp_hidden                                                   [batch, seq, F]
-    head_attention_output / query                                [batch, seq, H * d]
-    key / value                                                  [batch, seq, K * d]
-    attention_probs                                              [batch, H, seq_q, seq_k]
+```text
+block_input / block_output / attention_output / mlp_output   [batch, seq, D]
+mlp_hidden                                                   [batch, seq, F]
+head_attention_output / query                                [batch, seq, H * d]
+key / value                                                  [batch, seq, K * d]
+attention_probs                                              [batch, H, seq_q, seq_k]
+```
 
 For head components, ``head`` selects query heads (keys / values: the key-value head each query
-head reads, see :meth:`ModelShape.kv_head`) and ``dims`` a range inside each head; the values read
+head reads, see `ModelShape.kv_head`) and ``dims`` a range inside each head; the values read
 are ``[batch, positions, n_selected_heads * width]``, heads in the order given. For
 ``attention_probs`` the position is the query position and ``dims`` a range of key positions.
 Query / key values are taken before rotary embeddings (the projection outputs).
@@ -55,9 +57,9 @@ class TransformerCoordinate:
 
     Args:
         layer: block index, ``0 <= layer < n_layers``.
-        component: one of :data:`iit.transformers.families.COMPONENTS`.
+        component: one of `iit.transformers.families.COMPONENTS`.
         position: ``None`` (all positions), an ``int`` / tuple of ints (absolute), a
-            :class:`Tokens` (relative to the real tokens of each row), or a LongTensor
+            `Tokens` (relative to the real tokens of each row), or a LongTensor
             ``[batch, k]`` of absolute positions per row.
         head: a query head or tuple of heads (head components only).
         dims: ``(start, stop)`` range of the last axis (inside each head for head components).
@@ -67,8 +69,15 @@ class TransformerCoordinate:
         CoordinateError: unknown component (nearest names listed), negative layer / head, bad
             dims, or a head on a component without heads.
 
-    Example:
+    Examples:
         >>> TransformerCoordinate(3, "block_output", position=Tokens.last())
+        TransformerCoordinate(L3.block_output[pos tokens [-1]])
+        >>> TransformerCoordinate(0, "head_attention_output", position=(0, 2), head=(1, 3), dims=(0, 8))
+        TransformerCoordinate(L0.head_attention_output[pos (0, 2), head (1, 3), dims 0:8])
+        >>> TransformerCoordinate(0, "mlp_out")
+        Traceback (most recent call last):
+        ...
+        iit.errors.CoordinateError: unknown component 'mlp_out'; did you mean 'mlp_output' or 'block_output'? ...
     """
 
     layer: int
@@ -175,7 +184,22 @@ def _n_units(component: str, shape: ModelShape) -> int:
 
 
 def module_path(coord: TransformerCoordinate, family: Family, shape: ModelShape) -> str:
-    """The ``named_modules()`` path of the module behind ``coord``."""
+    """The ``named_modules()`` path of the module behind ``coord``.
+
+    Args:
+        coord: the transformer coordinate.
+        family: the model's family entry.
+        shape: the model's sizes (for the base model's prefix).
+
+    Raises:
+        KeyError: a component the family's ``sites`` table lacks.
+
+    Examples:
+        >>> from iit.transformers.families import FAMILIES, ModelShape
+        >>> shape = ModelShape(n_layers=12, n_heads=12, n_kv_heads=12, d_head=64, d_model=768, prefix="transformer.")
+        >>> module_path(TransformerCoordinate(3, "mlp_output"), FAMILIES["gpt2"], shape)
+        'transformer.h.3.mlp'
+    """
     return _site(coord, family, shape)[0]
 
 
@@ -253,11 +277,11 @@ def _axis_key(sel: object) -> tuple:
 
 
 def resolve(coord: TransformerCoordinate, inputs: object, family: Family, shape: ModelShape) -> Coordinate:
-    """The generic :class:`iit.Coordinate` of ``coord`` for a run on ``inputs`` (per-row
+    """The generic `iit.Coordinate` of ``coord`` for a run on ``inputs`` (per-row
     positions are resolved against ``inputs["attention_mask"]``).
 
     Raises:
-        CoordinateError: see :func:`validate` and :func:`real_token_positions`.
+        CoordinateError: see `validate` and `real_token_positions`.
     """
     validate(coord, family, shape)
     module, io, output = _site(coord, family, shape)

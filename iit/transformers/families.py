@@ -1,13 +1,15 @@
 """The family table: where each transformer component lives in a Hugging Face model.
 
-Adding a family is one :class:`Family` entry: module paths relative to one block per component, the layout of the query / key / value
-projections, and the config attributes that hold the head counts. Example::
+Adding a family is one `Family` entry: module paths relative to one block per component, the layout of the query / key / value
+projections, and the config attributes that hold the head counts. Example:
 
-    GPT2 = Family(
-        name="gpt2", model_types=("gpt2",), layers="h",
-        sites={"attention_output": Site("attn", output=0), ...},
-        qkv=QKVLayout("fused_blocks", ("attn.c_attn",)), attention_module="attn",
-    )
+```python
+GPT2 = Family(
+    name="gpt2", model_types=("gpt2",), layers="h",
+    sites={"attention_output": Site("attn", output=0), ...},
+    qkv=QKVLayout("fused_blocks", ("attn.c_attn",)), attention_module="attn",
+)
+```
 
 Paths are relative to the *base* model (``GPT2Model``); a task head around it (``GPT2LMHeadModel``)
 is found through ``model.base_model_prefix``.
@@ -69,7 +71,22 @@ HEAD_COMPONENTS: frozenset[str] = frozenset(
 @dataclass(frozen=True)
 class Site:
     """A module hook relative to one block: ``path`` (``""`` = the block itself), the output
-    (``io="output"``) or the input (``io="input"``), and an output selector (tuple index)."""
+    (``io="output"``) or the input (``io="input"``), and an output selector (tuple index).
+
+    Args:
+        path: the module's path relative to the block.
+        io: hook the module's ``"output"`` or its ``"input"``.
+        output: which element of a tuple output (or positional input) holds the tensor
+            (``None``: the value is the tensor itself).
+
+    Raises:
+        TypeError: an unknown field (the table is declarative; paths are checked against the
+            model when a coordinate is resolved).
+
+    Examples:
+        >>> Site("attn", output=0)
+        Site(path='attn', io='output', output=0)
+    """
 
     path: str
     io: Literal["output", "input"] = "output"
@@ -87,6 +104,13 @@ class QKVLayout:
           ``[q | k | v]`` along the last axis (GPT-2 ``c_attn``).
         * ``"fused_per_head"``: one projection whose output, viewed as
           ``[batch, seq, heads, 3 * d_head]``, is ``[q_h | k_h | v_h]`` per head (GPT-NeoX).
+
+    Args:
+        kind: one of the layouts above.
+        paths: the projection module paths, relative to the block.
+
+    Raises:
+        TypeError: a missing or unknown field.
     """
 
     kind: Literal["separate", "fused_blocks", "fused_per_head"]
@@ -101,13 +125,13 @@ class Family:
         name: short family name.
         model_types: ``config.model_type`` values of this family.
         layers: path of the ``nn.ModuleList`` of blocks in the base model.
-        sites: component -> :class:`Site` relative to one block (all components but
+        sites: component -> `Site` relative to one block (all components but
             ``query`` / ``key`` / ``value`` / ``attention_probs``).
         qkv: the query / key / value layout.
         attention_module: path (relative to the block) of the module that calls the attention
             function; the attention probabilities ``[batch, heads, seq_q, seq_k]`` are the output
             of its child hook point ``iit_attention_probs`` (added for one call by
-            :func:`iit.transformers.attention.attention_probs_hook_points`).
+            `iit.transformers.attention.attention_probs_hook_points`).
         norm: the normalisation of the blocks: ``"layernorm"`` (``nn.LayerNorm``) or
             ``"rmsnorm"`` (Llama-style, no centring, no bias).
         pre_ln: pre-LN blocks (the norm before each sub-layer; decoders here) or post-LN
@@ -123,6 +147,15 @@ class Family:
             ``[CLS]`` for encoders, ``-1`` = the last token for decoders).
         final_norm: pre-LN: path (in the base model) of the norm after the last block (its input
             is the final residual stream); ``""`` for post-LN.
+        heads_attr: config attribute holding the number of query heads.
+        kv_heads_attr: config attribute holding the number of key-value heads (``None``: as
+            many as query heads).
+        layers_attr: config attribute holding the number of blocks.
+        hidden_attr: config attribute holding the model width.
+
+    Raises:
+        TypeError: a missing or unknown field (paths are checked against the model when a
+            coordinate is resolved).
     """
 
     name: str
@@ -258,7 +291,26 @@ FAMILIES: dict[str, Family] = {
 @dataclass(frozen=True)
 class ModelShape:
     """Sizes read from the config: layers, heads, key-value heads, head width, model width,
-    and the prefix of the base model inside the wrapped model (``"transformer."`` or ``""``)."""
+    and the prefix of the base model inside the wrapped model (``"transformer."`` or ``""``).
+
+    Made by `model_shape`.
+
+    Attributes:
+        n_layers: number of blocks.
+        n_heads: number of query heads.
+        n_kv_heads: number of key-value heads (grouped-query attention: fewer than ``n_heads``).
+        d_head: width of one head.
+        d_model: model width.
+        prefix: the base model's path inside the wrapped model, with a trailing dot, or ``""``.
+
+    Raises:
+        TypeError: a missing or unknown field.
+
+    Examples:
+        >>> shape = ModelShape(n_layers=2, n_heads=8, n_kv_heads=2, d_head=16, d_model=128, prefix="")
+        >>> [shape.kv_head(h) for h in range(8)]
+        [0, 0, 0, 0, 1, 1, 1, 1]
+    """
 
     n_layers: int
     n_heads: int
@@ -274,7 +326,7 @@ class ModelShape:
 
 
 def family_of(model: nn.Module) -> Family:
-    """The :class:`Family` of a Hugging Face model, from ``model.config.model_type``.
+    """The `Family` of a Hugging Face model, from ``model.config.model_type``.
 
     Raises:
         CoordinateError: no config, or a model type without a family entry (lists the
@@ -297,7 +349,19 @@ def family_of(model: nn.Module) -> Family:
 
 
 def model_shape(model: nn.Module, family: Family) -> ModelShape:
-    """Read layer / head counts of ``model`` (see :class:`ModelShape`)."""
+    """Read layer / head counts of ``model`` (see `ModelShape`).
+
+    Args:
+        model: a Hugging Face model with a ``config``.
+        family: its `Family` (see `family_of`).
+
+    Returns:
+        The `ModelShape`.
+
+    Raises:
+        CoordinateError: the query heads cannot be shared evenly by the key-value heads.
+        AttributeError: the config lacks an attribute the family names.
+    """
     config = model.config
     n_heads = int(getattr(config, family.heads_attr))
     d_model = int(getattr(config, family.hidden_attr))

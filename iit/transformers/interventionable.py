@@ -1,6 +1,6 @@
-"""`TransformerInterventionable`: :class:`iit.Interventionable` with the transformer coordinate
+"""`TransformerInterventionable`: `iit.Interventionable` with the transformer coordinate
 system (layer, component, position, head, dims) for the families of
-:mod:`iit.transformers.families`."""
+`iit.transformers.families`."""
 
 from __future__ import annotations
 
@@ -27,23 +27,45 @@ __all__ = ["TransformerInterventionable"]
 class TransformerInterventionable(Interventionable):
     """Wrap a Hugging Face transformer (GPT-2, BERT, DistilBERT, RoBERTa, Llama, Qwen2, Mistral,
     GPT-NeoX; base model or one with a task head) and address its hidden states with
-    :class:`TransformerCoordinate` as well as generic :class:`iit.Coordinate`.
+    `TransformerCoordinate` as well as generic `iit.Coordinate`.
 
     ``attention_probs`` coordinates switch the model to an eager attention function with a hook
-    point for the duration of one call (see :mod:`iit.transformers.attention`); every other
+    point for the duration of one call (see `iit.transformers.attention`); every other
     component is a plain module hook and leaves the attention implementation alone.
 
     Args:
         model: the Hugging Face model.
-        stop_source_early: as for :class:`iit.Interventionable`.
+        stop_source_early: as for `iit.Interventionable`.
 
     Raises:
-        CoordinateError: a model whose ``config.model_type`` has no family entry.
+        ArgumentTypeError: ``model`` is not an ``nn.Module``.
+        CoordinateError: a model whose ``config.model_type`` has no family entry, or whose
+            query heads cannot be shared evenly by its key-value heads.
 
-    Example:
-        >>> net = TransformerInterventionable(gpt2)
-        >>> c = TransformerCoordinate(6, "block_output", position=Tokens.last())
-        >>> out = net.intervene(base, [Interchange(c)], sources=[source])
+    Examples:
+        On a tiny GPT-2 (2 layers, 2 heads of width 4), interchanging the whole output of the
+        last block makes the base run's final hidden state the source run's:
+
+        >>> import torch
+        >>> from transformers import GPT2Config, GPT2Model
+        >>> from iit import Interchange
+        >>> from iit.transformers import TransformerCoordinate
+        >>> _ = torch.manual_seed(0)
+        >>> config = GPT2Config(n_layer=2, n_head=2, n_embd=8, vocab_size=20, n_positions=16,
+        ...                     bos_token_id=0, eos_token_id=0)
+        >>> net = TransformerInterventionable(GPT2Model(config).eval())
+        >>> net.shape
+        ModelShape(n_layers=2, n_heads=2, n_kv_heads=2, d_head=4, d_model=8, prefix='')
+        >>> base = {"input_ids": torch.tensor([[1, 2, 3]]), "attention_mask": torch.ones(1, 3, dtype=torch.long)}
+        >>> source = {"input_ids": torch.tensor([[4, 5, 6]]), "attention_mask": torch.ones(1, 3, dtype=torch.long)}
+        >>> out = net.intervene(base, [Interchange(TransformerCoordinate(1, "block_output"))], [source])
+        >>> torch.allclose(out.last_hidden_state, net(**source).last_hidden_state)
+        True
+
+        Head 1 of layer 0 is units ``[4, 8)`` of the input of the attention's output projection:
+
+        >>> net.resolve(TransformerCoordinate(0, "head_attention_output", head=1), base)
+        Coordinate(module='h.0.attn.c_proj', index=[:, 4:8], output=None, io='input')
     """
 
     def __init__(self, model: nn.Module, *, stop_source_early: bool = True) -> None:
@@ -53,7 +75,7 @@ class TransformerInterventionable(Interventionable):
 
     # ------------------------------------------------------------------ coordinates
     def resolve(self, coordinate: Any, inputs: Inputs) -> Coordinate:
-        """Resolve a :class:`TransformerCoordinate` (or pass a generic :class:`Coordinate`
+        """Resolve a `TransformerCoordinate` (or pass a generic `Coordinate`
         through) for a run on ``inputs``; ``Tokens`` positions use its attention mask.
 
         Raises:
@@ -87,7 +109,7 @@ class TransformerInterventionable(Interventionable):
         super().resolve(coordinate, None)  # type: ignore[arg-type]  # raises for unknown types
 
     def check_coordinate(self, coordinate: Any, inputs: Inputs) -> Coordinate:
-        """As :meth:`iit.Interventionable.check_coordinate`, with attention hook points present."""
+        """As `iit.Interventionable.check_coordinate`, with attention hook points present."""
         with self._hook_points([coordinate]):
             return super().check_coordinate(coordinate, inputs)
 
@@ -119,7 +141,7 @@ class TransformerInterventionable(Interventionable):
         return_output: bool = False,
         detach: bool = False,
     ) -> Activations | tuple[Any, Activations]:
-        """As :meth:`iit.Interventionable.collect`; also takes :class:`TransformerCoordinate`."""
+        """As `iit.Interventionable.collect`; also takes `TransformerCoordinate`."""
         coordinates = require_list(coordinates, "collect: coordinates", "coordinates", "coordinate")
         with self._hook_points(coordinates):
             return super().collect(inputs, coordinates, return_output=return_output, detach=detach)
@@ -132,16 +154,23 @@ class TransformerInterventionable(Interventionable):
         *,
         detach_sources: bool = False,
     ) -> Any:
-        """As :meth:`iit.Interventionable.intervene`; also takes :class:`TransformerCoordinate`.
+        """As `iit.Interventionable.intervene`; also takes `TransformerCoordinate`.
 
         Base and sources of different sequence lengths are aligned by the coordinates: a
-        :class:`Tokens` position counts real tokens (from the start for indices >= 0, from the
+        `Tokens` position counts real tokens (from the start for indices >= 0, from the
         end for negative ones) in each run.
 
         Raises:
             InterventionShapeError: an interchange at *all* positions between a base and a
-                source of different sequence lengths (use ``Tokens`` or explicit positions).
-            (and everything :meth:`iit.Interventionable.intervene` raises)
+                source of different sequence lengths (use ``Tokens`` or explicit positions);
+                and, as for `iit.Interventionable.intervene`, batch sizes that differ or
+                values that do not fit their slot.
+            ArgumentTypeError: ``sources`` is a single input instead of a list.
+            InterventionError: as for `iit.Interventionable.intervene` (empty list, a missing
+                source, bad row masks).
+            CoordinateError: layer / head / dims out of range, unknown module paths, rows with
+                too few real tokens.
+            HookFiringError: a hooked module ran twice or never.
         """
         check_sources(sources)
         entries = [interventions] if isinstance(interventions, (Intervention, BoundIntervention)) else interventions

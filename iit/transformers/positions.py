@@ -1,8 +1,8 @@
 """Token positions that mean what the user means, whatever the padding.
 
-:class:`Tokens` counts positions over each row's *real* tokens (where ``attention_mask`` is 1):
+`Tokens` counts positions over each row's *real* tokens (where ``attention_mask`` is 1):
 ``Tokens.at(0)`` is the first real token, ``Tokens.last()`` the last one, ``Tokens.at(-2)`` the one
-before it. :func:`real_token_positions` resolves them per row to absolute positions
+before it. `real_token_positions` resolves them per row to absolute positions
 (``[batch, k]``), so left-padded, right-padded and unpadded batches address the same tokens.
 """
 
@@ -28,9 +28,18 @@ class Tokens:
             Non-negative indices align rows of different lengths from the start, negative
             ones from the end.
 
-    Example:
+    Raises:
+        CoordinateError: no indices, a non-int index, or a repeated one.
+
+    Examples:
+        >>> import torch
         >>> Tokens.last()
         Tokens(indices=(-1,))
+        >>> mask = torch.tensor([[0, 0, 1, 1, 1],     # left-padded
+        ...                      [1, 1, 1, 1, 0]])    # right-padded
+        >>> real_token_positions(Tokens.at(0, -1), mask)
+        tensor([[2, 4],
+                [0, 3]])
     """
 
     indices: tuple[int, ...]
@@ -44,7 +53,14 @@ class Tokens:
     @staticmethod
     def at(*indices: int) -> Tokens:
         """The real tokens at ``indices`` (0-based from the first real token, negative from the
-        last)."""
+        last).
+
+        Args:
+            *indices: one or more distinct ints.
+
+        Raises:
+            CoordinateError: no indices, a non-int index, or a repeated one.
+        """
         return Tokens(tuple(indices))
 
     @staticmethod
@@ -61,6 +77,10 @@ class Tokens:
 def real_token_positions(tokens: Tokens, attention_mask: Tensor) -> Tensor:
     """Absolute positions ``[batch, k]`` of ``tokens`` in each row of ``attention_mask``
     (``[batch, seq]``, 1 = real token).
+
+    Args:
+        tokens: the positions, counted over real tokens.
+        attention_mask: ``[batch, seq]``, 1 = real token.
 
     Raises:
         CoordinateError: the mask is not 2-d or is a meta tensor (no values to count), or a row
@@ -98,12 +118,35 @@ def real_token_positions(tokens: Tokens, attention_mask: Tensor) -> Tensor:
 def position_ids_from_mask(attention_mask: Tensor) -> Tensor:
     """Position ids ``[batch, seq]`` that count real tokens only (0 at each row's first real
     token; padding gets 0). Pass them as ``position_ids`` so left-padded rows see the same
-    positional embeddings as unpadded ones."""
+    positional embeddings as unpadded ones.
+
+    Args:
+        attention_mask: ``[batch, seq]``, 1 = real token.
+
+    Returns:
+        Position ids ``[batch, seq]`` (int64).
+
+    Raises:
+        AttributeError: ``attention_mask`` is not a tensor.
+
+    Examples:
+        >>> import torch
+        >>> position_ids_from_mask(torch.tensor([[0, 0, 1, 1], [1, 1, 1, 1]]))
+        tensor([[0, 0, 0, 1],
+                [0, 1, 2, 3]])
+    """
     return (attention_mask.long().cumsum(1) - 1).clamp(min=0)
 
 
 def attention_mask_of(inputs: object) -> Tensor | None:
-    """The ``attention_mask`` entry of dict inputs (``None`` otherwise)."""
+    """The ``attention_mask`` entry of dict inputs (``None`` otherwise).
+
+    Args:
+        inputs: model inputs.
+
+    Returns:
+        The mask ``[batch, seq]``, or ``None``.
+    """
     if isinstance(inputs, Mapping):
         mask = inputs.get("attention_mask")
         return mask if isinstance(mask, Tensor) else None
@@ -111,7 +154,15 @@ def attention_mask_of(inputs: object) -> Tensor | None:
 
 
 def sequence_length(inputs: object) -> int | None:
-    """Sequence length of ``input_ids`` / ``inputs_embeds`` (dict) or of a token tensor."""
+    """Sequence length of ``input_ids`` / ``inputs_embeds`` (dict) or of a token tensor.
+
+    Args:
+        inputs: model inputs: a dict, a tensor ``[batch, seq, ...]`` or a tuple whose first
+            element is one.
+
+    Returns:
+        ``seq``, or ``None`` when the inputs hold no such tensor.
+    """
     if isinstance(inputs, Mapping):
         for name in ("input_ids", "inputs_embeds"):
             value = inputs.get(name)
