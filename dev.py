@@ -2,8 +2,9 @@
 """Project entry points that work on a fresh machine with only Python 3.11 and pip.
 
     python3 dev.py run     # train the default task with IIT and behaviour-only; print IIA table
-    python3 dev.py test    # ruff + the whole test suite + notebooks
-    python3 dev.py fast    # the tests without the ones marked slow
+    python3 dev.py test    # ruff + the notebooks + the documentation site (strict) + every test and doctest
+    python3 dev.py fast    # ruff + the tests without the ones marked slow (no notebooks, no site)
+    python3 dev.py docs    # execute the notebooks and build the site into site/ (strict)
 
 The first call creates ``.venv`` and installs the CPU build ``torch==2.13.0`` first, then this
 project with its ``dev`` extra under ``constraints.txt`` (so nothing replaces that torch).
@@ -52,21 +53,38 @@ def ensure_env() -> None:
     STAMP.write_text(_fingerprint())
 
 
+def build_docs(env: dict[str, str]) -> int:
+    """Execute the notebooks (unchanged ones are kept) and build the site into ``site/``, strictly:
+    a warning (broken link, missing page, public name without docs) fails the build."""
+    for cmd in ([str(PY), "docs/execute_notebooks.py"], [str(PY), "-m", "mkdocs", "build", "--strict", "--quiet"]):
+        print("+", " ".join(cmd), flush=True)
+        code = subprocess.run(cmd, cwd=ROOT, env=env).returncode
+        if code:
+            return code
+    print(f"Documentation built: open {ROOT / 'site' / 'index.html'}, or serve it with "
+          f"`{PY} -m http.server -d site 8000` and open http://localhost:8000", flush=True)
+    return 0
+
+
 def main(argv: list[str]) -> int:
-    if len(argv) != 1 or argv[0] not in ("run", "test", "fast"):
+    if len(argv) != 1 or argv[0] not in ("run", "test", "fast", "docs"):
         print(__doc__)
         return 2
     ensure_env()
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", MPLBACKEND="Agg")
     if argv[0] == "run":
         cmd = [str(PY), "-m", "tasks.main"]
+    elif argv[0] == "docs":
+        return build_docs(env)
     else:
         subprocess.run([str(BIN / "ruff"), "check", "."], check=True, cwd=ROOT)
         cmd = [str(PY), "-m", "pytest", "-q", "--durations=15", "tests"]
         if argv[0] == "fast":
-            cmd += ["-m", "not slow"]
+            cmd += ["-m", "not slow and not site"]
         else:
-            cmd += ["--nbmake", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "notebooks").glob("*.ipynb"))]
+            code = build_docs(env)  # also the notebooks' test: a failing cell stops here
+            if code:
+                return code
     print("+", " ".join(cmd), flush=True)
     return subprocess.run(cmd, cwd=ROOT, env=env).returncode
 

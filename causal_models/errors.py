@@ -54,6 +54,7 @@ Examples:
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterable
 
 __all__ = [
@@ -69,15 +70,70 @@ __all__ = [
     "DatasetIndexError",
     "did_you_mean",
     "unknown_name_message",
+    "error_page",
 ]
+
+HELP_PAGES = "docs/errors"
+"""Folder (in the repository) of the error pages; the site serves them under ``errors/``."""
+
+
+def error_page(cls: type[BaseException]) -> str:
+    """The documentation page of an error class: its name in kebab case under ``docs/errors/``.
+
+    Args:
+        cls: an error class of ``causal_models`` or ``iit``.
+
+    Returns:
+        The page's path in the repository, e.g. ``"docs/errors/naming-error.md"``.
+
+    Raises:
+        TypeError: ``cls`` is not a class.
+
+    Examples:
+        >>> error_page(UnknownVariableError)
+        'docs/errors/unknown-variable-error.md'
+    """
+    slug = re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "-", cls.__name__).lower()
+    return f"{HELP_PAGES}/{slug}.md"
+
+
+def _help_note(error: BaseException, documented: tuple[type[BaseException], ...]) -> str:
+    """``"Help: <page> ..."`` for the nearest class in ``error``'s MRO that has a page."""
+    cls = next(c for c in type(error).__mro__ if c in documented)
+    page = error_page(cls)
+    return f"Help: {page} (the site's errors/{page.rsplit('/', 1)[-1][:-3]}/ page; python3 dev.py docs builds it)"
+
+
+def add_help_note(error: BaseException, documented: tuple[type[BaseException], ...]) -> None:
+    """Attach the help note (PEP 678) naming ``error``'s documentation page, once.
+
+    ``str(error)`` is unchanged; tracebacks print the note under the message.
+
+    Args:
+        error: the exception being constructed.
+        documented: the classes that have a page (``error``'s nearest one is named).
+
+    Raises:
+        StopIteration: no class in ``error``'s MRO is in ``documented``.
+    """
+    note = _help_note(error, documented)
+    if note not in getattr(error, "__notes__", ()):
+        error.add_note(note)
 
 
 class CausalModelError(ValueError):
     """Base class of every error raised by `causal_models` (also a ``ValueError``).
 
+    Each error carries a note (PEP 678, printed under the message in tracebacks) naming its
+    documentation page (`error_page`); ``str(error)`` is the message alone.
+
     Raises:
         TypeError: keyword arguments (the constructor takes only the message).
     """
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*args)
+        add_help_note(self, DOCUMENTED_ERRORS)
 
 
 class UnknownVariableError(CausalModelError, KeyError):
@@ -221,3 +277,10 @@ def unknown_name_message(name: object, valid: Iterable[str], what: str = "variab
     """
     valid_list = [str(v) for v in valid]
     return f"unknown {what} {name!r}{did_you_mean(name, valid_list)} (valid: {', '.join(valid_list)})"
+
+
+DOCUMENTED_ERRORS: tuple[type[BaseException], ...] = (
+    CausalModelError, UnknownVariableError, GraphError, DomainError, MechanismError, BatchShapeError,
+    InterventionSpecError, MissingInputError, SamplingError, DatasetIndexError,
+)
+"""The classes with a page under ``docs/errors/`` (every error class of this module)."""

@@ -44,7 +44,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from causal_models.errors import did_you_mean
+from causal_models.errors import add_help_note, did_you_mean, error_page
 
 __all__ = [
     "IITError",
@@ -63,17 +63,24 @@ __all__ = [
     "MissingFileError",
     "did_you_mean",
     "unknown_name",
+    "error_page",
 ]
 
 
 class IITError(Exception):
     """Base class of every error raised by `iit`.
 
-    ``except iit.IITError`` catches every error the library raises on purpose.
+    ``except iit.IITError`` catches every error the library raises on purpose. Each error carries
+    a note (PEP 678, printed under the message in tracebacks) naming its documentation page, e.g.
+    ``Help: docs/errors/naming-error.md``; ``str(error)`` is the message alone.
 
     Raises:
         TypeError: an unknown keyword argument.
     """
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*args)
+        add_help_note(self, DOCUMENTED_ERRORS)
 
 
 class CoordinateError(IITError, KeyError):
@@ -241,3 +248,12 @@ def unknown_name(name: object, valid: Iterable[object], what: str) -> str:
     names = [str(v) for v in valid]
     hint = did_you_mean(name, names)
     return f"unknown {what} {name!r}{hint}{' ' if hint else '; '}valid: {names}"
+
+
+DOCUMENTED_ERRORS: tuple[type[BaseException], ...] = (
+    IITError, CoordinateError, InterventionShapeError, InterventionError, HookFiringError,
+    AlignmentError, TargetError, UnsupportedOpError, ArgumentError, ArgumentTypeError, NamingError,
+    OutOfRangeError, DamagedFileError, ManifestMismatchError, MissingFileError,
+)
+"""The classes with a page under ``docs/errors/`` (every error class of this module); `error_page`
+names the page of a class."""
