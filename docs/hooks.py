@@ -48,7 +48,7 @@ def _import(name: str):
         return importlib.import_module(name)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _static_package(root: str):
     """The package as griffe reads it from source (aliases resolved), loaded once per build."""
     import griffe
