@@ -49,7 +49,7 @@ class ALTILayer:
         probs: attention probabilities ``[batch, heads, seq, seq]``.
         head_out: per-head value vectors through ``W_O``, already passed through ``L`` for
             post-LN, ``[batch, seq, heads, d]`` (source token first: the layout the chunked
-            contraction in :func:`layer_contributions` reads without a copy).
+            contraction in `layer_contributions` reads without a copy).
         x_out: ``x`` as it enters the residual term (``L(x)`` post-LN, ``x`` pre-LN), ``[batch,
             seq, d]``.
         scale: ``1/σ_i`` post-LN, ones pre-LN, ``[batch, seq]``.
@@ -150,11 +150,11 @@ class ALTI(TokenMethod):
     shared by the query heads that read them.
 
     Args:
-        model: a Hugging Face model of a family in :data:`iit.transformers.families.FAMILIES`.
-        forward: see :class:`~iit.attribution.base.Attribution`.
+        model: a Hugging Face model of a family in `iit.transformers.families.FAMILIES`.
+        forward: see `Attribution`.
         position: explained output position (default ``[CLS]``=0 for encoders, the last token
             for decoders).
-        chunk_rows: output rows per chunk in :func:`layer_contributions`.
+        chunk_rows: output rows per chunk in `layer_contributions`.
 
     Raises:
         CoordinateError: unsupported family or missing modules.
@@ -259,6 +259,6 @@ class ALTI(TokenMethod):
         """ALTI scores of each input token for the output at ``position``, ``[batch, seq]``.
 
         Raises:
-            CoordinateError, HookFiringError: see :meth:`layers`. IndexError: bad position.
+            CoordinateError, HookFiringError: see `layers`. IndexError: bad position.
         """
         return self._row(self.matrices(inputs))

@@ -2,7 +2,7 @@
 
 Functional cores take stacked attention probabilities ``[layers, batch, heads, seq, seq]``
 (row ``i`` = query ``i``); the classes read them from a Hugging Face model of a family in
-:data:`iit.transformers.families.FAMILIES` at ``TransformerCoordinate(layer, "attention_probs")``
+`iit.transformers.families.FAMILIES` at ``TransformerCoordinate(layer, "attention_probs")``
 and return ``[batch, seq]`` token scores for one output position (``[CLS]`` = 0 for encoders,
 the last token for decoders).
 """
@@ -142,7 +142,7 @@ class TokenMethod(Attribution):
 
     Args:
         model: a Hugging Face transformer (``nn.Module`` with a config).
-        forward: see :class:`~iit.attribution.base.Attribution`.
+        forward: see `Attribution`.
         position: the output position explained; default the family's (``[CLS]``=0, or the
             last token for GPT-2).
     """

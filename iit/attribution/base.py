@@ -1,12 +1,12 @@
 """The one attribution interface, its gradient core, and named token-level reductions.
 
-Every method is an :class:`Attribution` with one verb, ``attribute(inputs, target)``. Methods
+Every method is an `Attribution` with one verb, ``attribute(inputs, target)``. Methods
 that attribute to a hidden state (gradients, IG, LRP) return a tensor shaped like that place,
 e.g. ``[batch, seq, d_model]`` for input embeddings; methods that score tokens directly
 (rollout, tracing, ALTI) return ``[batch, seq]``. Differences are capability properties
 (``has_convergence_delta``, ``output_kind``, ``uses_target``), never new verbs.
 
-Token scores from place-shaped attributions come from :func:`reduce_tokens`, whose reductions
+Token scores from place-shaped attributions come from `reduce_tokens`, whose reductions
 are named explicitly (the papers disagree: ALTI uses ``l2`` for gradients, ``sum`` for
 gradient x input, ...).
 """
@@ -110,7 +110,7 @@ class Attribution(ABC):
 
     @abstractmethod
     def attribute(self, inputs: Inputs, target: Target) -> Tensor:
-        """Attribute ``target`` (see :mod:`iit.attribution.targets`) for a batch of inputs."""
+        """Attribute ``target`` (see `iit.attribution.targets`) for a batch of inputs."""
 
 
 class PlaceAttribution(Attribution):
@@ -118,12 +118,12 @@ class PlaceAttribution(Attribution):
 
     Args:
         model: the model.
-        layer: the place (see :mod:`iit.attribution.places`): an :class:`iit.Coordinate` (with
+        layer: the place (see `iit.attribution.places`): an `iit.Coordinate` (with
             any index: the result is shaped like the indexed values), an
-            :class:`iit.TransformerCoordinate`, a module path, or ``None`` = input embeddings
+            `iit.TransformerCoordinate`, a module path, or ``None`` = input embeddings
             (``model.get_input_embeddings()``) or, failing that, float inputs themselves.
         layer_input: for a module path, attribute to the module's first input.
-        forward: see :class:`Attribution`.
+        forward: see `Attribution`.
 
     Raises:
         CoordinateError: unknown ``layer`` (with close matches).
@@ -196,7 +196,7 @@ def gradients_at(
         ref: where to differentiate (a resolved place, or the float inputs).
         forward: ``inputs -> output``.
         inputs: the batch; for the raw-inputs place a float tensor.
-        target: see :mod:`iit.attribution.targets`.
+        target: see `iit.attribution.targets`.
         value: optional replacement for the values at ``ref`` (same shape), e.g. IG's
             interpolated points; default the values the forward computes.
 

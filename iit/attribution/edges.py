@@ -11,7 +11,7 @@ source run changes ``d``'s input by ``Δ_u = out_u(source) - out_u(base)``, so
 * EAP: ``score(u -> d) = Σ Δ_u · ∂m/∂in_d`` at the base run, where the gradient is taken at the
   input of ``d``'s norm (it reaches the residual stream through ``d`` only);
 * EAP-IG: the gradient averaged over ``steps`` points on the straight line from the base to the
-  source input embeddings (quadrature of :mod:`iit.attribution.quadrature`).
+  source input embeddings (quadrature of `iit.attribution.quadrature`).
 
 One source collect, one base collect, and one forward + backward (EAP) or ``steps`` of them in
 stacked batches (EAP-IG).
@@ -108,14 +108,14 @@ def edge_attribution_patching(
 
     Args:
         model: a Hugging Face pre-LN decoder of a family in the table (or its
-            :class:`iit.TransformerInterventionable`).
+            `iit.TransformerInterventionable`).
         base, source: inputs of the same shape.
-        metric: one score per row (see :mod:`iit.attribution.targets`).
+        metric: one score per row (see `iit.attribution.targets`).
         integrated_steps: EAP-IG quadrature nodes (``None``: plain EAP).
         method: EAP-IG quadrature rule.
 
     Returns:
-        :class:`EdgeScores`.
+        `EdgeScores`.
 
     Raises:
         CoordinateError: a post-LN model (its components do not read a plain residual sum) or

@@ -194,11 +194,11 @@ def aupc_table(
         forward: ``ids [1, seq] -> logits [1, classes]`` (or an output holding them).
         dataset: sequences of token ids ``[seq]`` (each with its special tokens).
         methods: name -> ``(ids [1, seq], target class) -> scores [1, seq]`` (e.g. a
-            :class:`~iit.attribution.base.TokenAttribution`).
-        config: see :class:`AUPCConfig`.
+            `TokenAttribution`).
+        config: see `AUPCConfig`.
 
     Returns:
-        An :class:`AUPCTable` with one row per method and schedule.
+        An `AUPCTable` with one row per method and schedule.
 
     Raises:
         ValueError: no methods, or a method returns scores of the wrong shape.

@@ -2,7 +2,7 @@
 
 All attribute to a place (input embeddings by default, or any module output/input) and return
 a tensor shaped like it, e.g. ``[batch, seq, d_model]``. Reduce to tokens with
-:func:`iit.attribution.reduce_tokens` (``l2`` for gradients, ``sum`` for grad x input, ...).
+`iit.attribution.reduce_tokens` (``l2`` for gradients, ``sum`` for grad x input, ...).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ class Saliency(PlaceAttribution):
     """Gradient sensitivity ``∂f_c/∂x`` (``abs=True``: its absolute value, captum's default).
 
     Returns ``[batch, ...]`` shaped like the attribution place. Token norms (L2, L1, ...) are
-    :func:`~iit.attribution.reduce_tokens` reductions.
+    `reduce_tokens` reductions.
     """
 
     def __init__(
@@ -54,7 +54,7 @@ class Saliency(PlaceAttribution):
         """Gradient of the target at the place, ``[batch, ...]``.
 
         Raises:
-            TargetError, CoordinateError, HookFiringError: see :func:`gradients_at`.
+            TargetError, CoordinateError, HookFiringError: see `gradients_at`.
         """
         _, grad, _ = gradients_at(self.ref, self.forward, inputs, target)
         return grad.abs() if self.abs else grad
@@ -67,7 +67,7 @@ class InputXGradient(PlaceAttribution):
         """Gradient times activation at the place, ``[batch, ...]``.
 
         Raises:
-            TargetError, CoordinateError, HookFiringError: see :func:`gradients_at`.
+            TargetError, CoordinateError, HookFiringError: see `gradients_at`.
         """
         x, grad, _ = gradients_at(self.ref, self.forward, inputs, target)
         return x * grad
@@ -77,11 +77,11 @@ class IntegratedGradients(PlaceAttribution):
     """Integrated gradients (Sundararajan et al. 2017) at the place, captum semantics.
 
     ``IG(x) = (x - x') ⊙ Σ_k w_k ∂f_c/∂x (x' + α_k (x - x'))`` with the quadrature of
-    :func:`~iit.attribution.quadrature.quadrature`. On a module, the module's output is replaced
+    `quadrature`. On a module, the module's output is replaced
     by the interpolated points (captum's ``LayerIntegratedGradients``).
 
     Args:
-        model, layer, layer_input, forward: see :class:`PlaceAttribution`.
+        model, layer, layer_input, forward: see `PlaceAttribution`.
         n_steps: number of quadrature nodes.
         method: quadrature rule; ``gausslegendre`` (default), captum's Riemann rules
             (``riemann_trapezoid`` with captum's weights), or exact ``trapezoid``.
@@ -168,7 +168,7 @@ class IntegratedGradients(PlaceAttribution):
 
         Args:
             inputs: the batch.
-            target: see :mod:`iit.attribution.targets`.
+            target: see `iit.attribution.targets`.
             baselines: the baseline ``x'`` at the place (tensor of the place's shape, or a
                 scalar fill value); default zeros.
             baseline_inputs: alternatively, inputs whose activation at the place is ``x'``
@@ -178,7 +178,7 @@ class IntegratedGradients(PlaceAttribution):
         Raises:
             CoordinateError: baseline shape differs from the place's shape.
             ValueError: both ``baselines`` and ``baseline_inputs`` given.
-            TargetError, HookFiringError: see :func:`gradients_at`.
+            TargetError, HookFiringError: see `gradients_at`.
         """
         # f(x) is needed only for the gap; otherwise stop the forward at the place.
         if return_convergence_delta:

@@ -3,15 +3,15 @@
 Relevance at a tensor ``t`` is ``t ⊙ g`` where ``g`` is a *modified* gradient of the target
 score. Forward hooks leave every forward value unchanged but reroute the backward pass:
 
-* linear layers (``nn.Linear``, HF ``Conv1D``) follow a :class:`Rule`:
+* linear layers (``nn.Linear``, HF ``Conv1D``) follow a `Rule`:
   ``R_j = a_j Σ_k w'_jk R_k / (z'_k + ε·sign(z'_k))`` with ``z' = a W' + b'`` (captum's
-  semantics: ``W'`` from :meth:`Rule.weight`, the bias kept unless ``zero_bias``);
+  semantics: ``W'`` from `Rule.weight`, the bias kept unless ``zero_bias``);
 * element-wise activations (GELU, tanh, sigmoid, SiLU, ...) pass relevance through unchanged
   (identity rule; ReLU's own gradient already does);
 * ``nn.LayerNorm`` treats its normaliser σ as a constant (Ali et al. 2022 LN-rule), and RMSNorm
   its ``1/rms`` likewise;
 * attention treats its probabilities as constants (AH-rule), read at the attention hook points
-  of :mod:`iit.transformers.attention` for every family of the table;
+  of `iit.transformers.attention` for every family of the table;
 * a gated MLP (``down(act(gate(x)) * up(x))``: Llama, Qwen2, Mistral) treats the gate
   ``act(gate(x))`` as a constant, so the product is linear in ``up(x)`` and relevance is
   conserved.
@@ -46,7 +46,7 @@ def _stabilize(z: Tensor, epsilon: float) -> Tensor:
 
 
 class Rule:
-    """An LRP rule for linear layers; subclasses override :meth:`weight`.
+    """An LRP rule for linear layers; subclasses override `weight`.
 
     Args:
         epsilon: stabiliser added to the denominator ``z'`` with its sign (0 maps to +).
@@ -265,7 +265,7 @@ class LRP(PlaceAttribution):
     Args:
         model: an ``nn.Module`` built from linear layers, element-wise activations, LayerNorm
             and (Hugging Face) attention.
-        layer, layer_input, forward: see :class:`~iit.attribution.base.PlaceAttribution`.
+        layer, layer_input, forward: see `PlaceAttribution`.
         default_rule: rule for linear layers (default ``EpsilonRule(1e-9)``).
         rules: per-module rule overrides by module path.
         transformer_rules: LN-rule and AH-rule (Ali et al. 2022), on by default.
@@ -315,7 +315,7 @@ class LRP(PlaceAttribution):
 
         Raises:
             TargetError, CoordinateError, HookFiringError: see
-                :func:`~iit.attribution.base.gradients_at`.
+                `gradients_at`.
         """
         with lrp_rules(
             self.module,

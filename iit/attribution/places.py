@@ -2,17 +2,17 @@
 
 A place is what interventions address (one vocabulary for both):
 
-* an :class:`iit.Coordinate` (module path, ``io``, output element, :class:`iit.Index`): the
+* an `iit.Coordinate` (module path, ``io``, output element, `iit.Index`): the
   attribution is shaped like ``coordinate.index.read(hidden)``, e.g. ``[batch, 2, d]`` for
   ``Index.positions(3, 5)``;
-* an :class:`iit.TransformerCoordinate` ``(layer, component, position, head, dims)`` on a Hugging
-  Face model of a family in :data:`iit.transformers.families.FAMILIES`, resolved for each batch
+* an `iit.TransformerCoordinate` ``(layer, component, position, head, dims)`` on a Hugging
+  Face model of a family in `iit.transformers.families.FAMILIES`, resolved for each batch
   (``Tokens`` positions follow the attention mask);
 * a module path string (shorthand for ``Coordinate(path)``);
 * ``None``: the input embeddings (``model.get_input_embeddings()``) or, for a model without
   them, the float inputs themselves.
 
-Every read and write goes through :class:`iit.hooks.HookRun` (hooks scoped to one call,
+Every read and write goes through `iit.hooks.HookRun` (hooks scoped to one call,
 removed in ``finally``, each site checked to fire exactly once).
 """
 
@@ -71,7 +71,7 @@ def _is_transformer_coordinate(place: object) -> bool:
 
 
 class PlaceResolver:
-    """Resolve a :data:`Place` on one model and read or write the hidden state there.
+    """Resolve a `Place` on one model and read or write the hidden state there.
 
     Args:
         model: the model (an ``nn.Module``; a plain callable only with ``place=None`` on float

@@ -1,7 +1,7 @@
 """Matplotlib figures of attributions, saved as files (non-interactive ``Agg`` canvas).
 
-* :func:`plot_token_heatmap`: token scores ``[rows, seq]`` (one row per method or example).
-* :func:`plot_contribution_matrix`: a token x token matrix ``[seq, seq]`` (ALTI, rollout).
+* `plot_token_heatmap`: token scores ``[rows, seq]`` (one row per method or example).
+* `plot_contribution_matrix`: a token x token matrix ``[seq, seq]`` (ALTI, rollout).
 """
 
 from __future__ import annotations

@@ -1,12 +1,12 @@
 """Semiring backpropagation on ordinary PyTorch models (Du et al., ACL 2023), one reverse walk.
 
-The model and target are traced to an ATen graph (:mod:`.trace`; LayerNorm and softmax are
-decomposed into primitive ops as the paper's code computes them, see :mod:`.decompositions`),
+The model and target are traced to an ATen graph (`trace`; LayerNorm and softmax are
+decomposed into primitive ops as the paper's code computes them, see `decompositions`),
 every node's value is stored, and the nodes are visited in reverse topological order; each op
-passes its output's semiring state to its arguments through the rules of :mod:`.ops`, and
+passes its output's semiring state to its arguments through the rules of `ops`, and
 fan-in is combined with ⊕. Every op's rule costs about what autograd's rule for it costs (a
 matmul is a matrix product in the real, entropy and op-level semirings), except the scalar
-max-product matmul, whose ⊕ is a ``max`` (:mod:`.kernels`).
+max-product matmul, whose ⊕ is a ``max`` (`kernels`).
 
 Granularity (``SemiringConfig.granularity``) only changes ``max_product``:
 
@@ -70,10 +70,10 @@ class SemiringConfig:
         sources: input keys or module names where paths start; empty = all float inputs.
         num_heads: attention heads, used only to map path nodes to heads.
         record_path: ``max_product`` only: keep every node's state and value so that
-            :func:`~.paths.top_path` can read the path out (memory: one state per node).
+            `top_path` can read the path out (memory: one state per node).
             ``False`` frees each state and forward value after its last use (values only).
             ``real`` and ``entropy`` always free them.
-        compile: run the reverse walk as one compiled program (:mod:`.compiled_walk`:
+        compile: run the reverse walk as one compiled program (`compiled_walk`:
             ``torch.compile`` fuses the small elementwise ops of every node, and matrix
             products skip the rows no path reaches): a 1.4-1.8x faster walk on a 4-layer
             BERT, but the first call of each graph structure (architecture, input shapes,
@@ -128,9 +128,9 @@ class SemiringResult:
 
 
 class SemiringCache:
-    """What repeated semiring passes reuse, owned by one user (a :class:`SemiringBackprop`) and
-    released with it: the parameter transforms (:class:`~.weights.WeightCache`, at most
-    ``weight_bytes``) and the compiled walk programs (:class:`~.compiled_walk.CompiledWalks`,
+    """What repeated semiring passes reuse, owned by one user (a `SemiringBackprop`) and
+    released with it: the parameter transforms (`WeightCache`, at most
+    ``weight_bytes``) and the compiled walk programs (`CompiledWalks`,
     at most ``max_programs``). Nothing is cached process-wide.
 
     Raises:
@@ -150,7 +150,7 @@ class SemiringCache:
 def _last_reads(comp: TracedComputation, order: list[Node]) -> dict[int, list[Node]]:
     """Step of the reverse walk after which each stored value is no longer read.
 
-    Processing a live call node reads the values its rule needs (:func:`~.ops.value_reads`:
+    Processing a live call node reads the values its rule needs (`value_reads`:
     e.g. a matmul reads the other operand, ``exp`` its output, a view nothing); every other
     value is read for its shape only. Returns ``step -> nodes to release`` (step ``-1``: read
     for the shape only, ``-2``: never read; sources are never released).
@@ -237,7 +237,7 @@ def _walk(
     is (liveness, as autograd frees saved tensors). If ``held_bytes`` is given, the bytes of
     live states plus stored values (parameters excluded) are appended after every step.
     ``rows``: contraction node -> indices along dim -2 of its output that paths reach (see
-    :func:`~.ops.slot_vjp`; the compiled walk finds them once per graph structure).
+    `slot_vjp`; the compiled walk finds them once per graph structure).
     """
     semiring = make_semiring(config.semiring, config.granularity, compiled=config.compile)
     keep_all = config.semiring == "max_product" and config.record_path
@@ -288,7 +288,7 @@ def run_walk(
     comp: TracedComputation, config: SemiringConfig, cache: SemiringCache | None = None
 ) -> dict[Node, State]:
     """The reverse walk of ``comp`` (eager, or compiled with ``config.compile``); returns the
-    states it keeps (see :func:`_walk`). ``cache``: transforms and programs to reuse (default:
+    states it keeps (see `_walk`). ``cache``: transforms and programs to reuse (default:
     a cache for this call only)."""
     cache = cache if cache is not None else SemiringCache()
     with use_weight_cache(cache.weights):
@@ -344,11 +344,11 @@ def semiring_backward(
         config: semiring, granularity, sources.
         cache: parameter transforms and compiled programs to reuse across calls (default: a
             cache for this call only, so ``compile=True`` records its program anew; keep a
-            :class:`SemiringBackprop` to reuse them).
+            `SemiringBackprop` to reuse them).
         elements: module source -> element of its tuple output that is the source.
 
     Returns:
-        :class:`SemiringResult` with one tensor per source, shaped like the source
+        `SemiringResult` with one tensor per source, shaped like the source
         (e.g. ``[batch, seq, d_model]`` for ``sources=("embeddings.word_embeddings",)``).
 
     Raises:
@@ -384,20 +384,20 @@ def semiring_backward(
 class SemiringBackprop(Attribution):
     """Semiring backpropagation as an attribution: ``attribute(inputs, target)`` like the others.
 
-    Sources are places (:mod:`iit.attribution.places`): :class:`iit.Coordinate` (a module's
+    Sources are places (`iit.attribution.places`): `iit.Coordinate` (a module's
     output, or element ``output=k`` of a tuple output; its index selects what is returned),
-    :class:`iit.TransformerCoordinate` (components that are module outputs, e.g.
+    `iit.TransformerCoordinate` (components that are module outputs, e.g.
     ``block_output``, ``attention_output``, ``mlp_output``), module paths, or input keys of
     float inputs. ``attribute`` returns the first source's values read at its index
-    (``[batch, ...]``); ``last_result`` keeps the full :class:`SemiringResult` (all sources
+    (``[batch, ...]``); ``last_result`` keeps the full `SemiringResult` (all sources
     shaped like their whole hidden states, aux tensors, path recovery).
 
-    The object owns a :class:`SemiringCache` (parameter transforms, compiled walk programs),
-    released with it or by :meth:`clear_cache`; the C++ max-product kernel is built only when a
+    The object owns a `SemiringCache` (parameter transforms, compiled walk programs),
+    released with it or by `clear_cache`; the C++ max-product kernel is built only when a
     scalar max-product pass first needs it.
 
     Args:
-        model: an ``nn.Module`` in eval mode (see :func:`semiring_backward`).
+        model: an ``nn.Module`` in eval mode (see `semiring_backward`).
         config: semiring, granularity, ...; ``config.sources`` is used when ``sources`` is empty.
         sources: the places where paths start (default: ``config.sources``, or all float inputs).
         cache_bytes: most bytes of parameter transforms kept.
@@ -453,8 +453,8 @@ class SemiringBackprop(Attribution):
         return tuple(names), elements, reads
 
     def attribute_all(self, inputs: Tensor | Mapping[str, Tensor], target: Target) -> SemiringResult:
-        """The full result for every source (see :class:`SemiringResult`); raises as
-        :func:`semiring_backward`."""
+        """The full result for every source (see `SemiringResult`); raises as
+        `semiring_backward`."""
         names, elements, _ = self._source_names(inputs)
         config = self.config
         if names:
@@ -466,7 +466,7 @@ class SemiringBackprop(Attribution):
 
     def attribute(self, inputs: Tensor | Mapping[str, Tensor], target: Target) -> Tensor:
         """Values for the first source, read at its index (``[batch, ...]``). Raises as
-        :func:`semiring_backward`."""
+        `semiring_backward`."""
         _, _, reads = self._source_names(inputs)
         result = self.attribute_all(inputs, target)
         if not reads:
@@ -488,7 +488,7 @@ def gradient_graph_entropy(
     """Gradient-graph entropy ``H`` (nats) per source element, via the expectation semiring.
 
     Returns:
-        source name -> tensor shaped like the source. Raises as :func:`semiring_backward`.
+        source name -> tensor shaped like the source. Raises as `semiring_backward`.
     """
     config = SemiringConfig(semiring="entropy", sources=sources)
     return semiring_backward(model, inputs, target, config).values

@@ -1,7 +1,7 @@
 """Read the top gradient path out of a max-product result and map it to modules, tokens, heads.
 
 Path recovery walks *forward* from a source element: at each node it asks every consuming op
-for the exact out-edges of the current element (:func:`~.ops.edge_weights`, a one-hot ``jvp``)
+for the exact out-edges of the current element (`edge_weights`, a one-hot ``jvp``)
 and follows the edge whose weight ⊗ the child's stored state reproduces the current value
 (signed scalar graph: a negative edge switches between the child's max and min). At the op
 granularity it first picks the branch (consumer op and argument slot) with the largest summed
