@@ -45,7 +45,7 @@ class AttributionLogger(pl.Callback):
         model_attr: attribute of the LightningModule holding the model.
 
     Raises:
-        ValueError: ``every_n_epochs < 1``.
+        ArgumentError: ``every_n_epochs < 1``.
     """
 
     def __init__(

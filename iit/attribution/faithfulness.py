@@ -151,7 +151,7 @@ def perturbation_curve(
             between calls on the same ``ids`` and ``label`` (the same subset is run once).
 
     Raises:
-        ValueError: shapes differ or no content tokens are left.
+        ArgumentError: shapes differ or no content tokens are left.
     """
     if ids.dim() != 1 or scores.shape != ids.shape:
         raise ArgumentError(
@@ -201,7 +201,7 @@ def aupc_table(
         An `AUPCTable` with one row per method and schedule.
 
     Raises:
-        ValueError: no methods, or a method returns scores of the wrong shape.
+        ArgumentError: no methods, or a method returns scores of the wrong shape.
     """
     config = config if config is not None else AUPCConfig()
     if not methods:

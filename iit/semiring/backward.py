@@ -145,7 +145,7 @@ class SemiringCache:
     at most ``max_programs``). Nothing is cached process-wide.
 
     Raises:
-        ValueError: a negative byte limit or ``max_programs < 1``.
+        ArgumentError: a negative byte limit or ``max_programs < 1``.
     """
 
     def __init__(self, weight_bytes: int = DEFAULT_LIMIT_BYTES, max_programs: int = 8) -> None:

@@ -242,7 +242,7 @@ def make_semiring(
     ``compiled``: for a walk recorded into a compiled program (see `Semiring`).
 
     Raises:
-        ValueError: for an unknown name, or ``granularity="op"`` with ``real``/``entropy``.
+        ArgumentError: for an unknown name, or ``granularity="op"`` with ``real``/``entropy``.
     """
     if granularity not in ("scalar", "op"):
         raise ArgumentError(f"granularity must be 'scalar' or 'op', got {granularity!r}")

@@ -580,8 +580,8 @@ def _check_sources(
     """Source names (default: the float inputs) and the modules of module sources.
 
     Raises:
-        TypeError: an input is not a tensor.
-        ValueError: no source, or an input source is not floating point.
+        ArgumentTypeError: an input is not a tensor.
+        ArgumentError: no source, or an input source is not floating point.
         CoordinateError: a source is neither an input key nor a module name.
     """
     for k, v in inputs.items():
@@ -623,8 +623,8 @@ def trace_computation(
         The traced computation; its values are those of this very run.
 
     Raises:
-        TypeError: an input is not a tensor.
-        ValueError: no source, or an input source is not floating point.
+        ArgumentTypeError: an input is not a tensor.
+        ArgumentError: no source, or an input source is not floating point.
         CoordinateError: a source is neither an input key nor a module name.
         HookFiringError: a source module ran more or less than once, or returned no float
             tensor.

@@ -106,10 +106,10 @@ def signed_max_product_matmul(
         differentiable (computed without autograd).
 
     Raises:
-        ValueError: for fewer than 2 dims, ``s_max``/``s_min`` of different shapes, an inner
+        ArgumentError: for fewer than 2 dims, ``s_max``/``s_min`` of different shapes, an inner
             size mismatch, batch dims that do not broadcast, tensors on different devices, an
             unknown ``backend``, or ``backend="cpp"`` for tensors not on the CPU.
-        TypeError: for a non-floating dtype, or ``backend="cpp"`` for a dtype it lacks
+        ArgumentTypeError: for a non-floating dtype, or ``backend="cpp"`` for a dtype it lacks
             (float16 / bfloat16).
         RuntimeError: ``backend="cpp"`` when the C++ kernel cannot be built.
     """

@@ -138,7 +138,7 @@ def accumulate(
         mode: ``"max1"`` or ``"all"``.
 
     Raises:
-        ValueError: if a feature id is out of range or shapes disagree.
+        ArgumentError: if a feature id is out of range or shapes disagree.
     """
     P, N = acts.shape
     if features.shape != (P,):

@@ -101,7 +101,7 @@ def plot_neuron_details(
     neurons; each panel shows the neuron's ``top_features`` most probable features.
 
     Raises:
-        ValueError: if no neuron is shared, or ``which`` is invalid.
+        ArgumentError: if no neuron is shared, or ``which`` is invalid.
     """
     neurons = comp.ranked(k, which)
     if not neurons:
