@@ -34,6 +34,10 @@ class TransformerLayout:
         wrapped: a `iit.TransformerInterventionable` of it (resolves coordinates).
         family: its `iit.transformers.families.Family`.
         shape: its `iit.transformers.families.ModelShape`.
+
+    Raises:
+        TypeError: a missing or unknown field (dataclass construction); build layouts with
+            `transformer_layout`.
     """
 
     model: nn.Module
@@ -107,16 +111,17 @@ def collect_places(
     Args:
         layout: the model's layout.
         forward: ``inputs -> output``.
-        inputs: the batch.
+        inputs: the batch (e.g. ``input_ids [batch, seq]``).
         places: key -> `iit.Coordinate` or `iit.TransformerCoordinate`.
         stop_early: stop the forward once every place is read (the output is then ``None``).
 
     Returns:
-        ``(key -> values, model output or None)``.
+        ``(key -> values, model output or None)``; each value ``[batch, ...]`` as read at its
+        place (e.g. ``[batch, heads, seq, seq]`` for ``attention_probs``).
 
     Raises:
-        CoordinateError: a place that does not fit; HookFiringError: a module that ran
-            zero or several times.
+        CoordinateError: a place that does not fit.
+        HookFiringError: a module that ran zero or several times.
     """
     resolved = [
         (key, place if isinstance(place, Coordinate) else layout.wrapped.resolve(place, inputs))

@@ -49,6 +49,9 @@ class AtPConfig:
         softmax_fix: AtP*'s exact attention probabilities for ``query`` / ``key`` coordinates
             (needs a `iit.TransformerInterventionable`).
         grad_drop: AtP*'s GradDrop (``L`` backward passes; the result is a magnitude).
+
+    Raises:
+        TypeError: an unknown field (dataclass construction).
     """
 
     softmax_fix: bool = False
@@ -138,7 +141,8 @@ def exact_patching_effects(
     Args:
         model: an ``nn.Module`` (a Hugging Face model of a known family is wrapped in a
             `iit.TransformerInterventionable`) or an `iit.Interventionable`.
-        base, source: inputs of the same batch size.
+        base: the base inputs (e.g. ``input_ids [batch, seq]``).
+        source: the source inputs, of the same batch size as ``base``.
         coordinates: where to patch (`iit.Coordinate` / `iit.TransformerCoordinate`).
         metric: one score per row of the model's output (see `iit.attribution.targets`).
         max_rows: most rows per forward.
@@ -147,7 +151,8 @@ def exact_patching_effects(
         ``[len(coordinates), batch]``.
 
     Raises:
-        CoordinateError: a coordinate that does not fit; TargetError: a bad metric;
+        CoordinateError: a coordinate that does not fit.
+        TargetError: a bad metric, or inputs without a batch axis.
         ArgumentError: no coordinates or ``max_rows < batch``.
     """
     from iit.interventionable import Activations
@@ -269,7 +274,8 @@ def attribution_patching(
 
     Args:
         model: as `exact_patching_effects`.
-        base, source: inputs of the same batch size.
+        base: the base inputs (e.g. ``input_ids [batch, seq]``).
+        source: the source inputs, of the same batch size as ``base``.
         coordinates: where (any number; overlapping coordinates share one gradient).
         metric: one score per row (see `iit.attribution.targets`).
         config: `AtPConfig.atp` (default) or `AtPConfig.atp_star`.
@@ -280,7 +286,8 @@ def attribution_patching(
 
     Raises:
         CoordinateError: a coordinate that does not fit, or the softmax fix without a transformer.
-        TargetError: a bad metric. ArgumentError: no coordinates, or GradDrop on one layer.
+        TargetError: a bad metric.
+        ArgumentError: no coordinates, or GradDrop on one layer.
     """
     config = config if config is not None else AtPConfig()
     wrapped = _wrap(model)

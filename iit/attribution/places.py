@@ -163,6 +163,12 @@ class PlaceResolver:
     def float_inputs(self, inputs: Inputs) -> Tensor:
         """The inputs as the attribution place (they must be one float tensor).
 
+        Args:
+            inputs: the batch, one float tensor ``[batch, ...]``.
+
+        Returns:
+            ``inputs`` itself, ``[batch, ...]``.
+
         Raises:
             CoordinateError: naming what the inputs are and what to pass instead.
         """
@@ -193,7 +199,8 @@ class PlaceResolver:
             stop_early: stop the forward once the value is read (no writes; output ``None``).
 
         Returns:
-            ``(value or None, model output or None)``.
+            ``(value or None, model output or None)``; the value is shaped like the place,
+            ``[batch, ...]``.
 
         Raises:
             HookFiringError: the place's module ran zero or several times.
