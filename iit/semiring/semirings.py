@@ -84,7 +84,7 @@ class Semiring(ABC):
 
     @abstractmethod
     def one(self, shape: torch.Size, like: Tensor) -> State:
-        """The seed 1̄ at the output, tensors of ``shape``."""
+        """The starting state 1̄ at the output (the multiplicative identity), tensors of ``shape``."""
 
     @abstractmethod
     def zero(self, shape: torch.Size, like: Tensor) -> State:
