@@ -1,10 +1,10 @@
 """Attribution diagnostics: gradients, integrated gradients, LRP, attention tracing and rollout,
 ALTI, AUPC faithfulness, attribution patching (AtP, AtP*, EAP, EAP-IG) and TX-Ray.
 
-Every method is an :class:`Attribution` with one verb, ``attribute(inputs, target)``; see
-:mod:`iit.attribution.base`. Places are coordinates (:mod:`iit.attribution.places`); transformer
-internals come from the family table of :mod:`iit.transformers.families`
-(:mod:`iit.attribution.layout`). Semiring backpropagation is its own package, :mod:`iit.semiring`.
+Every method is an `Attribution` with one verb, ``attribute(inputs, target)``; see
+`iit.attribution.base`. Places are coordinates (`iit.attribution.places`); transformer
+internals come from the family table of `iit.transformers.families`
+(`iit.attribution.layout`). Semiring backpropagation is its own package, `iit.semiring`.
 """
 
 from typing import Any
@@ -93,7 +93,7 @@ __all__ = [
 
 # Imported on first use, so that ``import iit.attribution`` imports neither Lightning (the
 # callback), matplotlib (plots) nor plotly (TX-Ray plots). Semiring backpropagation is its own
-# package, :mod:`iit.semiring` (it used to live at ``iit.attribution.semiring``).
+# package, `iit.semiring` (it used to live at ``iit.attribution.semiring``).
 _LAZY = {
     "AttributionLogger": "iit.attribution.callback",
     "plot_contribution_matrix": "iit.attribution.plots",

@@ -49,12 +49,16 @@ class ALTILayer:
         probs: attention probabilities ``[batch, heads, seq, seq]``.
         head_out: per-head value vectors through ``W_O``, already passed through ``L`` for
             post-LN, ``[batch, seq, heads, d]`` (source token first: the layout the chunked
-            contraction in :func:`layer_contributions` reads without a copy).
+            contraction in `layer_contributions` reads without a copy).
         x_out: ``x`` as it enters the residual term (``L(x)`` post-LN, ``x`` pre-LN), ``[batch,
             seq, d]``.
         scale: ``1/σ_i`` post-LN, ones pre-LN, ``[batch, seq]``.
         bias: the part of ``y_i`` no token owns (``L(b_O)/σ_i + β`` or ``b_O``), ``[batch, seq, d]``.
         resultant: ``y`` ``[batch, seq, d]``.
+
+    Raises:
+        TypeError: a missing or unknown field (dataclass construction); `ALTI.layers` builds
+            the layers of a model.
     """
 
     x: Tensor
@@ -87,8 +91,16 @@ def layer_contributions(layer: ALTILayer, *, chunk_rows: int = 16) -> Tensor:
     taken in place; ``‖y_i - s_i T'_ij‖₁ = s_i ‖y_i / s_i - T'_ij‖₁`` keeps the scale off the
     large tensor. Rows with all ``c_ij = 0`` stay zero.
 
+    Args:
+        layer: one layer's decomposition inputs (shapes in `ALTILayer`).
+        chunk_rows: output rows per chunk (memory against speed; the result does not depend on it).
+
+    Returns:
+        ``C`` ``[batch, seq, seq]``: row ``i`` holds the shares of the input tokens ``j`` in
+        output ``i``.
+
     Raises:
-        ValueError: ``chunk_rows < 1``.
+        ArgumentError: ``chunk_rows < 1``.
     """
     if chunk_rows < 1:
         raise ArgumentError(f"chunk_rows must be >= 1, got {chunk_rows}")
@@ -113,8 +125,24 @@ def layer_contributions(layer: ALTILayer, *, chunk_rows: int = 16) -> Tensor:
 def alti_rollout(contributions: Tensor) -> Tensor:
     """Aggregate per-layer contributions ``[layers, batch, seq, seq]`` to ``R = C^L ⋯ C^1``.
 
+    Args:
+        contributions: row-normalised contributions ``[layers, batch, seq, seq]`` (first
+            layer first), e.g. from `ALTI.contributions`.
+
+    Returns:
+        ``R`` ``[batch, seq, seq]`` (later layers multiply from the left).
+
     Raises:
-        ValueError: wrong shape.
+        ArgumentError: not ``[layers, batch, seq, seq]`` with square matrices.
+
+    Examples:
+        >>> import torch
+        >>> from iit.attribution.alti import alti_rollout
+        >>> first = torch.tensor([[1.0, 0.0], [0.5, 0.5]])
+        >>> second = torch.tensor([[0.5, 0.5], [0.0, 1.0]])
+        >>> alti_rollout(torch.stack([first, second])[:, None])
+        tensor([[[0.7500, 0.2500],
+                 [0.5000, 0.5000]]])
     """
     if contributions.dim() != 4 or contributions.shape[-1] != contributions.shape[-2]:
         raise ArgumentError(
@@ -150,11 +178,11 @@ class ALTI(TokenMethod):
     shared by the query heads that read them.
 
     Args:
-        model: a Hugging Face model of a family in :data:`iit.transformers.families.FAMILIES`.
-        forward: see :class:`~iit.attribution.base.Attribution`.
+        model: a Hugging Face model of a family in `iit.transformers.families.FAMILIES`.
+        forward: see `Attribution`.
         position: explained output position (default ``[CLS]``=0 for encoders, the last token
             for decoders).
-        chunk_rows: output rows per chunk in :func:`layer_contributions`.
+        chunk_rows: output rows per chunk in `layer_contributions`.
 
     Raises:
         CoordinateError: unsupported family or missing modules.
@@ -258,7 +286,13 @@ class ALTI(TokenMethod):
     def attribute(self, inputs: Inputs, target: Target) -> Tensor:
         """ALTI scores of each input token for the output at ``position``, ``[batch, seq]``.
 
+        Args:
+            inputs: the batch (e.g. ``input_ids [batch, seq]`` with an attention mask).
+            target: not used (ALTI explains a position, not a class).
+
         Raises:
-            CoordinateError, HookFiringError: see :meth:`layers`. IndexError: bad position.
+            CoordinateError: the model is outside the family table or lacks a module.
+            HookFiringError: a block or its attention did not run exactly once.
+            OutOfRangeError: ``position`` outside ``[-seq, seq)``.
         """
         return self._row(self.matrices(inputs))

@@ -2,7 +2,7 @@
 
 Functional cores take stacked attention probabilities ``[layers, batch, heads, seq, seq]``
 (row ``i`` = query ``i``); the classes read them from a Hugging Face model of a family in
-:data:`iit.transformers.families.FAMILIES` at ``TransformerCoordinate(layer, "attention_probs")``
+`iit.transformers.families.FAMILIES` at ``TransformerCoordinate(layer, "attention_probs")``
 and return ``[batch, seq]`` token scores for one output position (``[CLS]`` = 0 for encoders,
 the last token for decoders).
 """
@@ -54,8 +54,21 @@ def attention_rollout(attentions: Tensor, *, residual: bool = True) -> Tensor:
         attentions: ``[layers, batch, heads, seq, seq]`` probabilities.
         residual: add the identity for the residual connection.
 
+    Returns:
+        ``R`` ``[batch, seq, seq]``.
+
     Raises:
-        ValueError: wrong shape.
+        ArgumentError: wrong shape.
+
+    Examples:
+        One layer, one head, two tokens; token 1 attends half to token 0:
+
+        >>> import torch
+        >>> from iit.attribution import attention_rollout
+        >>> attn = torch.tensor([[1.0, 0.0], [0.5, 0.5]]).reshape(1, 1, 1, 2, 2)
+        >>> attention_rollout(attn)
+        tensor([[[1.0000, 0.0000],
+                 [0.2500, 0.7500]]])
     """
     _check_attentions(attentions)
     mixed = attentions.mean(2)  # [L, B, T, T]
@@ -76,9 +89,24 @@ def attention_tracing(attentions: Tensor, position: int, *, heads: HeadMode = "p
     chain per head index (head ``h`` of layer ``l`` feeds head ``h`` of layer ``l-1``), summed
     over heads at the end, no residual term; ``heads="mean"`` chains the head-mean matrices.
 
+    Args:
+        attentions: ``[layers, batch, heads, seq, seq]`` probabilities.
+        position: the output position traced (negative counts from the end).
+        heads: ``"per_head"`` or ``"mean"`` (above).
+
+    Returns:
+        Token scores ``[batch, seq]``.
+
     Raises:
-        ValueError: wrong shape or unknown head mode.
-        IndexError: ``position`` outside ``[-seq, seq)``.
+        ArgumentError: wrong shape or unknown head mode.
+        OutOfRangeError: ``position`` outside ``[-seq, seq)``.
+
+    Examples:
+        >>> import torch
+        >>> from iit.attribution import attention_tracing
+        >>> attn = torch.tensor([[1.0, 0.0], [0.5, 0.5]]).reshape(1, 1, 1, 2, 2)
+        >>> attention_tracing(attn, position=-1)
+        tensor([[0.5000, 0.5000]])
     """
     _check_attentions(attentions)
     if heads not in ("per_head", "mean"):
@@ -142,9 +170,13 @@ class TokenMethod(Attribution):
 
     Args:
         model: a Hugging Face transformer (``nn.Module`` with a config).
-        forward: see :class:`~iit.attribution.base.Attribution`.
+        forward: see `Attribution`.
         position: the output position explained; default the family's (``[CLS]``=0, or the
             last token for GPT-2).
+
+    Raises:
+        CoordinateError: ``model`` is not an ``nn.Module``, or its family is outside the
+            family table.
     """
 
     output_kind = "tokens"
@@ -172,7 +204,19 @@ class TokenMethod(Attribution):
 
 
 class AttentionRollout(TokenMethod):
-    """Attention rollout row at ``position``: ``[batch, seq]`` (the target is not used)."""
+    """Attention rollout row at ``position``: ``[batch, seq]`` (the target is not used).
+
+    Args:
+        model: a Hugging Face transformer of a family in `iit.transformers.families.FAMILIES`.
+        forward: see `Attribution`.
+        position: the output position explained (default: 0 for encoders, the last token for
+            decoders).
+        residual: add the identity for the residual connection (see `attention_rollout`).
+
+    Raises:
+        CoordinateError: ``model`` is not an ``nn.Module``, or its family is outside the
+            family table.
+    """
 
     def __init__(
         self,
@@ -193,14 +237,33 @@ class AttentionRollout(TokenMethod):
     def attribute(self, inputs: Inputs, target: Target) -> Tensor:
         """Rollout scores of each input token for the output at ``position``, ``[batch, seq]``.
 
+        Args:
+            inputs: the batch (e.g. ``input_ids [batch, seq]`` with an attention mask).
+            target: not used (rollout explains a position, not a class).
+
         Raises:
-            CoordinateError: attention cannot be captured. IndexError: bad position.
+            CoordinateError: attention cannot be captured.
+            HookFiringError: an attention module did not run exactly once.
+            OutOfRangeError: ``position`` outside ``[-seq, seq)``.
         """
         return self._row(self.matrices(inputs))
 
 
 class AttentionTracing(TokenMethod):
-    """Layer-wise attention tracing from ``position``: ``[batch, seq]`` (target not used)."""
+    """Layer-wise attention tracing from ``position``: ``[batch, seq]`` (target not used).
+
+    Args:
+        model: a Hugging Face transformer of a family in `iit.transformers.families.FAMILIES`.
+        forward: see `Attribution`.
+        position: the output position explained (default: 0 for encoders, the last token for
+            decoders).
+        heads: ``"per_head"`` or ``"mean"`` (see `attention_tracing`).
+
+    Raises:
+        ArgumentError: an unknown ``heads`` mode.
+        CoordinateError: ``model`` is not an ``nn.Module``, or its family is outside the
+            family table.
+    """
 
     def __init__(
         self,
@@ -218,8 +281,14 @@ class AttentionTracing(TokenMethod):
     def attribute(self, inputs: Inputs, target: Target) -> Tensor:
         """Tracing scores ``[batch, seq]``.
 
+        Args:
+            inputs: the batch (e.g. ``input_ids [batch, seq]`` with an attention mask).
+            target: not used (tracing explains a position, not a class).
+
         Raises:
-            CoordinateError: attention cannot be captured. IndexError: bad position.
+            CoordinateError: attention cannot be captured.
+            HookFiringError: an attention module did not run exactly once.
+            OutOfRangeError: ``position`` outside ``[-seq, seq)``.
         """
         attentions, _ = capture_attentions(self.layout, self.forward, inputs)
         return attention_tracing(attentions, self.position, heads=self.heads)

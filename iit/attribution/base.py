@@ -1,12 +1,12 @@
 """The one attribution interface, its gradient core, and named token-level reductions.
 
-Every method is an :class:`Attribution` with one verb, ``attribute(inputs, target)``. Methods
+Every method is an `Attribution` with one verb, ``attribute(inputs, target)``. Methods
 that attribute to a hidden state (gradients, IG, LRP) return a tensor shaped like that place,
 e.g. ``[batch, seq, d_model]`` for input embeddings; methods that score tokens directly
 (rollout, tracing, ALTI) return ``[batch, seq]``. Differences are capability properties
 (``has_convergence_delta``, ``output_kind``, ``uses_target``), never new verbs.
 
-Token scores from place-shaped attributions come from :func:`reduce_tokens`, whose reductions
+Token scores from place-shaped attributions come from `reduce_tokens`, whose reductions
 are named explicitly (the papers disagree: ALTI uses ``l2`` for gradients, ``sum`` for
 gradient x input, ...).
 """
@@ -54,8 +54,27 @@ def reduce_tokens(attributions: Tensor, reduction: Reduction, *, normalize: bool
     (mean_d |a|), ``clip`` (max(Σ_d a, 0)). ``normalize=True`` divides each row by Σ_t |s_t|
     (rows of zeros stay zero).
 
+    Args:
+        attributions: place-shaped attributions ``[batch, seq, d]``.
+        reduction: the name of the reduction over ``d`` (above).
+        normalize: divide each row by the sum of its absolute scores.
+
+    Returns:
+        Token scores ``[batch, seq]``.
+
     Raises:
-        ValueError: unknown reduction (with close matches), or input not 3-D.
+        ArgumentError: unknown reduction (with close matches), or input not 3-D.
+
+    Examples:
+        >>> import torch
+        >>> from iit.attribution import reduce_tokens
+        >>> a = torch.tensor([[[3.0, -4.0], [1.0, 1.0]]])
+        >>> reduce_tokens(a, "sum")
+        tensor([[-1.,  2.]])
+        >>> reduce_tokens(a, "l2")
+        tensor([[5.0000, 1.4142]])
+        >>> reduce_tokens(a, "abs_sum", normalize=True)
+        tensor([[0.7778, 0.2222]])
     """
     _check_choice("reduction", reduction, get_args(Reduction))
     if attributions.dim() != 3:
@@ -84,7 +103,17 @@ def reduce_tokens(attributions: Tensor, reduction: Reduction, *, normalize: bool
 
 
 def repeat_target(target: Target, times: int) -> Target:
-    """Repeat a per-row tensor target for ``times`` stacked copies of the batch."""
+    """Repeat a per-row tensor target for ``times`` stacked copies of the batch.
+
+    Args:
+        target: see `iit.attribution.targets`; a ``[batch]`` tensor becomes ``[times * batch]``,
+            other targets are returned as they are.
+        times: the number of copies.
+
+    Raises:
+        RuntimeError: a 0-d tensor target with ``times > 1`` (``torch.cat`` cannot join 0-d
+            tensors).
+    """
     if isinstance(target, Tensor) and times > 1:
         return torch.cat([target] * times)
     return target
@@ -98,6 +127,15 @@ class Attribution(ABC):
         forward: ``inputs -> output``; default ``model(inputs)`` / ``model(**inputs)``. Pass
             e.g. ``lambda x: wrapped.intervene(x, interventions, sources)`` to explain an
             intervened run.
+
+    Attributes:
+        has_convergence_delta: ``attribute`` accepts ``return_convergence_delta=True``.
+        output_kind: ``"place"`` (shaped like a hidden state, e.g. ``[batch, seq, d_model]``)
+            or ``"tokens"`` (``[batch, seq]``).
+        uses_target: whether the result depends on ``target``.
+
+    Raises:
+        TypeError: instantiating the abstract base class, or a subclass without ``attribute``.
     """
 
     has_convergence_delta: ClassVar[bool] = False
@@ -110,7 +148,17 @@ class Attribution(ABC):
 
     @abstractmethod
     def attribute(self, inputs: Inputs, target: Target) -> Tensor:
-        """Attribute ``target`` (see :mod:`iit.attribution.targets`) for a batch of inputs."""
+        """Attribute ``target`` (see `iit.attribution.targets`) for a batch of inputs.
+
+        Args:
+            inputs: the batch (one tensor, e.g. ``input_ids [batch, seq]``, or keyword inputs).
+            target: an int class, a ``[batch]`` tensor of classes, or a callable
+                ``output -> [batch]`` scores.
+
+        Returns:
+            ``[batch, ...]`` shaped like the place (``output_kind == "place"``) or token scores
+            ``[batch, seq]`` (``output_kind == "tokens"``).
+        """
 
 
 class PlaceAttribution(Attribution):
@@ -118,12 +166,12 @@ class PlaceAttribution(Attribution):
 
     Args:
         model: the model.
-        layer: the place (see :mod:`iit.attribution.places`): an :class:`iit.Coordinate` (with
+        layer: the place (see `iit.attribution.places`): an `iit.Coordinate` (with
             any index: the result is shaped like the indexed values), an
-            :class:`iit.TransformerCoordinate`, a module path, or ``None`` = input embeddings
+            `iit.TransformerCoordinate`, a module path, or ``None`` = input embeddings
             (``model.get_input_embeddings()``) or, failing that, float inputs themselves.
         layer_input: for a module path, attribute to the module's first input.
-        forward: see :class:`Attribution`.
+        forward: see `Attribution`.
 
     Raises:
         CoordinateError: unknown ``layer`` (with close matches).
@@ -196,7 +244,7 @@ def gradients_at(
         ref: where to differentiate (a resolved place, or the float inputs).
         forward: ``inputs -> output``.
         inputs: the batch; for the raw-inputs place a float tensor.
-        target: see :mod:`iit.attribution.targets`.
+        target: see `iit.attribution.targets`.
         value: optional replacement for the values at ``ref`` (same shape), e.g. IG's
             interpolated points; default the values the forward computes.
 
@@ -205,8 +253,9 @@ def gradients_at(
         (same shape) and the target scores ``[batch]``.
 
     Raises:
-        TargetError: the target does not give one score per row.
-        CoordinateError / HookFiringError: the place does not fit or did not run once.
+        TargetError: the target does not give one score per row, or the inputs have no batch axis.
+        CoordinateError: the place does not fit.
+        HookFiringError: the place did not run exactly once.
     """
     n = _rows(ref, inputs)
     with torch.enable_grad():
@@ -241,8 +290,14 @@ class TokenAttribution:
 
     For token-level methods (``output_kind == "tokens"``) ``reduction`` must be ``None``.
 
+    Attributes:
+        method: the attribution method.
+        reduction: the `reduce_tokens` reduction of a place method's ``[batch, seq, d]``
+            result (``None`` for token methods).
+        normalize: divide each row by the sum of its absolute scores.
+
     Raises:
-        ValueError: a reduction is missing for a place method, or given for a token method.
+        ArgumentError: a reduction is missing for a place method, or given for a token method.
     """
 
     method: Attribution
@@ -261,7 +316,12 @@ class TokenAttribution:
             )
 
     def __call__(self, inputs: Inputs, target: Target) -> Tensor:
-        """Token scores ``[batch, seq]``."""
+        """Token scores ``[batch, seq]``.
+
+        Args:
+            inputs: the batch (e.g. ``input_ids [batch, seq]``).
+            target: see `iit.attribution.targets`.
+        """
         scores = self.method.attribute(inputs, target)
         if self.reduction is not None:
             return reduce_tokens(scores, self.reduction, normalize=self.normalize)

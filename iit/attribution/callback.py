@@ -3,7 +3,7 @@
 At the end of every ``every_n_epochs``-th training epoch it takes the model from the
 LightningModule (its ``model_attr`` attribute, e.g. ``IITModule.model``; the module itself if
 absent), builds the attribution with ``make_method(model)``, scores the fixed batch in eval mode
-(restoring the previous mode afterwards), keeps the scores in :attr:`history` and writes
+(restoring the previous mode afterwards), keeps the scores in `history` and writes
 ``attributions_epoch{E:03d}.pt`` and ``.png`` (token heatmap, one row per example) to ``out_dir``.
 """
 
@@ -38,14 +38,14 @@ class AttributionLogger(pl.Callback):
             ``lambda m: TokenAttribution(IntegratedGradients(m), "sum")``); called each time so
             it sees the current weights.
         inputs: the fixed batch (tensor or mapping of tensors, batch first).
-        target: what to explain (see :mod:`iit.attribution.targets`).
+        target: what to explain (see `iit.attribution.targets`).
         out_dir: directory for the ``.pt`` and ``.png`` files (created if missing).
         every_n_epochs: logging period.
         tokens: optional token labels for the heatmap's x axis (``seq`` strings).
         model_attr: attribute of the LightningModule holding the model.
 
     Raises:
-        ValueError: ``every_n_epochs < 1``.
+        ArgumentError: ``every_n_epochs < 1``.
     """
 
     def __init__(

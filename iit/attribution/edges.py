@@ -11,7 +11,7 @@ source run changes ``d``'s input by ``Δ_u = out_u(source) - out_u(base)``, so
 * EAP: ``score(u -> d) = Σ Δ_u · ∂m/∂in_d`` at the base run, where the gradient is taken at the
   input of ``d``'s norm (it reaches the residual stream through ``d`` only);
 * EAP-IG: the gradient averaged over ``steps`` points on the straight line from the base to the
-  source input embeddings (quadrature of :mod:`iit.attribution.quadrature`).
+  source input embeddings (quadrature of `iit.attribution.quadrature`).
 
 One source collect, one base collect, and one forward + backward (EAP) or ``steps`` of them in
 stacked batches (EAP-IG).
@@ -45,6 +45,10 @@ class EdgeScores:
         downstream: names of the reading nodes (``attn0``, ``mlp0``, ..., ``logits``).
         scores: ``[len(upstream), len(downstream), batch]``; 0 where no edge exists.
         edges: bool ``[len(upstream), len(downstream)]``: which edges exist.
+
+    Raises:
+        TypeError: a missing or unknown field (dataclass construction);
+            `edge_attribution_patching` builds the scores.
     """
 
     upstream: list[str]
@@ -53,7 +57,11 @@ class EdgeScores:
     edges: Tensor
 
     def top(self, k: int) -> list[tuple[str, str, float]]:
-        """The ``k`` edges with the largest batch-mean |score|, as ``(u, d, mean score)``."""
+        """The ``k`` edges with the largest batch-mean |score|, as ``(u, d, mean score)``.
+
+        Args:
+            k: how many edges (fewer when fewer edges exist).
+        """
         mean = self.scores.mean(-1)
         flat = mean.abs().masked_fill(~self.edges, -1.0).flatten()
         order = flat.argsort(descending=True)[: min(k, int(self.edges.sum()))]
@@ -108,14 +116,15 @@ def edge_attribution_patching(
 
     Args:
         model: a Hugging Face pre-LN decoder of a family in the table (or its
-            :class:`iit.TransformerInterventionable`).
-        base, source: inputs of the same shape.
-        metric: one score per row (see :mod:`iit.attribution.targets`).
+            `iit.TransformerInterventionable`).
+        base: the base inputs (e.g. ``input_ids [batch, seq]``).
+        source: the source inputs, of the same shape as ``base``.
+        metric: one score per row (see `iit.attribution.targets`).
         integrated_steps: EAP-IG quadrature nodes (``None``: plain EAP).
         method: EAP-IG quadrature rule.
 
     Returns:
-        :class:`EdgeScores`.
+        `EdgeScores`, with scores ``[len(upstream), len(downstream), batch]``.
 
     Raises:
         CoordinateError: a post-LN model (its components do not read a plain residual sum) or

@@ -57,6 +57,10 @@ class AUPCConfig:
         max_len: sequences with more tokens (specials included) are skipped.
         prefix_specials: leading tokens never deleted (``[CLS]``: 1; GPT-2: 0).
         suffix_specials: trailing tokens never deleted (``[SEP]``: 1; GPT-2: 0).
+
+    Raises:
+        ArgumentError: an unknown schedule, a bin outside ``(0, 1]``, ``max_skip`` or
+            ``max_len`` below 1, or a negative number of special tokens.
     """
 
     schedules: tuple[Schedule, ...] = ("bins", "one_by_one")
@@ -80,7 +84,19 @@ class AUPCConfig:
 
 @dataclass(frozen=True)
 class AUPCRow:
-    """One method under one schedule: mean AUPC over the evaluated sequences."""
+    """One method under one schedule: mean AUPC over the evaluated sequences.
+
+    Attributes:
+        method: the method's name (a key of ``methods`` in `aupc_table`).
+        schedule: ``"bins"`` or ``"one_by_one"``.
+        comprehensiveness: mean area between the full probability and the curve as the
+            top-scored tokens are deleted (higher is better).
+        sufficiency: the same as only the top-scored tokens are kept (lower is better).
+        n_sequences: how many sequences were evaluated (not longer than ``max_len``).
+
+    Raises:
+        TypeError: a missing or unknown field (dataclass construction); `aupc_table` builds rows.
+    """
 
     method: str
     schedule: Schedule
@@ -91,7 +107,14 @@ class AUPCRow:
 
 @dataclass(frozen=True)
 class AUPCTable:
-    """Rows of an AUPC evaluation; ``str(table)`` is a fixed-width table."""
+    """Rows of an AUPC evaluation; ``str(table)`` is a fixed-width table.
+
+    Attributes:
+        rows: one `AUPCRow` per method and schedule.
+
+    Raises:
+        TypeError: an unknown field (dataclass construction); `aupc_table` builds tables.
+    """
 
     rows: list[AUPCRow] = field(default_factory=list)
 
@@ -106,14 +129,39 @@ class AUPCTable:
         return "\n".join(lines)
 
     def to_pandas(self) -> Any:
-        """The rows as a ``pandas.DataFrame``."""
+        """The rows as a ``pandas.DataFrame`` (one column per `AUPCRow` field).
+
+        Raises:
+            ImportError: pandas is not installed.
+        """
         import pandas as pd
 
         return pd.DataFrame([r.__dict__ for r in self.rows])
 
 
 def deletion_counts(n_content: int, schedule: Schedule, config: AUPCConfig) -> list[int]:
-    """How many tokens are deleted (or kept) at each step: starts at 0, non-decreasing."""
+    """How many tokens are deleted (or kept) at each step: starts at 0, non-decreasing.
+
+    Args:
+        n_content: number of content tokens (specials excluded).
+        schedule: ``"bins"`` (fractions ``config.bins`` of the content, rounded up) or
+            ``"one_by_one"`` (0, 1, ..., up to ``config.max_skip``).
+        config: the evaluation settings.
+
+    Returns:
+        The counts, one per point of the curve.
+
+    Raises:
+        TypeError: ``n_content`` is not a number (the only failure; any schedule other than
+            ``"bins"`` is read as ``"one_by_one"``, as `AUPCConfig` checks schedules).
+
+    Examples:
+        >>> from iit.attribution import AUPCConfig, deletion_counts
+        >>> deletion_counts(40, "bins", AUPCConfig())
+        [0, 1, 2, 4, 8, 20]
+        >>> deletion_counts(3, "one_by_one", AUPCConfig())
+        [0, 1, 2, 3]
+    """
     if schedule == "bins":
         return [0] + [min(n_content, math.ceil(b * n_content)) for b in config.bins]
     return list(range(0, min(n_content, config.max_skip) + 1))
@@ -146,12 +194,20 @@ def perturbation_curve(
         ids: one sequence ``[seq]`` including its special tokens.
         scores: token attributions ``[seq]`` (specials are ignored).
         label: the class whose probability is tracked.
-        kind, schedule, config: see the module docstring.
+        kind: ``"comprehensiveness"`` (delete the top-scored tokens) or ``"sufficiency"``
+            (keep only them).
+        schedule: ``"bins"`` or ``"one_by_one"`` (see `deletion_counts`).
+        config: the evaluation settings (special tokens, bins, ``max_skip``).
         cache: optional memo of probabilities keyed by the kept content positions, shared
             between calls on the same ``ids`` and ``label`` (the same subset is run once).
 
+    Returns:
+        The probabilities of ``label``, one per deletion count, made monotone (non-increasing
+        for comprehensiveness, non-decreasing for sufficiency).
+
     Raises:
-        ValueError: shapes differ or no content tokens are left.
+        ArgumentError: shapes differ, no content tokens are left, or ``forward`` does not
+            return logits ``[1, classes]``.
     """
     if ids.dim() != 1 or scores.shape != ids.shape:
         raise ArgumentError(
@@ -194,14 +250,14 @@ def aupc_table(
         forward: ``ids [1, seq] -> logits [1, classes]`` (or an output holding them).
         dataset: sequences of token ids ``[seq]`` (each with its special tokens).
         methods: name -> ``(ids [1, seq], target class) -> scores [1, seq]`` (e.g. a
-            :class:`~iit.attribution.base.TokenAttribution`).
-        config: see :class:`AUPCConfig`.
+            `TokenAttribution`).
+        config: see `AUPCConfig`.
 
     Returns:
-        An :class:`AUPCTable` with one row per method and schedule.
+        An `AUPCTable` with one row per method and schedule.
 
     Raises:
-        ValueError: no methods, or a method returns scores of the wrong shape.
+        ArgumentError: no methods, or a method returns scores of the wrong shape.
     """
     config = config if config is not None else AUPCConfig()
     if not methods:

@@ -2,7 +2,7 @@
 
 All attribute to a place (input embeddings by default, or any module output/input) and return
 a tensor shaped like it, e.g. ``[batch, seq, d_model]``. Reduce to tokens with
-:func:`iit.attribution.reduce_tokens` (``l2`` for gradients, ``sum`` for grad x input, ...).
+`iit.attribution.reduce_tokens` (``l2`` for gradients, ``sum`` for grad x input, ...).
 """
 
 from __future__ import annotations
@@ -35,7 +35,31 @@ class Saliency(PlaceAttribution):
     """Gradient sensitivity ``∂f_c/∂x`` (``abs=True``: its absolute value, captum's default).
 
     Returns ``[batch, ...]`` shaped like the attribution place. Token norms (L2, L1, ...) are
-    :func:`~iit.attribution.reduce_tokens` reductions.
+    `reduce_tokens` reductions.
+
+    Args:
+        model: the model (see `PlaceAttribution`).
+        layer: the place (see `PlaceAttribution`; default: input embeddings or float inputs).
+        layer_input: for a module path, attribute to the module's first input.
+        forward: see `Attribution`.
+        abs: return ``|∂f_c/∂x|`` instead of the signed gradient.
+
+    Raises:
+        CoordinateError: unknown ``layer`` (with close matches).
+
+    Examples:
+        On a linear model ``f(x) = w · x`` the gradient is ``w``:
+
+        >>> import torch
+        >>> from iit.attribution import Saliency
+        >>> model = torch.nn.Linear(3, 1, bias=False)
+        >>> with torch.no_grad():
+        ...     _ = model.weight.copy_(torch.tensor([[1.0, -2.0, 3.0]]))
+        >>> x = torch.tensor([[2.0, 1.0, 1.0]])
+        >>> Saliency(model, abs=False).attribute(x, target=0)
+        tensor([[ 1., -2.,  3.]])
+        >>> Saliency(model).attribute(x, target=0)
+        tensor([[1., 2., 3.]])
     """
 
     def __init__(
@@ -53,21 +77,54 @@ class Saliency(PlaceAttribution):
     def attribute(self, inputs: Inputs, target: Target) -> Tensor:
         """Gradient of the target at the place, ``[batch, ...]``.
 
+        Args:
+            inputs: the batch (e.g. ``input_ids [batch, seq]``, or a float tensor ``[batch, ...]``).
+            target: see `iit.attribution.targets`.
+
         Raises:
-            TargetError, CoordinateError, HookFiringError: see :func:`gradients_at`.
+            TargetError: the target does not give one score per row.
+            CoordinateError: the place does not fit.
+            HookFiringError: the place did not run exactly once.
         """
         _, grad, _ = gradients_at(self.ref, self.forward, inputs, target)
         return grad.abs() if self.abs else grad
 
 
 class InputXGradient(PlaceAttribution):
-    """Gradient x input ``x ⊙ ∂f_c/∂x`` at the place, ``[batch, ...]``."""
+    """Gradient x input ``x ⊙ ∂f_c/∂x`` at the place, ``[batch, ...]``.
+
+    Args:
+        model: the model (see `PlaceAttribution`).
+        layer: the place (see `PlaceAttribution`; default: input embeddings or float inputs).
+        layer_input: for a module path, attribute to the module's first input.
+        forward: see `Attribution`.
+
+    Raises:
+        CoordinateError: unknown ``layer`` (with close matches).
+
+    Examples:
+        On a linear model ``f(x) = w · x`` the attribution is ``w ⊙ x`` (summing to ``f(x)``):
+
+        >>> import torch
+        >>> from iit.attribution import InputXGradient
+        >>> model = torch.nn.Linear(3, 1, bias=False)
+        >>> with torch.no_grad():
+        ...     _ = model.weight.copy_(torch.tensor([[1.0, -2.0, 3.0]]))
+        >>> InputXGradient(model).attribute(torch.tensor([[2.0, 1.0, 1.0]]), target=0)
+        tensor([[ 2., -2.,  3.]])
+    """
 
     def attribute(self, inputs: Inputs, target: Target) -> Tensor:
         """Gradient times activation at the place, ``[batch, ...]``.
 
+        Args:
+            inputs: the batch (e.g. ``input_ids [batch, seq]``, or a float tensor ``[batch, ...]``).
+            target: see `iit.attribution.targets`.
+
         Raises:
-            TargetError, CoordinateError, HookFiringError: see :func:`gradients_at`.
+            TargetError: the target does not give one score per row.
+            CoordinateError: the place does not fit.
+            HookFiringError: the place did not run exactly once.
         """
         x, grad, _ = gradients_at(self.ref, self.forward, inputs, target)
         return x * grad
@@ -77,11 +134,14 @@ class IntegratedGradients(PlaceAttribution):
     """Integrated gradients (Sundararajan et al. 2017) at the place, captum semantics.
 
     ``IG(x) = (x - x') ⊙ Σ_k w_k ∂f_c/∂x (x' + α_k (x - x'))`` with the quadrature of
-    :func:`~iit.attribution.quadrature.quadrature`. On a module, the module's output is replaced
+    `quadrature`. On a module, the module's output is replaced
     by the interpolated points (captum's ``LayerIntegratedGradients``).
 
     Args:
-        model, layer, layer_input, forward: see :class:`PlaceAttribution`.
+        model: the model (see `PlaceAttribution`).
+        layer: the place (see `PlaceAttribution`; default: input embeddings or float inputs).
+        layer_input: for a module path, attribute to the module's first input.
+        forward: see `Attribution`.
         n_steps: number of quadrature nodes.
         method: quadrature rule; ``gausslegendre`` (default), captum's Riemann rules
             (``riemann_trapezoid`` with captum's weights), or exact ``trapezoid``.
@@ -89,7 +149,23 @@ class IntegratedGradients(PlaceAttribution):
             ``max(1, internal_batch_size // batch)``); ``None`` runs all steps in one forward.
 
     Raises:
-        ValueError: bad method / n_steps / internal_batch_size.
+        ArgumentError: an unknown method (with close matches), too few ``n_steps`` for the
+            method, or ``internal_batch_size < 1``.
+        CoordinateError: unknown ``layer`` (with close matches).
+
+    Examples:
+        For ``f(x) = Σ_i x_i²`` and the zero baseline, ``IG(x)_i = x_i²`` exactly (the
+        Gauss-Legendre rule integrates the linear gradient path exactly), and the
+        completeness gap ``Σ IG - (f(x) - f(0))`` is 0:
+
+        >>> import torch
+        >>> from iit.attribution import IntegratedGradients
+        >>> class SumOfSquares(torch.nn.Module):
+        ...     def forward(self, x):
+        ...         return (x ** 2).sum(-1, keepdim=True)
+        >>> ig = IntegratedGradients(SumOfSquares(), n_steps=4)
+        >>> ig.attribute(torch.tensor([[2.0, 1.0, -3.0]]), target=0, return_convergence_delta=True)
+        (tensor([[4., 1., 9.]]), tensor([0.]))
     """
 
     has_convergence_delta = True
@@ -167,18 +243,23 @@ class IntegratedGradients(PlaceAttribution):
         """Integrated gradients ``[batch, ...]`` (and the completeness gap ``[batch]``).
 
         Args:
-            inputs: the batch.
-            target: see :mod:`iit.attribution.targets`.
+            inputs: the batch (e.g. ``input_ids [batch, seq]``, or a float tensor ``[batch, ...]``).
+            target: see `iit.attribution.targets`.
             baselines: the baseline ``x'`` at the place (tensor of the place's shape, or a
                 scalar fill value); default zeros.
             baseline_inputs: alternatively, inputs whose activation at the place is ``x'``
                 (e.g. ``[CLS] [MASK]... [SEP]`` token ids).
             return_convergence_delta: also return ``Σ IG - (f(x) - f(x'))`` per row.
 
+        Returns:
+            The attributions, shaped like the place (``[batch, ...]``); with
+            ``return_convergence_delta`` also the gap per row ``[batch]``.
+
         Raises:
             CoordinateError: baseline shape differs from the place's shape.
-            ValueError: both ``baselines`` and ``baseline_inputs`` given.
-            TargetError, HookFiringError: see :func:`gradients_at`.
+            ArgumentError: both ``baselines`` and ``baseline_inputs`` given.
+            TargetError: the target does not give one score per row.
+            HookFiringError: the place did not run exactly once.
         """
         # f(x) is needed only for the gap; otherwise stop the forward at the place.
         if return_convergence_delta:

@@ -1,10 +1,10 @@
 """A Hugging Face transformer seen through the one family table, and batched reads of places.
 
 Attention methods (rollout, tracing, ALTI) and LRP's transformer rules find blocks, norms,
-projections and attention probabilities through :mod:`iit.transformers.families` (the table
-interventions use; there is no second one) and read them with :func:`collect_places`: one
-forward, every place read through :class:`iit.hooks.HookRun`, attention probabilities through
-the hook points of :mod:`iit.transformers.attention`.
+projections and attention probabilities through `iit.transformers.families` (the table
+interventions use; there is no second one) and read them with `collect_places`: one
+forward, every place read through `iit.hooks.HookRun`, attention probabilities through
+the hook points of `iit.transformers.attention`.
 """
 
 from __future__ import annotations
@@ -31,9 +31,13 @@ class TransformerLayout:
 
     Attributes:
         model: the Hugging Face model.
-        wrapped: a :class:`iit.TransformerInterventionable` of it (resolves coordinates).
-        family: its :class:`iit.transformers.families.Family`.
-        shape: its :class:`iit.transformers.families.ModelShape`.
+        wrapped: a `iit.TransformerInterventionable` of it (resolves coordinates).
+        family: its `iit.transformers.families.Family`.
+        shape: its `iit.transformers.families.ModelShape`.
+
+    Raises:
+        TypeError: a missing or unknown field (dataclass construction); build layouts with
+            `transformer_layout`.
     """
 
     model: nn.Module
@@ -72,7 +76,7 @@ class TransformerLayout:
     @contextlib.contextmanager
     def attention_hook_points(self) -> Iterator[None]:
         """Make ``<attention module>.iit_attention_probs`` exist for the block (see
-        :func:`iit.transformers.attention.attention_probs_hook_points`)."""
+        `iit.transformers.attention.attention_probs_hook_points`)."""
         from iit.transformers.attention import attention_probs_hook_points
 
         with attention_probs_hook_points(self.model, self.wrapped.attention_modules()):
@@ -84,7 +88,7 @@ def transformer_layout(model: nn.Module) -> TransformerLayout:
 
     Raises:
         CoordinateError: no config, or a model type outside the family table (lists the
-            supported ones; add a Family to :data:`iit.transformers.families.FAMILIES`).
+            supported ones; add a Family to `iit.transformers.families.FAMILIES`).
     """
     if not isinstance(model, nn.Module):
         raise CoordinateError(f"a transformer layout needs an nn.Module, got {type(model).__name__}")
@@ -107,16 +111,17 @@ def collect_places(
     Args:
         layout: the model's layout.
         forward: ``inputs -> output``.
-        inputs: the batch.
-        places: key -> :class:`iit.Coordinate` or :class:`iit.TransformerCoordinate`.
+        inputs: the batch (e.g. ``input_ids [batch, seq]``).
+        places: key -> `iit.Coordinate` or `iit.TransformerCoordinate`.
         stop_early: stop the forward once every place is read (the output is then ``None``).
 
     Returns:
-        ``(key -> values, model output or None)``.
+        ``(key -> values, model output or None)``; each value ``[batch, ...]`` as read at its
+        place (e.g. ``[batch, heads, seq, seq]`` for ``attention_probs``).
 
     Raises:
-        CoordinateError: a place that does not fit; HookFiringError: a module that ran
-            zero or several times.
+        CoordinateError: a place that does not fit.
+        HookFiringError: a module that ran zero or several times.
     """
     resolved = [
         (key, place if isinstance(place, Coordinate) else layout.wrapped.resolve(place, inputs))

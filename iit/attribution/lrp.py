@@ -3,15 +3,15 @@
 Relevance at a tensor ``t`` is ``t ⊙ g`` where ``g`` is a *modified* gradient of the target
 score. Forward hooks leave every forward value unchanged but reroute the backward pass:
 
-* linear layers (``nn.Linear``, HF ``Conv1D``) follow a :class:`Rule`:
+* linear layers (``nn.Linear``, HF ``Conv1D``) follow a `Rule`:
   ``R_j = a_j Σ_k w'_jk R_k / (z'_k + ε·sign(z'_k))`` with ``z' = a W' + b'`` (captum's
-  semantics: ``W'`` from :meth:`Rule.weight`, the bias kept unless ``zero_bias``);
+  semantics: ``W'`` from `Rule.weight`, the bias kept unless ``zero_bias``);
 * element-wise activations (GELU, tanh, sigmoid, SiLU, ...) pass relevance through unchanged
   (identity rule; ReLU's own gradient already does);
 * ``nn.LayerNorm`` treats its normaliser σ as a constant (Ali et al. 2022 LN-rule), and RMSNorm
   its ``1/rms`` likewise;
 * attention treats its probabilities as constants (AH-rule), read at the attention hook points
-  of :mod:`iit.transformers.attention` for every family of the table;
+  of `iit.transformers.attention` for every family of the table;
 * a gated MLP (``down(act(gate(x)) * up(x))``: Llama, Qwen2, Mistral) treats the gate
   ``act(gate(x))`` as a constant, so the product is linear in ``up(x)`` and relevance is
   conserved.
@@ -46,11 +46,14 @@ def _stabilize(z: Tensor, epsilon: float) -> Tensor:
 
 
 class Rule:
-    """An LRP rule for linear layers; subclasses override :meth:`weight`.
+    """An LRP rule for linear layers; subclasses override `weight`.
 
     Args:
         epsilon: stabiliser added to the denominator ``z'`` with its sign (0 maps to +).
         zero_bias: use ``b' = 0`` in ``z'`` (captum's ``set_bias_to_zero``).
+
+    Raises:
+        ArgumentError: ``epsilon < 0``.
     """
 
     def __init__(self, epsilon: float = 1e-9, zero_bias: bool = False):
@@ -60,7 +63,15 @@ class Rule:
         self.zero_bias = zero_bias
 
     def weight(self, weight: Tensor) -> Tensor:
-        """The weights ``W'`` used to distribute relevance (default: unchanged)."""
+        """The weights ``W'`` used to distribute relevance (default: unchanged).
+
+        Args:
+            weight: a linear layer's weight, in any layout (``[out, in]`` for ``nn.Linear``,
+                ``[in, out]`` for Hugging Face ``Conv1D``); rules act elementwise.
+
+        Returns:
+            ``W'``, shaped like ``weight``.
+        """
         return weight
 
     def __repr__(self) -> str:
@@ -68,11 +79,34 @@ class Rule:
 
 
 class EpsilonRule(Rule):
-    """ε-rule: ``W' = W``; ε = 0 gives LRP-0 (= gradient x input on ReLU nets)."""
+    """ε-rule: ``W' = W``; ε = 0 gives LRP-0 (= gradient x input on ReLU nets).
+
+    Args:
+        epsilon: stabiliser added to the denominator ``z'`` with its sign (0 maps to +).
+        zero_bias: use ``b' = 0`` in ``z'`` (captum's ``set_bias_to_zero``).
+
+    Raises:
+        ArgumentError: ``epsilon < 0``.
+    """
 
 
 class GammaRule(Rule):
-    """γ-rule: ``W' = W + γ W⁺`` (favours positive contributions)."""
+    """γ-rule: ``W' = W + γ W⁺`` (favours positive contributions).
+
+    Args:
+        gamma: weight ``γ`` of the positive part.
+        epsilon: stabiliser added to the denominator ``z'`` with its sign (0 maps to +).
+        zero_bias: use ``b' = 0`` in ``z'`` (captum's ``set_bias_to_zero``).
+
+    Raises:
+        ArgumentError: ``gamma < 0`` or ``epsilon < 0``.
+
+    Examples:
+        >>> import torch
+        >>> from iit.attribution import GammaRule
+        >>> GammaRule(gamma=0.5).weight(torch.tensor([[2.0, -1.0]]))
+        tensor([[ 3., -1.]])
+    """
 
     def __init__(self, gamma: float = 0.25, epsilon: float = 1e-9, zero_bias: bool = False):
         super().__init__(epsilon, zero_bias)
@@ -81,13 +115,31 @@ class GammaRule(Rule):
         self.gamma = gamma
 
     def weight(self, weight: Tensor) -> Tensor:
+        """``W + γ W⁺``, shaped like ``weight`` (any layout, e.g. ``[out, in]``).
+
+        Args:
+            weight: a linear layer's weight.
+        """
         return weight + self.gamma * weight.clamp(min=0)
 
 
 class ZPlusRule(Rule):
-    """z⁺-rule (α1β0, deep Taylor for inputs ≥ 0): ``W' = W⁺``."""
+    """z⁺-rule (α1β0, deep Taylor for inputs ≥ 0): ``W' = W⁺``.
+
+    Args:
+        epsilon: stabiliser added to the denominator ``z'`` with its sign (0 maps to +).
+        zero_bias: use ``b' = 0`` in ``z'`` (captum's ``set_bias_to_zero``).
+
+    Raises:
+        ArgumentError: ``epsilon < 0``.
+    """
 
     def weight(self, weight: Tensor) -> Tensor:
+        """``W⁺ = max(W, 0)``, shaped like ``weight`` (any layout, e.g. ``[out, in]``).
+
+        Args:
+            weight: a linear layer's weight.
+        """
         return weight.clamp(min=0)
 
 
@@ -265,13 +317,29 @@ class LRP(PlaceAttribution):
     Args:
         model: an ``nn.Module`` built from linear layers, element-wise activations, LayerNorm
             and (Hugging Face) attention.
-        layer, layer_input, forward: see :class:`~iit.attribution.base.PlaceAttribution`.
+        layer: the place (see `PlaceAttribution`; default: input embeddings or float inputs).
+        layer_input: for a module path, attribute to the module's first input.
+        forward: see `Attribution`.
         default_rule: rule for linear layers (default ``EpsilonRule(1e-9)``).
         rules: per-module rule overrides by module path.
         transformer_rules: LN-rule and AH-rule (Ali et al. 2022), on by default.
 
     Raises:
         CoordinateError: unknown module path, or a module LRP cannot handle.
+
+    Examples:
+        A ReLU network with zero biases and ε = 0 conserves relevance: the relevances of a row
+        sum to its target score (the gap returned with ``return_convergence_delta`` is 0).
+
+        >>> import torch
+        >>> from iit.attribution import LRP, EpsilonRule
+        >>> _ = torch.manual_seed(0)
+        >>> net = torch.nn.Sequential(
+        ...     torch.nn.Linear(4, 8, bias=False), torch.nn.ReLU(), torch.nn.Linear(8, 2, bias=False))
+        >>> lrp = LRP(net, default_rule=EpsilonRule(epsilon=0.0))
+        >>> relevance, gap = lrp.attribute(torch.randn(3, 4), target=1, return_convergence_delta=True)
+        >>> relevance.shape, bool(gap.abs().max() < 1e-5)
+        (torch.Size([3, 4]), True)
     """
 
     has_convergence_delta = True
@@ -311,11 +379,17 @@ class LRP(PlaceAttribution):
     def attribute(
         self, inputs: Inputs, target: Target, *, return_convergence_delta: bool = False
     ) -> Tensor | tuple[Tensor, Tensor]:
-        """Relevance at the place ``[batch, ...]`` (and ``Σ R - f_c`` per row).
+        """Relevance at the place ``[batch, ...]`` (and ``Σ R - f_c`` per row, ``[batch]``).
+
+        Args:
+            inputs: the batch (e.g. ``input_ids [batch, seq]``, or a float tensor ``[batch, ...]``).
+            target: see `iit.attribution.targets`.
+            return_convergence_delta: also return the conservation gap ``Σ R - f_c`` per row.
 
         Raises:
-            TargetError, CoordinateError, HookFiringError: see
-                :func:`~iit.attribution.base.gradients_at`.
+            TargetError: the target does not give one score per row.
+            CoordinateError: the place does not fit.
+            HookFiringError: the place did not run exactly once.
         """
         with lrp_rules(
             self.module,

@@ -1,10 +1,10 @@
 """Attribution patching: gradient estimates of activation-patching effects, and the exact effects.
 
 The effect of patching coordinate ``c`` from a source run into a base run is
-``m(base with c := c_source) - m(base)`` for a metric ``m`` (a :data:`~iit.attribution.targets.Target`:
-one score per row). :func:`exact_patching_effects` computes it for many coordinates with
-:meth:`iit.Interventionable.intervene`, stacking one copy of the base batch per coordinate so
-that a few forwards serve them all. :func:`attribution_patching` estimates every effect from one
+``m(base with c := c_source) - m(base)`` for a metric ``m`` (a `Target`:
+one score per row). `exact_patching_effects` computes it for many coordinates with
+`iit.Interventionable.intervene`, stacking one copy of the base batch per coordinate so
+that a few forwards serve them all. `attribution_patching` estimates every effect from one
 source forward, one base forward and one backward:
 
 * **AtP** (Nanda 2023; Kramár et al. 2024): ``ĉ = (a_source - a_base) · ∂m/∂a`` at the base run,
@@ -18,7 +18,7 @@ source forward, one base forward and one backward:
   ``ĉ = Σ_ℓ |ĉ_ℓ| / (L - 1)`` (against gradients that cancel along the residual stream;
   a magnitude for ranking, not a signed effect).
 
-Coordinates are :class:`iit.Coordinate` or :class:`iit.TransformerCoordinate` (e.g. every
+Coordinates are `iit.Coordinate` or `iit.TransformerCoordinate` (e.g. every
 ``(layer, "head_attention_output", position, head)``); any number of them, overlapping or not.
 """
 
@@ -43,12 +43,15 @@ __all__ = ["AtPConfig", "attribution_patching", "exact_patching_effects"]
 
 @dataclass(frozen=True)
 class AtPConfig:
-    """Which estimator :func:`attribution_patching` computes.
+    """Which estimator `attribution_patching` computes.
 
     Attributes:
         softmax_fix: AtP*'s exact attention probabilities for ``query`` / ``key`` coordinates
-            (needs a :class:`iit.TransformerInterventionable`).
+            (needs a `iit.TransformerInterventionable`).
         grad_drop: AtP*'s GradDrop (``L`` backward passes; the result is a magnitude).
+
+    Raises:
+        TypeError: an unknown field (dataclass construction).
     """
 
     softmax_fix: bool = False
@@ -66,7 +69,7 @@ class AtPConfig:
 
 
 def _wrap(model: Any) -> Any:
-    """An :class:`iit.Interventionable` for ``model`` (a transformer one when its family is known)."""
+    """An `iit.Interventionable` for ``model`` (a transformer one when its family is known)."""
     from iit.interventionable import Interventionable
 
     if isinstance(model, Interventionable):
@@ -137,17 +140,19 @@ def exact_patching_effects(
 
     Args:
         model: an ``nn.Module`` (a Hugging Face model of a known family is wrapped in a
-            :class:`iit.TransformerInterventionable`) or an :class:`iit.Interventionable`.
-        base, source: inputs of the same batch size.
-        coordinates: where to patch (:class:`iit.Coordinate` / :class:`iit.TransformerCoordinate`).
-        metric: one score per row of the model's output (see :mod:`iit.attribution.targets`).
+            `iit.TransformerInterventionable`) or an `iit.Interventionable`.
+        base: the base inputs (e.g. ``input_ids [batch, seq]``).
+        source: the source inputs, of the same batch size as ``base``.
+        coordinates: where to patch (`iit.Coordinate` / `iit.TransformerCoordinate`).
+        metric: one score per row of the model's output (see `iit.attribution.targets`).
         max_rows: most rows per forward.
 
     Returns:
         ``[len(coordinates), batch]``.
 
     Raises:
-        CoordinateError: a coordinate that does not fit; TargetError: a bad metric;
+        CoordinateError: a coordinate that does not fit.
+        TargetError: a bad metric, or inputs without a batch axis.
         ArgumentError: no coordinates or ``max_rows < batch``.
     """
     from iit.interventionable import Activations
@@ -268,11 +273,12 @@ def attribution_patching(
     """Estimated effects of patching each coordinate from ``source`` into ``base`` (AtP / AtP*).
 
     Args:
-        model: as :func:`exact_patching_effects`.
-        base, source: inputs of the same batch size.
+        model: as `exact_patching_effects`.
+        base: the base inputs (e.g. ``input_ids [batch, seq]``).
+        source: the source inputs, of the same batch size as ``base``.
         coordinates: where (any number; overlapping coordinates share one gradient).
-        metric: one score per row (see :mod:`iit.attribution.targets`).
-        config: :meth:`AtPConfig.atp` (default) or :meth:`AtPConfig.atp_star`.
+        metric: one score per row (see `iit.attribution.targets`).
+        config: `AtPConfig.atp` (default) or `AtPConfig.atp_star`.
 
     Returns:
         ``[len(coordinates), batch]`` estimates of ``exact_patching_effects`` (GradDrop:
@@ -280,7 +286,8 @@ def attribution_patching(
 
     Raises:
         CoordinateError: a coordinate that does not fit, or the softmax fix without a transformer.
-        TargetError: a bad metric. ArgumentError: no coordinates, or GradDrop on one layer.
+        TargetError: a bad metric.
+        ArgumentError: no coordinates, or GradDrop on one layer.
     """
     config = config if config is not None else AtPConfig()
     wrapped = _wrap(model)

@@ -2,17 +2,17 @@
 
 A place is what interventions address (one vocabulary for both):
 
-* an :class:`iit.Coordinate` (module path, ``io``, output element, :class:`iit.Index`): the
+* an `iit.Coordinate` (module path, ``io``, output element, `iit.Index`): the
   attribution is shaped like ``coordinate.index.read(hidden)``, e.g. ``[batch, 2, d]`` for
   ``Index.positions(3, 5)``;
-* an :class:`iit.TransformerCoordinate` ``(layer, component, position, head, dims)`` on a Hugging
-  Face model of a family in :data:`iit.transformers.families.FAMILIES`, resolved for each batch
+* an `iit.TransformerCoordinate` ``(layer, component, position, head, dims)`` on a Hugging
+  Face model of a family in `iit.transformers.families.FAMILIES`, resolved for each batch
   (``Tokens`` positions follow the attention mask);
 * a module path string (shorthand for ``Coordinate(path)``);
 * ``None``: the input embeddings (``model.get_input_embeddings()``) or, for a model without
   them, the float inputs themselves.
 
-Every read and write goes through :class:`iit.hooks.HookRun` (hooks scoped to one call,
+Every read and write goes through `iit.hooks.HookRun` (hooks scoped to one call,
 removed in ``finally``, each site checked to fire exactly once).
 """
 
@@ -71,7 +71,7 @@ def _is_transformer_coordinate(place: object) -> bool:
 
 
 class PlaceResolver:
-    """Resolve a :data:`Place` on one model and read or write the hidden state there.
+    """Resolve a `Place` on one model and read or write the hidden state there.
 
     Args:
         model: the model (an ``nn.Module``; a plain callable only with ``place=None`` on float
@@ -163,6 +163,12 @@ class PlaceResolver:
     def float_inputs(self, inputs: Inputs) -> Tensor:
         """The inputs as the attribution place (they must be one float tensor).
 
+        Args:
+            inputs: the batch, one float tensor ``[batch, ...]``.
+
+        Returns:
+            ``inputs`` itself, ``[batch, ...]``.
+
         Raises:
             CoordinateError: naming what the inputs are and what to pass instead.
         """
@@ -193,7 +199,8 @@ class PlaceResolver:
             stop_early: stop the forward once the value is read (no writes; output ``None``).
 
         Returns:
-            ``(value or None, model output or None)``.
+            ``(value or None, model output or None)``; the value is shaped like the place,
+            ``[batch, ...]``.
 
         Raises:
             HookFiringError: the place's module ran zero or several times.

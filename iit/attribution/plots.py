@@ -1,7 +1,7 @@
 """Matplotlib figures of attributions, saved as files (non-interactive ``Agg`` canvas).
 
-* :func:`plot_token_heatmap`: token scores ``[rows, seq]`` (one row per method or example).
-* :func:`plot_contribution_matrix`: a token x token matrix ``[seq, seq]`` (ALTI, rollout).
+* `plot_token_heatmap`: token scores ``[rows, seq]`` (one row per method or example).
+* `plot_contribution_matrix`: a token x token matrix ``[seq, seq]`` (ALTI, rollout).
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def plot_token_heatmap(
     Colours are symmetric around 0 (diverging map). Returns the written path.
 
     Raises:
-        ValueError: scores not 1-D/2-D, or label counts that do not match.
+        ArgumentError: scores not 1-D/2-D, or label counts that do not match.
     """
     if scores.dim() == 1:
         scores = scores.unsqueeze(0)
@@ -79,7 +79,7 @@ def plot_contribution_matrix(
     """Save a token x token matrix ``[seq, seq]`` (row = output, column = input) to ``path``.
 
     Raises:
-        ValueError: matrix not square 2-D, or label count mismatch.
+        ArgumentError: matrix not square 2-D, or label count mismatch.
     """
     if matrix.dim() != 2 or matrix.shape[0] != matrix.shape[1]:
         raise ArgumentError(f"matrix must be [seq, seq], got {tuple(matrix.shape)}")

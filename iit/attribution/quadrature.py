@@ -32,9 +32,24 @@ def quadrature(
 ) -> tuple[Tensor, Tensor]:
     """Nodes ``alphas [n_steps]`` in [0, 1] and weights ``[n_steps]`` of a quadrature rule.
 
+    Args:
+        method: the rule (see `QuadratureMethod`; captum's names).
+        n_steps: number of nodes.
+        dtype: dtype of both tensors.
+
+    Returns:
+        ``(alphas, weights)``, each ``[n_steps]``.
+
     Raises:
-        ValueError: unknown method (with close matches), or too few steps (``gausslegendre``
+        ArgumentError: unknown method (with close matches), or too few steps (``gausslegendre``
             needs ``n_steps >= 1``, the others ``n_steps >= 2``).
+
+    Examples:
+        >>> from iit.attribution.quadrature import quadrature
+        >>> quadrature("trapezoid", 3)
+        (tensor([0.0000, 0.5000, 1.0000], dtype=torch.float64), tensor([0.2500, 0.5000, 0.2500], dtype=torch.float64))
+        >>> quadrature("riemann_trapezoid", 3)[1].sum()
+        tensor(0.6667, dtype=torch.float64)
     """
     valid = get_args(QuadratureMethod)
     if method not in valid:

@@ -1,13 +1,13 @@
 """What an attribution explains: pick one scalar per batch row out of a model's output.
 
-Every attribution method in :mod:`iit.attribution` takes a ``target`` in the same forms:
+Every attribution method in `iit.attribution` takes a ``target`` in the same forms:
 
 * ``int``: a class / logit index, the same for every row (output ``[batch, classes]``);
 * ``Tensor[batch]`` of ints: one class index per row;
 * a callable ``output -> Tensor[batch]``: any scalar function of the model's output (use it
   for sequence outputs ``[batch, seq, vocab]``, regression heads, or a logit difference).
 
-``output`` is first reduced to a tensor by :func:`output_tensor` (``.logits`` of Hugging Face
+``output`` is first reduced to a tensor by `output_tensor` (``.logits`` of Hugging Face
 outputs, element 0 of a tuple), except for callables, which receive the raw output.
 """
 

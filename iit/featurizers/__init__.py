@@ -1,14 +1,14 @@
 """Featurizers: maps from a hidden state to features and back, and interchanges on chosen
-features (see :mod:`iit.featurizers.base` for the concept).
+features (see `iit.featurizers.base` for the concept).
 
-====================================  ==================================================
-:class:`IdentityFeaturizer`           neurons
-:class:`RotationFeaturizer`           learned orthonormal basis, full or rank ``k`` (DAS)
-:class:`PCAFeaturizer`                principal components of collected activations
-:class:`SAEFeaturizer`                sparse-autoencoder latents (error kept)
-:class:`FeatureInterchange`           interchange chosen features from a source run
-:class:`MaskedFeatureInterchange`     learned (sigmoid / hard-concrete) mask over features
-====================================  ==================================================
+| Name | What it is |
+| --- | --- |
+| `IdentityFeaturizer` | neurons |
+| `RotationFeaturizer` | learned orthonormal basis, full or rank ``k`` (DAS) |
+| `PCAFeaturizer` | principal components of collected activations |
+| `SAEFeaturizer` | sparse-autoencoder latents (error kept) |
+| `FeatureInterchange` | interchange chosen features from a source run |
+| `MaskedFeatureInterchange` | learned (sigmoid / hard-concrete) mask over features |
 """
 
 from iit.featurizers.base import (

@@ -1,14 +1,14 @@
 """The featurizer concept: a map from a hidden state to features and back.
 
-A :class:`Featurizer` encodes a hidden state ``h`` (``[..., d]``) into features ``f``
+A `Featurizer` encodes a hidden state ``h`` (``[..., d]``) into features ``f``
 (``[..., n]``) and decodes features back. What the decoder cannot reproduce is the
-*reconstruction error* ``e = h - decode(encode(h))``; :meth:`Featurizer.featurize` returns
-``(f, e)`` and :meth:`Featurizer.inverse` maps ``(f, e)`` back to ``decode(f) + e``, so the
+*reconstruction error* ``e = h - decode(encode(h))``; `Featurizer.featurize` returns
+``(f, e)`` and `Featurizer.inverse` maps ``(f, e)`` back to ``decode(f) + e``, so the
 round trip is the identity for every featurizer (PCA with fewer components and sparse
 autoencoders included).
 
-Featurizers are registered by kind (:func:`register_featurizer`) so an intervention that holds one
-can be saved and rebuilt (:mod:`iit.serialization`).
+Featurizers are registered by kind (`register_featurizer`) so an intervention that holds one
+can be saved and rebuilt (`iit.serialization`).
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def dtype_name(dtype: torch.dtype) -> str:
 
 
 def dtype_from_name(name: str) -> torch.dtype:
-    """Inverse of :func:`dtype_name`.
+    """Inverse of `dtype_name`.
 
     Raises:
         InterventionError: not a floating torch dtype.
@@ -54,7 +54,18 @@ def dtype_from_name(name: str) -> torch.dtype:
 
 
 def register_featurizer(cls: type[Featurizer]) -> type[Featurizer]:
-    """Class decorator: make ``cls`` loadable by its ``kind`` (see :func:`featurizer_from_config`)."""
+    """Class decorator: make ``cls`` loadable by its ``kind`` (see `featurizer_from_config`).
+
+    Args:
+        cls: a `Featurizer` subclass with a class attribute ``kind``; a class registered
+            earlier under the same kind is replaced.
+
+    Returns:
+        ``cls`` itself (so it works as a decorator).
+
+    Raises:
+        AttributeError: ``cls`` has no ``kind`` attribute.
+    """
     FEATURIZERS[cls.kind] = cls
     return cls
 
@@ -63,8 +74,34 @@ class Featurizer(nn.Module, metaclass=ABCMeta):
     """Base class: hidden state ``[..., d]`` <-> features ``[..., n_features]``.
 
     Subclasses set the class attribute ``kind``, the attributes ``d`` and ``n_features``, and
-    implement :meth:`encode`, :meth:`decode` and :meth:`config` (the JSON-able constructor
+    implement `encode`, `decode` and `config` (the JSON-able constructor
     arguments that give tensors of the right shapes; the values come from ``state_dict``).
+
+    Attributes:
+        kind: the registry name (`register_featurizer`, `featurizer_from_config`).
+        d: width of the hidden state.
+        n_features: number of features.
+
+    Raises:
+        TypeError: instantiating the abstract base class or a subclass that does not implement
+            `encode`, `decode` and `config`.
+
+    Examples:
+        Every featurizer's round trip ``inverse(*featurize(h))`` gives ``h`` back, also when
+        the decoder alone cannot (a rank-1 PCA of 2-d points):
+
+        >>> import torch
+        >>> from iit.featurizers import PCAFeaturizer
+        >>> acts = torch.tensor([[1.0, 1.0], [-1.0, -1.0], [2.0, 2.1], [-2.0, -2.1]])
+        >>> pca = PCAFeaturizer.fit(acts, k=1)
+        >>> h = torch.tensor([[3.0, 1.0]])
+        >>> f, error = pca.featurize(h)
+        >>> f.shape, error.shape
+        (torch.Size([1, 1]), torch.Size([1, 2]))
+        >>> torch.allclose(pca.inverse(f, error), h)
+        True
+        >>> torch.allclose(pca.decode(f), h)
+        False
     """
 
     kind: ClassVar[str] = ""
@@ -91,12 +128,20 @@ class Featurizer(nn.Module, metaclass=ABCMeta):
 
     def basis(self) -> object:
         """The object whose features interventions share (itself; a
-        :class:`~iit.featurizers.RotationFeaturizer` answers its :class:`~iit.Rotation`, so it
-        is checked together with the :mod:`iit.learned` interventions on that rotation)."""
+        `RotationFeaturizer` answers its `Rotation`, so it
+        is checked together with the `iit.learned` interventions on that rotation)."""
         return self
 
     def check_width(self, h: Tensor, where: str) -> None:
-        """Raise :class:`InterventionShapeError` unless ``h.shape[-1] == d``."""
+        """Check that ``h`` (``[..., d]``) has this featurizer's width on its last axis.
+
+        Args:
+            h: hidden state ``[..., d]``.
+            where: what the message names as the place of the check (e.g. the intervention).
+
+        Raises:
+            InterventionShapeError: ``h`` is a scalar or ``h.shape[-1] != d``.
+        """
         if h.dim() == 0 or h.shape[-1] != self.d:
             raise InterventionShapeError(
                 f"{where}: the {self.kind} featurizer works on hidden states with last axis d={self.d}, "
@@ -114,6 +159,7 @@ class Featurizer(nn.Module, metaclass=ABCMeta):
         return self.decode(f) + error
 
     def extra_repr(self) -> str:
+        """``"d=<d>, n_features=<n>"`` in the module's printed form."""
         return f"d={self.d}, n_features={self.n_features}"
 
 

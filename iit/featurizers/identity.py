@@ -32,10 +32,13 @@ class IdentityFeaturizer(Featurizer):
         self.d = self.n_features = int(d)
 
     def encode(self, h: Tensor) -> Tensor:
+        """``h`` itself: ``[..., d] -> [..., d]``."""
         return h
 
     def decode(self, f: Tensor) -> Tensor:
+        """``f`` itself: ``[..., d] -> [..., d]``."""
         return f
 
     def config(self) -> dict[str, Any]:
+        """``{"d": d}``."""
         return {"d": self.d}

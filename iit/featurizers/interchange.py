@@ -31,7 +31,7 @@ __all__ = ["FeatureInterchange", "feature_indices"]
 
 
 def feature_indices(features: tuple[int, int] | Iterable[int], n_features: int) -> tuple[int, ...]:
-    """Normalise a feature choice, with the convention of :class:`iit.RotatedInterchange`'s
+    """Normalise a feature choice, with the convention of `iit.RotatedInterchange`'s
     ``dims``: a tuple is a ``(start, stop)`` pair meaning features ``start .. stop - 1``
     (``(0, 4)`` is features 0, 1, 2, 3); a list, ``range`` or any other iterable lists the feature
     indices themselves (``[0, 4]`` is features 0 and 4).
@@ -43,6 +43,13 @@ def feature_indices(features: tuple[int, int] | Iterable[int], n_features: int) 
         ArgumentTypeError: not an iterable, a string, an entry that is not an int (floats are
             not truncated), or a tuple that is not a ``(start, stop)`` pair.
         InterventionError: an empty, repeated or out-of-range choice.
+
+    Examples:
+        >>> from iit.featurizers import feature_indices
+        >>> feature_indices((0, 4), n_features=8)
+        (0, 1, 2, 3)
+        >>> feature_indices([0, 4], n_features=8)
+        (0, 4)
     """
     if isinstance(features, (str, bytes, Tensor)) or not isinstance(features, Iterable):
         raise ArgumentTypeError(
@@ -81,11 +88,11 @@ class FeatureInterchange(Intervention):
 
     Args:
         coordinate: where (the slot's last axis has the featurizer's ``d`` entries).
-        featurizer: any :class:`~iit.featurizers.Featurizer` (trainable ones train with the
+        featurizer: any `Featurizer` (trainable ones train with the
             intervention: DAS is ``FeatureInterchange(c, RotationFeaturizer(d, k), range(k))``).
         features: the chosen features: a ``(start, stop)`` tuple (as RotatedInterchange's
             ``dims``: ``(0, 4)`` is features 0..3), or a list / ``range`` of indices
-            (``[0, 4]`` is features 0 and 4); see :func:`feature_indices`.
+            (``[0, 4]`` is features 0 and 4); see `feature_indices`.
         interchange_error: take the reconstruction error from the source instead of the base.
         source: source slot.
         source_coordinate: where to read in the source run (default: ``coordinate``).
@@ -93,6 +100,19 @@ class FeatureInterchange(Intervention):
     Raises:
         ArgumentTypeError: features that are not a (start, stop) tuple or an iterable of ints.
         InterventionError: a bad source slot or feature choice.
+
+    Examples:
+        With the identity featurizer, features are neurons: features 1 and 2 come from the
+        source, the others stay as in the base.
+
+        >>> import torch
+        >>> from iit import Coordinate, Index
+        >>> from iit.featurizers import FeatureInterchange, IdentityFeaturizer
+        >>> swap = FeatureInterchange(Coordinate("layers.0", Index.all()), IdentityFeaturizer(4), (1, 3))
+        >>> swap.features
+        (1, 2)
+        >>> swap(torch.zeros(1, 4), torch.tensor([[1.0, 2.0, 3.0, 4.0]]))
+        tensor([[0., 2., 3., 0.]])
     """
 
     needs_source: ClassVar[bool] = True
@@ -122,11 +142,19 @@ class FeatureInterchange(Intervention):
         self.register_buffer("chosen", chosen, persistent=False)
 
     def basis_use(self) -> BasisUse:
-        """The featurizer's basis (:meth:`Featurizer.basis`), the chosen features, width ``d``."""
+        """The featurizer's basis (`Featurizer.basis`), the chosen features, width ``d``."""
         return BasisUse(self.featurizer.basis(), frozenset(self.features), self.featurizer.d)
 
     def mix(self, f_base: Tensor, f_source: Tensor) -> Tensor:
-        """Features written: source features where chosen, base features elsewhere."""
+        """Features written: source features where chosen, base features elsewhere.
+
+        Args:
+            f_base: base features ``[batch, ..., n_features]``.
+            f_source: source features ``[batch, ..., n_features]``.
+
+        Returns:
+            The mixed features ``[batch, ..., n_features]``.
+        """
         return torch.where(self.chosen.to(f_base.device), f_source, f_base)
 
     def forward(self, base: Tensor, source: Tensor | None) -> Tensor:
@@ -156,5 +184,6 @@ class FeatureInterchange(Intervention):
         return out.to(base.dtype)
 
     def extra_repr(self) -> str:
+        """Coordinate, number of chosen features and ``interchange_error`` in the printed form."""
         shown = f"{len(self.features)} of {self.featurizer.n_features}"
         return f"{super().extra_repr()}, features={shown}, interchange_error={self.interchange_error}"

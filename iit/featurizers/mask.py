@@ -9,8 +9,8 @@ Per feature ``j`` a logit ``l_j`` gives the weight ``m_j`` in ``[0, 1]`` of the 
                     gamma -0.1, zeta 1.1)
 
 In training mode the written features are ``f_b + m * (f_s - f_b)``; in eval mode the mask is
-binary (``l_j > 0``) and the intervention is exactly a :class:`FeatureInterchange` on the
-selected features. :meth:`MaskedFeatureInterchange.penalty` is the sparsity term: the sum of
+binary (``l_j > 0``) and the intervention is exactly a `FeatureInterchange` on the
+selected features. `MaskedFeatureInterchange.penalty` is the sparsity term: the sum of
 ``m`` (sigmoid) or the expected number of open gates (hard concrete).
 """
 
@@ -41,7 +41,7 @@ class MaskedFeatureInterchange(Intervention):
         featurizer: the basis the mask selects in (identity: neurons; rotation: rotated dims).
         kind: ``"sigmoid"`` or ``"hard_concrete"``.
         init: initial logit of every feature (or a tensor ``[n_features]``).
-        temperature: sigmoid temperature (anneal it with :meth:`set_temperature`).
+        temperature: sigmoid temperature (anneal it with `set_temperature`).
         source: source slot.
         source_coordinate: where to read in the source run (default: ``coordinate``).
 
@@ -105,7 +105,11 @@ class MaskedFeatureInterchange(Intervention):
 
     def penalty(self) -> Tensor:
         """Sparsity term: ``sum(m)`` (sigmoid) or the expected number of non-zero gates (hard
-        concrete), a scalar to add to the loss."""
+        concrete).
+
+        Returns:
+            A scalar tensor ``[]`` to add to the loss (differentiable in the logits).
+        """
         if self.kind == "sigmoid":
             return torch.sigmoid(self.logits / self.temperature).sum()
         return torch.sigmoid(self.logits - _BETA * math.log(-_GAMMA / _ZETA)).sum()
@@ -115,7 +119,17 @@ class MaskedFeatureInterchange(Intervention):
         return BasisUse(self.featurizer.basis(), frozenset(range(self.featurizer.n_features)), self.featurizer.d)
 
     def selected(self, k: int | None = None) -> tuple[int, ...]:
-        """Selected features: those with a positive logit, or the ``k`` largest logits."""
+        """Selected features: those with a positive logit, or the ``k`` largest logits.
+
+        Args:
+            k: how many features to select by logit (``None``: every feature with a positive logit).
+
+        Returns:
+            Feature indices in increasing order.
+
+        Raises:
+            InterventionError: ``k`` outside ``[1, n_features]``.
+        """
         if k is None:
             return tuple(int(i) for i in torch.nonzero(self.logits > 0).flatten())
         if not 1 <= k <= len(self.logits):
@@ -124,14 +138,19 @@ class MaskedFeatureInterchange(Intervention):
         return tuple(sorted(int(i) for i in order[:k]))
 
     def to_interchange(self, k: int | None = None) -> FeatureInterchange:
-        """The hard :class:`FeatureInterchange` on :meth:`selected` features (same featurizer)."""
+        """The hard `FeatureInterchange` on `selected` features (same featurizer)."""
         return FeatureInterchange(
             self.coordinate, self.featurizer, list(self.selected(k)), source=self.source if self.source is not None else 0,
             source_coordinate=self.source_coordinate,
         )
 
     def forward(self, base: Tensor, source: Tensor | None) -> Tensor:
-        """``base``, ``source``: ``[batch, ..., d]``; returns ``[batch, ..., d]`` in base's dtype."""
+        """``base``, ``source``: ``[batch, ..., d]``; returns ``[batch, ..., d]`` in base's dtype.
+
+        Raises:
+            InterventionError: no source values.
+            InterventionShapeError: a last axis other than ``d``.
+        """
         if source is None:
             raise InterventionError(f"{type(self).__name__} at {self.where_text()} needs source values")
         self.featurizer.check_width(base, f"{type(self).__name__} at {self.where_text()}")
@@ -146,5 +165,6 @@ class MaskedFeatureInterchange(Intervention):
         return out.to(base.dtype)
 
     def extra_repr(self) -> str:
+        """Coordinate, mask kind and number of features in the printed form."""
         return f"{super().extra_repr()}, kind={self.kind}, n_features={len(self.logits)}"
 

@@ -26,12 +26,12 @@ class PCAFeaturizer(Featurizer):
     """``encode(h) = (h - mean) @ V``, ``decode(f) = f @ V^T + mean``, with ``V`` (``[d, k]``) the
     top-``k`` principal directions (orthonormal columns, by decreasing variance).
 
-    Build it with :meth:`fit`; the constructor makes an empty one of the given shape (for loading).
+    Build it with `fit`; the constructor makes an empty one of the given shape (for loading).
 
     Args:
         d: width of the hidden state.
         k: number of components.
-        dtype: storage dtype of the buffers (:meth:`fit` uses the activations' compute dtype:
+        dtype: storage dtype of the buffers (`fit` uses the activations' compute dtype:
             float64 for float64 activations, float32 otherwise).
 
     Raises:
@@ -78,14 +78,17 @@ class PCAFeaturizer(Featurizer):
         return out
 
     def encode(self, h: Tensor) -> Tensor:
-        """``(h - mean) @ V`` in ``promote_types(buffer dtype, h dtype)`` on ``h``'s device."""
+        """``(h - mean) @ V``: ``[..., d] -> [..., k]``, in ``promote_types(buffer dtype, h dtype)``
+        on ``h``'s device."""
         x, mean, v = in_compute_dtype(h, self.mean, self.components)
         return (x - mean) @ v
 
     def decode(self, f: Tensor) -> Tensor:
-        """``f @ V^T + mean`` in ``promote_types(buffer dtype, f dtype)`` on ``f``'s device."""
+        """``f @ V^T + mean``: ``[..., k] -> [..., d]``, in ``promote_types(buffer dtype, f dtype)``
+        on ``f``'s device."""
         x, mean, v = in_compute_dtype(f, self.mean, self.components)
         return x @ v.T + mean
 
     def config(self) -> dict[str, Any]:
+        """``{"d", "k", "dtype"}``: the constructor arguments of an empty PCA of this shape."""
         return {"d": self.d, "k": self.n_features, "dtype": dtype_name(self.components.dtype)}

@@ -1,6 +1,6 @@
 """The learned rotation featurizer (DAS): features are coordinates in an orthonormal basis.
 
-With ``W`` (``[d, k]``, orthonormal columns, an :class:`iit.learned.Rotation`), ``encode(h) =
+With ``W`` (``[d, k]``, orthonormal columns, an `iit.learned.Rotation`), ``encode(h) =
 h @ W`` and ``decode(f) = f @ W^T``. ``k = d`` is a full rotation (no reconstruction error);
 ``k < d`` a low-rank one, whose error ``h - h W W^T`` (the part outside the subspace) is kept.
 """
@@ -32,14 +32,14 @@ class RotationFeaturizer(Featurizer):
     Args:
         d: width of the hidden state.
         k: number of features (default ``d``: a full rotation).
-        rotation: use this :class:`~iit.learned.Rotation` (shared with other interventions)
+        rotation: use this `Rotation` (shared with other interventions)
             instead of a new one; then ``d`` and ``k`` must match it.
         generator: RNG of a new rotation's initialisation.
         dtype: storage dtype of a new rotation (default float32; computations run in
             ``promote_types`` of it and the hidden state's dtype).
 
     Raises:
-        InterventionError: ``not 1 <= k <= d`` (from :class:`~iit.learned.Rotation`) or a
+        InterventionError: ``not 1 <= k <= d`` (from `Rotation`) or a
             ``rotation`` whose shape differs from ``(d, k)``.
     """
 
@@ -68,19 +68,19 @@ class RotationFeaturizer(Featurizer):
         return self.rotation
 
     def encode(self, h: Tensor) -> Tensor:
-        """``h @ W`` in ``promote_types(W dtype, h dtype)`` on ``h``'s device."""
+        """``h @ W``: ``[..., d] -> [..., k]``, in ``promote_types(W dtype, h dtype)`` on ``h``'s device."""
         x, w = in_compute_dtype(h, self.rotation.matrix())
         return x @ w
 
     def decode(self, f: Tensor) -> Tensor:
-        """``f @ W^T`` in ``promote_types(W dtype, f dtype)`` on ``f``'s device."""
+        """``f @ W^T``: ``[..., k] -> [..., d]``, in ``promote_types(W dtype, f dtype)`` on ``f``'s device."""
         x, w = in_compute_dtype(f, self.rotation.matrix())
         return x @ w.T
 
     def interchange(self, base: Tensor, source: Tensor, features: tuple[int, ...]) -> Tensor:
         """Interchange ``features`` from ``source`` into ``base`` (``[batch, ..., d]``) with the
-        reconstruction error from the base: the same function as :class:`iit.RotatedInterchange`
-        / :class:`iit.LowRankRotatedInterchange` (:func:`iit.learned.interchange_in_basis`)."""
+        reconstruction error from the base: the same function as `iit.RotatedInterchange`
+        / `iit.LowRankRotatedInterchange` (`iit.learned.interchange_in_basis`)."""
         first, last = features[0], features[-1] + 1
         contiguous = features == tuple(range(first, last))
         columns: slice | list[int] | None = slice(first, last) if contiguous else list(features)
@@ -89,4 +89,5 @@ class RotationFeaturizer(Featurizer):
         return interchange_in_basis(base, source, self.rotation.matrix, columns)
 
     def config(self) -> dict[str, Any]:
+        """``{"d", "k", "dtype"}``: the constructor arguments of a rotation of this shape."""
         return {"d": self.d, "k": self.n_features, "dtype": dtype_name(self.rotation.weight.dtype)}

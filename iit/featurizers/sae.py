@@ -27,7 +27,10 @@ class SAEFeaturizer(Featurizer):
     (the sae-lens convention; ``subtract_decoder_bias=False`` drops ``- b_dec`` in the encoder).
 
     Args:
-        w_enc: ``[d, m]``; b_enc: ``[m]``; w_dec: ``[m, d]``; b_dec: ``[d]`` (copied, frozen buffers).
+        w_enc: encoder weight ``[d, m]`` (copied into a frozen buffer, as are the others).
+        b_enc: encoder bias ``[m]``.
+        w_dec: decoder weight ``[m, d]``.
+        b_dec: decoder bias ``[d]``.
         activation: ``"relu"``, or ``"jumprelu"`` (``z * (z > threshold)``).
         threshold: ``[m]``, JumpReLU thresholds (required for ``"jumprelu"``).
         subtract_decoder_bias: subtract ``b_dec`` from ``h`` before encoding.
@@ -71,6 +74,16 @@ class SAEFeaturizer(Featurizer):
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> SAEFeaturizer:
+        """An SAE of the shapes in ``config`` (zero weights; load the values with ``load_state_dict``).
+
+        Args:
+            config: what `config` returned: ``d``, ``m``, ``activation``,
+                ``subtract_decoder_bias`` and optionally ``dtype``.
+
+        Raises:
+            KeyError: a required key is missing from ``config``.
+            InterventionError: an unknown dtype or activation.
+        """
         d, m = config["d"], config["m"]
         dtype = dtype_from_name(config.get("dtype", "float32"))
         return cls(
@@ -80,7 +93,7 @@ class SAEFeaturizer(Featurizer):
         )
 
     def encode(self, h: Tensor) -> Tensor:
-        """Latents in ``promote_types(weight dtype, h dtype)`` on ``h``'s device."""
+        """Latents ``[..., d] -> [..., m]`` in ``promote_types(weight dtype, h dtype)`` on ``h``'s device."""
         x, w_enc, b_enc, b_dec, threshold = in_compute_dtype(h, self.w_enc, self.b_enc, self.b_dec, self.threshold)
         if self.subtract_decoder_bias:
             x = x - b_dec
@@ -90,10 +103,12 @@ class SAEFeaturizer(Featurizer):
         return torch.relu(z)
 
     def decode(self, f: Tensor) -> Tensor:
-        """``f @ W_dec + b_dec`` in ``promote_types(weight dtype, f dtype)`` on ``f``'s device."""
+        """``f @ W_dec + b_dec``: ``[..., m] -> [..., d]``, in ``promote_types(weight dtype, f dtype)``
+        on ``f``'s device."""
         x, w_dec, b_dec = in_compute_dtype(f, self.w_dec, self.b_dec)
         return x @ w_dec + b_dec
 
     def config(self) -> dict[str, Any]:
+        """``{"d", "m", "activation", "subtract_decoder_bias", "dtype"}`` (shapes and options)."""
         return {"d": self.d, "m": self.n_features, "activation": self.activation,
                 "subtract_decoder_bias": self.subtract_decoder_bias, "dtype": dtype_name(self.w_enc.dtype)}

@@ -1,4 +1,4 @@
-"""What :mod:`iit.serialization` needs to save and rebuild featurizer interventions: a JSON
+"""What `iit.serialization` needs to save and rebuild featurizer interventions: a JSON
 entry (featurizer kind + shapes, chosen features, mask kind); tensor values travel in the
 intervention's ``state_dict``."""
 

@@ -1,12 +1,12 @@
 """Semiring backpropagation on ordinary PyTorch models (Du et al., ACL 2023), one reverse walk.
 
-The model and target are traced to an ATen graph (:mod:`.trace`; LayerNorm and softmax are
-decomposed into primitive ops as the paper's code computes them, see :mod:`.decompositions`),
+The model and target are traced to an ATen graph (`trace`; LayerNorm and softmax are
+decomposed into primitive ops as the paper's code computes them, see `decompositions`),
 every node's value is stored, and the nodes are visited in reverse topological order; each op
-passes its output's semiring state to its arguments through the rules of :mod:`.ops`, and
+passes its output's semiring state to its arguments through the rules of `ops`, and
 fan-in is combined with ⊕. Every op's rule costs about what autograd's rule for it costs (a
 matmul is a matrix product in the real, entropy and op-level semirings), except the scalar
-max-product matmul, whose ⊕ is a ``max`` (:mod:`.kernels`).
+max-product matmul, whose ⊕ is a ``max`` (`kernels`).
 
 Granularity (``SemiringConfig.granularity``) only changes ``max_product``:
 
@@ -70,15 +70,21 @@ class SemiringConfig:
         sources: input keys or module names where paths start; empty = all float inputs.
         num_heads: attention heads, used only to map path nodes to heads.
         record_path: ``max_product`` only: keep every node's state and value so that
-            :func:`~.paths.top_path` can read the path out (memory: one state per node).
+            `top_path` can read the path out (memory: one state per node).
             ``False`` frees each state and forward value after its last use (values only).
             ``real`` and ``entropy`` always free them.
-        compile: run the reverse walk as one compiled program (:mod:`.compiled_walk`:
+        compile: run the reverse walk as one compiled program (`compiled_walk`:
             ``torch.compile`` fuses the small elementwise ops of every node, and matrix
             products skip the rows no path reaches): a 1.4-1.8x faster walk on a 4-layer
             BERT, but the first call of each graph structure (architecture, input shapes,
             target, sources, semiring) compiles, 10-40 s on a CPU. Results equal the eager
             walk's up to float rounding in fused loops (about 1e-7 relative in the tests).
+
+    Raises:
+        ArgumentError: an unknown semiring or granularity (with the nearest valid name), a
+            granularity other than ``"scalar"`` for a semiring other than ``max_product``, or
+            ``num_heads < 1``.
+        ArgumentTypeError: ``sources`` is not a tuple.
     """
 
     semiring: SemiringName = "max_product"
@@ -109,7 +115,8 @@ class SemiringResult:
 
     Attributes:
         config: the configuration used (``config.granularity`` says which graph).
-        values: source name -> tensor shaped like the source:
+        values: source name -> tensor shaped like the source (``[batch, ...]``, e.g.
+            ``[batch, seq, d_model]`` for an embedding output):
             ``real``: ``∂y/∂x``; ``max_product`` scalar: the signed product of the path with the
             largest absolute product (0 where no path); ``max_product`` op: the op-level best
             branch-selection value (``>= 0``); ``entropy``: ``H`` in nats (0 where ``Z = 0``).
@@ -118,6 +125,10 @@ class SemiringResult:
         computation: the traced computation (node values, modules) used for path recovery;
             unless every state is kept (``record_path``), the pass releases its node values.
         node_states: every node's state (kept only for ``max_product`` with ``record_path``).
+
+    Raises:
+        TypeError: a missing or unknown field (dataclass construction); `semiring_backward`
+            builds results.
     """
 
     config: SemiringConfig
@@ -128,13 +139,13 @@ class SemiringResult:
 
 
 class SemiringCache:
-    """What repeated semiring passes reuse, owned by one user (a :class:`SemiringBackprop`) and
-    released with it: the parameter transforms (:class:`~.weights.WeightCache`, at most
-    ``weight_bytes``) and the compiled walk programs (:class:`~.compiled_walk.CompiledWalks`,
+    """What repeated semiring passes reuse, owned by one user (a `SemiringBackprop`) and
+    released with it: the parameter transforms (`WeightCache`, at most
+    ``weight_bytes``) and the compiled walk programs (`CompiledWalks`,
     at most ``max_programs``). Nothing is cached process-wide.
 
     Raises:
-        ValueError: a negative byte limit or ``max_programs < 1``.
+        ArgumentError: a negative byte limit or ``max_programs < 1``.
     """
 
     def __init__(self, weight_bytes: int = DEFAULT_LIMIT_BYTES, max_programs: int = 8) -> None:
@@ -150,7 +161,7 @@ class SemiringCache:
 def _last_reads(comp: TracedComputation, order: list[Node]) -> dict[int, list[Node]]:
     """Step of the reverse walk after which each stored value is no longer read.
 
-    Processing a live call node reads the values its rule needs (:func:`~.ops.value_reads`:
+    Processing a live call node reads the values its rule needs (`value_reads`:
     e.g. a matmul reads the other operand, ``exp`` its output, a view nothing); every other
     value is read for its shape only. Returns ``step -> nodes to release`` (step ``-1``: read
     for the shape only, ``-2``: never read; sources are never released).
@@ -237,7 +248,7 @@ def _walk(
     is (liveness, as autograd frees saved tensors). If ``held_bytes`` is given, the bytes of
     live states plus stored values (parameters excluded) are appended after every step.
     ``rows``: contraction node -> indices along dim -2 of its output that paths reach (see
-    :func:`~.ops.slot_vjp`; the compiled walk finds them once per graph structure).
+    `slot_vjp`; the compiled walk finds them once per graph structure).
     """
     semiring = make_semiring(config.semiring, config.granularity, compiled=config.compile)
     keep_all = config.semiring == "max_product" and config.record_path
@@ -288,7 +299,7 @@ def run_walk(
     comp: TracedComputation, config: SemiringConfig, cache: SemiringCache | None = None
 ) -> dict[Node, State]:
     """The reverse walk of ``comp`` (eager, or compiled with ``config.compile``); returns the
-    states it keeps (see :func:`_walk`). ``cache``: transforms and programs to reuse (default:
+    states it keeps (see `_walk`). ``cache``: transforms and programs to reuse (default:
     a cache for this call only)."""
     cache = cache if cache is not None else SemiringCache()
     with use_weight_cache(cache.weights):
@@ -344,11 +355,11 @@ def semiring_backward(
         config: semiring, granularity, sources.
         cache: parameter transforms and compiled programs to reuse across calls (default: a
             cache for this call only, so ``compile=True`` records its program anew; keep a
-            :class:`SemiringBackprop` to reuse them).
+            `SemiringBackprop` to reuse them).
         elements: module source -> element of its tuple output that is the source.
 
     Returns:
-        :class:`SemiringResult` with one tensor per source, shaped like the source
+        `SemiringResult` with one tensor per source, shaped like the source
         (e.g. ``[batch, seq, d_model]`` for ``sources=("embeddings.word_embeddings",)``).
 
     Raises:
@@ -384,20 +395,20 @@ def semiring_backward(
 class SemiringBackprop(Attribution):
     """Semiring backpropagation as an attribution: ``attribute(inputs, target)`` like the others.
 
-    Sources are places (:mod:`iit.attribution.places`): :class:`iit.Coordinate` (a module's
+    Sources are places (`iit.attribution.places`): `iit.Coordinate` (a module's
     output, or element ``output=k`` of a tuple output; its index selects what is returned),
-    :class:`iit.TransformerCoordinate` (components that are module outputs, e.g.
+    `iit.TransformerCoordinate` (components that are module outputs, e.g.
     ``block_output``, ``attention_output``, ``mlp_output``), module paths, or input keys of
     float inputs. ``attribute`` returns the first source's values read at its index
-    (``[batch, ...]``); ``last_result`` keeps the full :class:`SemiringResult` (all sources
+    (``[batch, ...]``); ``last_result`` keeps the full `SemiringResult` (all sources
     shaped like their whole hidden states, aux tensors, path recovery).
 
-    The object owns a :class:`SemiringCache` (parameter transforms, compiled walk programs),
-    released with it or by :meth:`clear_cache`; the C++ max-product kernel is built only when a
+    The object owns a `SemiringCache` (parameter transforms, compiled walk programs),
+    released with it or by `clear_cache`; the C++ max-product kernel is built only when a
     scalar max-product pass first needs it.
 
     Args:
-        model: an ``nn.Module`` in eval mode (see :func:`semiring_backward`).
+        model: an ``nn.Module`` in eval mode (see `semiring_backward`).
         config: semiring, granularity, ...; ``config.sources`` is used when ``sources`` is empty.
         sources: the places where paths start (default: ``config.sources``, or all float inputs).
         cache_bytes: most bytes of parameter transforms kept.
@@ -453,8 +464,22 @@ class SemiringBackprop(Attribution):
         return tuple(names), elements, reads
 
     def attribute_all(self, inputs: Tensor | Mapping[str, Tensor], target: Target) -> SemiringResult:
-        """The full result for every source (see :class:`SemiringResult`); raises as
-        :func:`semiring_backward`."""
+        """The full result for every source (see `SemiringResult`).
+
+        Args:
+            inputs: one tensor (``model(x)``) or keyword inputs (``model(**inputs)``),
+                e.g. ``input_ids [batch, seq]``.
+            target: int class, ``Tensor[batch]`` of classes, or callable ``output -> [batch]``.
+
+        Returns:
+            One tensor per source, shaped like the source's whole hidden state
+            (``[batch, ...]``); also kept in ``last_result``.
+
+        Raises:
+            CoordinateError: a source place at a module input, or an unknown place.
+            UnsupportedOpError: an op on the gradient graph has no rule (see `semiring_backward`).
+            TargetError: the target does not fit the output or does not depend on the sources.
+        """
         names, elements, _ = self._source_names(inputs)
         config = self.config
         if names:
@@ -466,7 +491,7 @@ class SemiringBackprop(Attribution):
 
     def attribute(self, inputs: Tensor | Mapping[str, Tensor], target: Target) -> Tensor:
         """Values for the first source, read at its index (``[batch, ...]``). Raises as
-        :func:`semiring_backward`."""
+        `semiring_backward`."""
         _, _, reads = self._source_names(inputs)
         result = self.attribute_all(inputs, target)
         if not reads:
@@ -487,8 +512,21 @@ def gradient_graph_entropy(
 ) -> dict[str, Tensor]:
     """Gradient-graph entropy ``H`` (nats) per source element, via the expectation semiring.
 
+    Args:
+        model: an ``nn.Module`` in eval mode (see `semiring_backward`).
+        inputs: one tensor (``model(x)``) or keyword inputs (``model(**inputs)``).
+        target: int class, ``Tensor[batch]`` of classes, or callable ``output -> [batch]``.
+        sources: input keys or module names (default: every float input).
+
     Returns:
-        source name -> tensor shaped like the source. Raises as :func:`semiring_backward`.
+        Source name -> entropy tensor shaped like the source (``[batch, ...]``; 0 where no
+        path reaches the output).
+
+    Raises:
+        UnsupportedOpError: an op on the gradient graph has no rule (the message names it).
+        CoordinateError: a source name is neither an input key nor a module.
+        TargetError: the target does not fit the output or does not depend on the sources.
+        ArgumentTypeError: ``model`` is not an ``nn.Module`` or ``sources`` not a tuple.
     """
     config = SemiringConfig(semiring="entropy", sources=sources)
     return semiring_backward(model, inputs, target, config).values

@@ -1,18 +1,18 @@
 """The reverse walk compiled into one fused program (``SemiringConfig(compile=True)``).
 
-The eager walk (:func:`.backward._walk`) issues a few small tensor ops per graph node, and on a
+The eager walk (`backward._walk`) issues a few small tensor ops per graph node, and on a
 small model most of its time goes to launching them. For one traced graph the walk is a fixed
 sequence of tensor ops on the stored forward values, so this module records that sequence once
 (``make_fx``) as a program. Its inputs are
 
 * the stored value of every node (the forward's activations, the model's parameters),
-* the cached transforms of the parameters (``|W|``, ``-|W| log |W|``; :mod:`.weights`), so that
+* the cached transforms of the parameters (``|W|``, ``-|W| log |W|``; `weights`), so that
   the program follows in-place parameter updates without recomputing them per call.
 
 The recorded walk multiplies only the rows of each matrix product that some path reaches. They
 are found once per structure from the max-product's unreached marker; after a target that reads
 one token, the rows of the other tokens in the last layer are left out (unless an op on the
-gradient graph picks elements by an index tensor, see :func:`_reached_rows`). ``torch.compile``
+gradient graph picks elements by an index tensor, see `_reached_rows`). ``torch.compile``
 (inductor) then fuses the elementwise chains into a few C++/OpenMP or Triton loops; the matrix
 products and the max-product kernel (``torch.ops.iit.signed_max_product_matmul``) stay library
 calls.
@@ -21,9 +21,9 @@ The program is reused for every later call whose traced graph has the same *stru
 same ops with the same constant arguments, the same value shapes, strides and dtypes, the same
 live set, sources and configuration. Another model of the same architecture reuses it too,
 since parameters are inputs. The first call of a structure compiles (tens of seconds on a CPU
-for a 4-layer BERT). The programs live in a :class:`CompiledWalks` owned by the caller (a
-:class:`~iit.semiring.SemiringBackprop` keeps one; ``semiring_backward`` without one records a
-program for its call only): up to ``max_programs`` (default :data:`MAX_PROGRAMS`), least
+for a 4-layer BERT). The programs live in a `CompiledWalks` owned by the caller (a
+`SemiringBackprop` keeps one; ``semiring_backward`` without one records a
+program for its call only): up to ``max_programs`` (default `MAX_PROGRAMS`), least
 recently used out first, all released with their owner or by ``clear()``.
 
 While recorded, the walk takes no branch on the data (the semiring's ``compiled`` form). A walk
@@ -64,11 +64,11 @@ __all__ = ["MAX_PROGRAMS", "CompiledWalks", "compiled_walk"]
 
 _log = logging.getLogger(__name__)
 
-#: default number of compiled programs a :class:`CompiledWalks` keeps (torch.compile's own
+#: default number of compiled programs a `CompiledWalks` keeps (torch.compile's own
 #: caches keep the generated code)
 MAX_PROGRAMS = 8
 
-#: ``walk(comp, config, rows=...)``: the eager walk (:func:`.backward._walk`)
+#: ``walk(comp, config, rows=...)``: the eager walk (`backward._walk`)
 _WalkFn = Callable[..., dict[Node, State]]
 
 
@@ -94,7 +94,7 @@ class _Program:
 
 
 class CompiledWalks:
-    """The compiled walk programs of one owner (a :class:`~iit.semiring.SemiringBackprop`),
+    """The compiled walk programs of one owner (a `SemiringBackprop`),
     one per graph structure, least recently used dropped past ``max_programs``; released with
     the owner.
 
@@ -142,8 +142,8 @@ def compiled_walk(
     graph structure (see the module docs), reused afterwards.
 
     Args:
-        comp: a traced computation (:func:`~.trace.trace_computation`).
-        config: the :class:`~.backward.SemiringConfig` (``compile=True``).
+        comp: a traced computation (`trace_computation`).
+        config: the `SemiringConfig` (``compile=True``).
         walk: the eager walk, recorded once per structure.
         programs: where the programs are kept (recorded once per structure there).
 
@@ -344,7 +344,7 @@ def _reached_rows(comp: TracedComputation, config: Any, walk: _WalkFn) -> dict[N
     """Contraction node -> the rows (dim -2) of its output that some path reaches, where that
     is fewer than all (e.g. after a target that reads one token): from one eager scalar
     max-product walk, where unreached elements are ``(-inf, +inf)``. The recorded program
-    then multiplies those rows only (:func:`~.ops.slot_vjp`).
+    then multiplies those rows only (`slot_vjp`).
 
     Reachability follows from the graph's structure, unless a live op picks elements by an
     index tensor (``index``, ``gather``, ...: e.g. GPT-2's last non-padding token, or a
@@ -375,7 +375,7 @@ def _reached_rows(comp: TracedComputation, config: Any, walk: _WalkFn) -> dict[N
 @contextlib.contextmanager
 def _frozen_reads_refused(config: Any) -> Iterator[None]:
     """No autograd while recording; ``make_fx``'s error for a read of a tensor's value into
-    Python (which the program would freeze) becomes an :class:`UnsupportedOpError`."""
+    Python (which the program would freeze) becomes an `UnsupportedOpError`."""
     try:
         with torch.no_grad():
             yield

@@ -1,7 +1,7 @@
 """Which computation graph the semiring pass walks: ATen ops, with a few fused ops decomposed.
 
-The tracer (:mod:`.trace`) records the model at the ATen level and replaces every op in
-:data:`DECOMPOSITIONS` by the primitive ops its decomposition calls, so that those appear as
+The tracer (`trace`) records the model at the ATen level and replaces every op in
+`DECOMPOSITIONS` by the primitive ops its decomposition calls, so that those appear as
 nodes of the gradient graph (and of a top gradient path).
 
 Why decompose. A semiring other than ``real`` depends on the graph, not only on the function it

@@ -3,15 +3,15 @@
 In the real and entropy semirings (and the op-granular max-product, which sums inside an op)
 a matmul's ⊕ over its inner index is a sum, so their contractions are BLAS matrix products.
 The scalar max-product semiring's ⊕ is a ``max``, which no BLAS routine computes:
-:func:`max_product_matmul` hands it to :mod:`.tropical` (a register-tiled C++ kernel on CPU,
+`max_product_matmul` hands it to `tropical` (a register-tiled C++ kernel on CPU,
 ``torch.compile`` or chunked torch ops elsewhere; all exact).
 
 Unreached elements of a max-product state are ``(-inf, +inf)``, and an edge of weight 0 into one
-(``0·∞ = NaN``) is no path (:func:`signed_products`, the elementwise ⊗).
+(``0·∞ = NaN``) is no path (`signed_products`, the elementwise ⊗).
 
-For the compiled walk (:mod:`.compiled_walk`) the matrix product is also the custom op
+For the compiled walk (`compiled_walk`) the matrix product is also the custom op
 ``torch.ops.iit.signed_max_product_matmul``, registered by the first call that asks for it (so that a recorded program calls the kernel
-instead of freezing its result), and :func:`signed_products` has a form without branches on
+instead of freezing its result), and `signed_products` has a form without branches on
 the data.
 """
 
@@ -58,7 +58,7 @@ def max_product_matmul(
     """Signed max-product matrix product of a state ``[..., i, j]`` with weights ``[..., j, k]``
     (batch dims broadcast): ``(max, min)`` over ``j`` of ``w[j, k] · state[i, j]``,
     ``[..., i, k]``. Unreached elements (``-inf, +inf``) and ``0·∞`` products are no path.
-    Computed by :func:`~.tropical.signed_max_product_matmul` (a register-tiled C++ kernel on
+    Computed by `signed_max_product_matmul` (a register-tiled C++ kernel on
     CPU, a ``torch.compile`` reduction elsewhere with ``compiled=True``). ``compiled`` also
     calls it through the custom op ``torch.ops.iit.signed_max_product_matmul``, which
     recorded programs keep as a call."""
@@ -70,7 +70,7 @@ def max_product_matmul(
 @functools.cache
 def _registered_op() -> Callable[[Tensor, Tensor, Tensor], tuple[Tensor, Tensor]]:
     """Register ``torch.ops.iit.signed_max_product_matmul`` on first use (once per process:
-    nothing is registered when :mod:`iit.semiring` is imported) and return it."""
+    nothing is registered when `iit.semiring` is imported) and return it."""
 
     @torch.library.custom_op("iit::signed_max_product_matmul", mutates_args=())
     def op(s_max: Tensor, s_min: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:

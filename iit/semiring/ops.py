@@ -1,7 +1,7 @@
 """Per-op semiring VJP rules for ATen-level graphs (the op table of semiring backpropagation).
 
 Every supported op falls in one of four kinds; each kind has one generic rule, written only in
-terms of the :class:`~iit.semiring.semirings.Semiring` primitives:
+terms of the `Semiring` primitives:
 
 * ``elementwise`` (with broadcasting): local derivatives in closed form for the frequent ops,
   else from ``torch.func.jvp`` with an all-ones tangent (each output element depends on exactly
@@ -14,10 +14,10 @@ terms of the :class:`~iit.semiring.semirings.Semiring` primitives:
   (a semiring matrix product with the other operand).
 
 LayerNorm and softmax are not ops of this table: the tracer decomposes them into primitive ops
-(:mod:`.decompositions`), as the paper's code computes them.
+(`decompositions`), as the paper's code computes them.
 
 At the scalar granularity each (input element, output element) pair of one argument slot is
-one edge whose weight is the partial derivative, so :func:`edge_weights` (a ``jvp`` with a
+one edge whose weight is the partial derivative, so `edge_weights` (a ``jvp`` with a
 one-hot tangent) returns the exact out-edges of one element; path recovery uses it.
 """
 
@@ -75,7 +75,19 @@ NO_GRAD_OPS = frozenset({"detach", "argmax", "argmin", "eq", "ne", "lt", "le", "
 
 
 def supported_op_names() -> list[str]:
-    """Names (ATen overload packets, e.g. ``"addmm"``) of every op with a semiring rule."""
+    """Names (ATen overload packets, e.g. ``"addmm"``) of every op with a semiring rule.
+
+    Returns:
+        The names, sorted.
+
+    Raises:
+        TypeError: called with an argument (it takes none); it raises nothing else.
+
+    Examples:
+        >>> from iit.semiring import supported_op_names
+        >>> "addmm" in supported_op_names() and "tanh" in supported_op_names()
+        True
+    """
     return sorted(_KIND)
 
 

@@ -1,7 +1,7 @@
 """Read the top gradient path out of a max-product result and map it to modules, tokens, heads.
 
 Path recovery walks *forward* from a source element: at each node it asks every consuming op
-for the exact out-edges of the current element (:func:`~.ops.edge_weights`, a one-hot ``jvp``)
+for the exact out-edges of the current element (`edge_weights`, a one-hot ``jvp``)
 and follows the edge whose weight ⊗ the child's stored state reproduces the current value
 (signed scalar graph: a negative edge switches between the child's max and min). At the op
 granularity it first picks the branch (consumer op and argument slot) with the largest summed
@@ -29,12 +29,18 @@ class PathStep:
     """One element on a gradient path.
 
     Attributes:
-        node: FX node name; ``op``: its ATen op (``"input"`` for the source).
+        node: FX node name.
+        op: the node's ATen op (``"input"`` for the source).
         module: qualified name of the innermost module that computed it ("" = top level).
         index: the element's multi-index in the node's tensor.
-        token, head: position / attention head of the element where the tensor has such dims.
+        token: position of the element where the tensor has a sequence axis (else ``None``).
+        head: attention head of the element where the tensor has a head axis (else ``None``).
         weight: local derivative of the edge entering this element (1.0 for the source).
         branch: ``"<consumer op> arg <k>"`` of the edge entering this element.
+
+    Raises:
+        TypeError: a missing or unknown field (dataclass construction); `top_path` builds
+            the steps.
     """
 
     node: str
@@ -51,8 +57,16 @@ class PathStep:
 class GradientPath:
     """A path from one source element to the output.
 
-    ``value`` is the signed product of the edge weights (scalar granularity), or the op-level
-    max-product value at the source (op granularity, where ``steps`` follows dominant terms).
+    Attributes:
+        value: the signed product of the edge weights (scalar granularity), or the op-level
+            max-product value at the source (op granularity, where ``steps`` follows dominant
+            terms).
+        granularity: ``"scalar"`` or ``"op"`` (the `SemiringConfig` granularity).
+        steps: the elements visited, from the source element to the output.
+
+    Raises:
+        TypeError: a missing or unknown field (dataclass construction); `top_path` builds
+            paths.
     """
 
     value: float
@@ -108,6 +122,14 @@ def locate(
 def best_source_index(result: SemiringResult, source: str, row: int = 0) -> tuple[int, ...]:
     """Multi-index (including the row) of the source element with the largest ``|value|``.
 
+    Args:
+        result: a semiring result (any semiring).
+        source: a source name of ``result`` (a key of ``result.values``).
+        row: the batch row to search in.
+
+    Returns:
+        ``(row, i1, ...)``, an index into the source's values ``[batch, ...]``.
+
     Raises:
         CoordinateError: unknown source or row out of range.
     """
@@ -134,9 +156,42 @@ def _consumers(result: SemiringResult) -> dict[Node, list[tuple[Node, tuple[int,
 def top_path(result: SemiringResult, source: str, index: tuple[int, ...]) -> GradientPath:
     """The top gradient path from one source element (``index`` includes the batch row).
 
+    Args:
+        result: a ``max_product`` result computed with ``record_path=True``.
+        source: a source name of ``result``.
+        index: the source element's multi-index into the source ``[batch, ...]`` (e.g. from
+            `best_source_index`).
+
+    Returns:
+        The path from the source element to the output, one `PathStep` per element.
+
     Raises:
-        ValueError: if ``result`` is not a max-product result.
+        ArgumentError: ``result`` is not a max-product result, or was computed with
+            ``record_path=False``.
         CoordinateError: unknown source, or index outside its shape.
+
+    Examples:
+        Two linear layers without bias: ``h = W1 x``, ``y = W2 h``. The paths from ``x[0]``
+        to ``y`` have products ``2 * 1`` (through ``h[0]``) and ``1 * 4`` (through ``h[1]``);
+        the top path is the second one, while the gradient is their sum, 6.
+
+        >>> import torch
+        >>> from iit.semiring import SemiringConfig, semiring_backward, top_path
+        >>> net = torch.nn.Sequential(torch.nn.Linear(2, 2, bias=False), torch.nn.Linear(2, 1, bias=False))
+        >>> with torch.no_grad():
+        ...     _ = net[0].weight.copy_(torch.tensor([[2.0, 0.0], [1.0, 3.0]]))
+        ...     _ = net[1].weight.copy_(torch.tensor([[1.0, 4.0]]))
+        >>> x = torch.tensor([[1.0, 1.0]])
+        >>> result = semiring_backward(net, x, 0, SemiringConfig(semiring="max_product"))
+        >>> result.values["input"]
+        tensor([[ 4., 12.]])
+        >>> path = top_path(result, "input", (0, 0))
+        >>> path.value, path.product()
+        (4.0, 4.0)
+        >>> [(step.module, step.index, step.weight) for step in path.steps]
+        [('', (0, 0), 1.0), ('0', (0, 1), 1.0), ('1', (0, 0), 4.0), ('', (0,), 1.0), ('', (), 1.0)]
+
+        The last two steps are the target (column 0 of the output) and the sum over rows.
     """
     if result.config.semiring != "max_product":
         raise ArgumentError(f"top_path needs a max_product result, got {result.config.semiring!r}")

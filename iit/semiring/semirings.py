@@ -78,13 +78,13 @@ class Semiring(ABC):
     arity: int = 1
 
     def __init__(self, *, compiled: bool = False) -> None:
-        #: the walk is being recorded into a compiled program (:mod:`.compiled_walk`): no
+        #: the walk is being recorded into a compiled program (`compiled_walk`): no
         #: branches on the data, the max-product kernel called as a custom op
         self.compiled = compiled
 
     @abstractmethod
     def one(self, shape: torch.Size, like: Tensor) -> State:
-        """The seed 1̄ at the output, tensors of ``shape``."""
+        """The starting state 1̄ at the output (the multiplicative identity), tensors of ``shape``."""
 
     @abstractmethod
     def zero(self, shape: torch.Size, like: Tensor) -> State:
@@ -239,10 +239,10 @@ def make_semiring(
     name: SemiringName, granularity: Granularity, *, compiled: bool = False
 ) -> Semiring:
     """Return the semiring object for ``name`` at ``granularity`` (``op`` only for max_product);
-    ``compiled``: for a walk recorded into a compiled program (see :class:`Semiring`).
+    ``compiled``: for a walk recorded into a compiled program (see `Semiring`).
 
     Raises:
-        ValueError: for an unknown name, or ``granularity="op"`` with ``real``/``entropy``.
+        ArgumentError: for an unknown name, or ``granularity="op"`` with ``real``/``entropy``.
     """
     if granularity not in ("scalar", "op"):
         raise ArgumentError(f"granularity must be 'scalar' or 'op', got {granularity!r}")

@@ -1,10 +1,10 @@
 """Record a model and a target as an ATen-level FX graph in one forward run, storing what the
 reverse walk needs: node values, which nodes depend on the sources, and which module made each.
 
-The model runs once under a :class:`~torch.utils._python_dispatch.TorchDispatchMode` that
-appends every ATen op it executes to a :class:`torch.fx.Graph` (tensor arguments become the
+The model runs once under a `TorchDispatchMode` that
+appends every ATen op it executes to a `torch.fx.Graph` (tensor arguments become the
 nodes that produced them) and keeps the op's actual output as the node's value: no separate
-tracing run and no re-execution. Ops in :data:`~.decompositions.DECOMPOSITIONS` are replaced
+tracing run and no re-execution. Ops in `DECOMPOSITIONS` are replaced
 by their decomposition, whose own ops are recorded in turn.
 
 Sources are either floating-point model inputs (keys of ``inputs``) or outputs of named
@@ -17,7 +17,7 @@ In-place ops are recorded as nodes. Before an op writes to a tensor, every store
 shares its storage is replaced by a copy, so a stored value always is the value its node had
 when it was recorded. Reading a tensor again through another view after such a write (the
 written data reach it outside the graph) is allowed only where nothing depending on the
-sources flows that way into the target; otherwise :class:`~iit.errors.UnsupportedOpError`.
+sources flows that way into the target; otherwise `UnsupportedOpError`.
 All hooks and the mode are removed in ``finally``.
 """
 
@@ -121,7 +121,7 @@ def _is_float_tensor(v: Any) -> bool:
 
 
 def _resolve_module(modules: Mapping[str, nn.Module], name: str) -> nn.Module:
-    """``modules[name]``; raises :class:`CoordinateError` naming the nearest module names."""
+    """``modules[name]``; raises `CoordinateError` naming the nearest module names."""
     if name not in modules:
         raise CoordinateError(
             f"source {name!r} is neither an input key nor a module of "
@@ -244,7 +244,7 @@ class _Recorder(TorchDispatchMode):
 
     # ---- graph inputs and outputs
     def placeholder(self, name: str) -> Node:
-        """A graph input (its value is bound later by :meth:`bind`)."""
+        """A graph input (its value is bound later by `bind`)."""
         node = self.graph.create_node("placeholder", name, name=re.sub(r"\W", "_", name))
         self.modules[node] = ""
         return node
@@ -388,7 +388,7 @@ class _Recorder(TorchDispatchMode):
     def _stale_read(self, t: Tensor, node: Node, reader: Any) -> Node:
         """``t`` was written in place since it was recorded as ``node``, and not through an op
         whose output stands for it: from now on it stands for itself, as a constant;
-        :func:`_check_stale_reads` decides whether that is exact."""
+        `_check_stale_reads` decides whether that is exact."""
         constant = self._constant(t, base="_written")
         where = f" in module {self.owner[-1]!r}" if self.owner[-1] else ""
         self.stale_reads.append(_Read(constant, node, _storage_key(t), f"{reader}{where}"))
@@ -561,7 +561,7 @@ def _check_stale_reads(
 
 
 def _check_rules(live: set[Node], env: Mapping[Node, Any], modules: Mapping[Node, str]) -> None:
-    """Raise :class:`UnsupportedOpError` for a live op without a semiring rule."""
+    """Raise `UnsupportedOpError` for a live op without a semiring rule."""
     for node in live:
         if node.op != "call_function":
             continue
@@ -580,8 +580,8 @@ def _check_sources(
     """Source names (default: the float inputs) and the modules of module sources.
 
     Raises:
-        TypeError: an input is not a tensor.
-        ValueError: no source, or an input source is not floating point.
+        ArgumentTypeError: an input is not a tensor.
+        ArgumentError: no source, or an input source is not floating point.
         CoordinateError: a source is neither an input key nor a module name.
     """
     for k, v in inputs.items():
@@ -614,7 +614,7 @@ def trace_computation(
             ``attn_implementation="eager"`` or an SDPA kernel listed in the decompositions).
         inputs: one tensor (called ``model(x)``, source name ``"input"``) or keyword inputs
             of ``model`` (``model(**inputs)``).
-        target: see :mod:`iit.attribution.targets`. Rows must not interact (eval mode).
+        target: see `iit.attribution.targets`. Rows must not interact (eval mode).
         sources: names of floating-point inputs or of modules; empty = all float inputs.
         elements: module source name -> which element of the module's tuple output is the
             source (default: the output itself, which must then be a tensor).
@@ -623,8 +623,8 @@ def trace_computation(
         The traced computation; its values are those of this very run.
 
     Raises:
-        TypeError: an input is not a tensor.
-        ValueError: no source, or an input source is not floating point.
+        ArgumentTypeError: an input is not a tensor.
+        ArgumentError: no source, or an input source is not floating point.
         CoordinateError: a source is neither an input key nor a module name.
         HookFiringError: a source module ran more or less than once, or returned no float
             tensor.

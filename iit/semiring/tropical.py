@@ -1,6 +1,6 @@
 """Exact signed max-product matrix product: the ⊗-then-⊕ of a max-product state with a matmul.
 
-:func:`signed_max_product_matmul` is the max-product counterpart of ``torch.matmul``: where a
+`signed_max_product_matmul` is the max-product counterpart of ``torch.matmul``: where a
 matmul sums ``w[j, k] * s[i, j]`` over ``j``, it takes the largest and the smallest of those
 products, for a state that carries both extremes ``(s_max, s_min)`` of its signed paths (a
 negative weight turns the smallest into the largest). Every candidate is one rounded product and
@@ -106,10 +106,10 @@ def signed_max_product_matmul(
         differentiable (computed without autograd).
 
     Raises:
-        ValueError: for fewer than 2 dims, ``s_max``/``s_min`` of different shapes, an inner
+        ArgumentError: for fewer than 2 dims, ``s_max``/``s_min`` of different shapes, an inner
             size mismatch, batch dims that do not broadcast, tensors on different devices, an
             unknown ``backend``, or ``backend="cpp"`` for tensors not on the CPU.
-        TypeError: for a non-floating dtype, or ``backend="cpp"`` for a dtype it lacks
+        ArgumentTypeError: for a non-floating dtype, or ``backend="cpp"`` for a dtype it lacks
             (float16 / bfloat16).
         RuntimeError: ``backend="cpp"`` when the C++ kernel cannot be built.
     """
@@ -247,7 +247,7 @@ def _eager(sx: Tensor, sn: Tensor, w: Tensor, finite: bool) -> tuple[Tensor, Ten
 
 
 def _chunked(s: Tensor, wt: Tensor, form: str, t: Tensor) -> tuple[Tensor, Tensor]:
-    """``s``, ``t``: ``[B, i, L]``; ``wt``: ``[1 or B, k, L]``. ``form`` (see :func:`_eager`):
+    """``s``, ``t``: ``[B, i, L]``; ``wt``: ``[1 or B, k, L]``. ``form`` (see `_eager`):
     ``"finite"``: ``amax``/``amin`` of ``s * wt``; ``"penalty"``: of ``t + s * wt`` and
     ``-t + s * wt``; ``"where"``: ``s``, ``t`` are ``s_max``, ``s_min``, sign-selected."""
     wt = wt.contiguous()

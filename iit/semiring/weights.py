@@ -4,16 +4,16 @@ The op-level max-product and the entropy semiring multiply states by ``|W|`` (an
 semiring also by ``-|W| log |W|``) for every weight matrix a matmul meets. With few tokens a
 weight matrix is larger than the activations it meets, so recomputing these transforms on every
 call would cost more than the matrix products themselves. They depend on the parameter only, so
-a :class:`WeightCache` keeps them: per parameter (weakly referenced: an entry goes when its
+a `WeightCache` keeps them: per parameter (weakly referenced: an entry goes when its
 parameter does), per view of it, and per version (an in-place update such as an optimizer step,
 or ``copy_`` under ``no_grad``, invalidates the entry). PyTorch does not version writes through
-``param.data``: after such a write, call :meth:`WeightCache.clear`.
+``param.data``: after such a write, call `WeightCache.clear`.
 
 There is no process-wide cache. A cache belongs to the object that uses it (a
-:class:`~iit.semiring.SemiringBackprop` holds one; :func:`~iit.semiring.semiring_backward`
+`SemiringBackprop` holds one; `semiring_backward`
 without one makes a cache for the call and drops it after) and is released with it. It holds at
 most ``limit_bytes``; past that, transforms are computed per request. While a cache is active
-(:func:`use_weight_cache`, scoped to the current context) :func:`cached_transform` reads it;
+(`use_weight_cache`, scoped to the current context) `cached_transform` reads it;
 outside, it computes the transform.
 """
 
@@ -42,7 +42,7 @@ _Key = tuple[object, ...]
 _active: contextvars.ContextVar[WeightCache | None] = contextvars.ContextVar(
     "iit_semiring_weight_cache", default=None
 )
-#: per thread, while set (:func:`intercept_transforms`): answers every request
+#: per thread, while set (`intercept_transforms`): answers every request
 _local = threading.local()
 
 
@@ -108,7 +108,7 @@ class WeightCache:
 
 @contextlib.contextmanager
 def use_weight_cache(cache: WeightCache) -> Iterator[WeightCache]:
-    """While active (in this context), :func:`cached_transform` keeps transforms in ``cache``."""
+    """While active (in this context), `cached_transform` keeps transforms in ``cache``."""
     token = _active.set(cache)
     try:
         yield cache
@@ -117,7 +117,7 @@ def use_weight_cache(cache: WeightCache) -> Iterator[WeightCache]:
 
 
 def cached_transform(name: str, w: Tensor, fn: Callable[[Tensor], Tensor]) -> Tensor:
-    """``fn(w)`` through the active :class:`WeightCache` (computed when none is active).
+    """``fn(w)`` through the active `WeightCache` (computed when none is active).
 
     Returns:
         ``fn(w)``, shaped like ``w``.
@@ -133,8 +133,8 @@ def cached_transform(name: str, w: Tensor, fn: Callable[[Tensor], Tensor]) -> Te
 def intercept_transforms(
     handler: Callable[[str, Tensor, Callable[[Tensor], Tensor]], Tensor],
 ) -> Iterator[None]:
-    """While active, every :func:`cached_transform` call in this thread returns
-    ``handler(name, w, fn)`` instead. The compiled walk (:mod:`.compiled_walk`) uses it to make
+    """While active, every `cached_transform` call in this thread returns
+    ``handler(name, w, fn)`` instead. The compiled walk (`compiled_walk`) uses it to make
     the transforms of parameters inputs of the program it records."""
     if not hasattr(_local, "handlers"):
         _local.handlers = []

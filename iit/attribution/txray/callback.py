@@ -1,5 +1,5 @@
 """Lightning callback that records TX-Ray distributions at chosen epochs (thin stateful shell
-around :func:`~iit.attribution.txray.distributions.record_distributions`)."""
+around `record_distributions`)."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ class TXRayCallback(pl.Callback):
         at_start: also record before training, under the key ``-1``.
 
     Attributes:
-        records: epoch -> :class:`NeuronDistributions` (``-1`` = before training).
+        records: epoch -> `NeuronDistributions` (``-1`` = before training).
     """
 
     def __init__(

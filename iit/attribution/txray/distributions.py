@@ -40,10 +40,10 @@ class TXRayConfig:
 
     Attributes:
         place: where the neuron activations ``[batch, seq, N]`` (or ``[batch, N]``) are: an
-            :class:`iit.Coordinate` (any index that keeps the batch and sequence axes, e.g.
-            ``Index.dims(0, 64)`` for 64 neurons), an :class:`iit.TransformerCoordinate` on a
+            `iit.Coordinate` (any index that keeps the batch and sequence axes, e.g.
+            ``Index.dims(0, 64)`` for 64 neurons), an `iit.TransformerCoordinate` on a
             Hugging Face model (e.g. ``TransformerCoordinate(3, "mlp_hidden")``), or a module
-            path (its output). Read with :meth:`iit.Interventionable.collect`.
+            path (its output). Read with `iit.Interventionable.collect`.
         num_features: size of the feature vocabulary (feature ids lie in ``[0, num_features)``).
         mode: ``"max1"`` or ``"all"`` (see module docs).
         feature_key: batch key of the feature ids ``[batch, seq]`` (or ``[batch]``).
@@ -138,7 +138,7 @@ def accumulate(
         mode: ``"max1"`` or ``"all"``.
 
     Raises:
-        ValueError: if a feature id is out of range or shapes disagree.
+        ArgumentError: if a feature id is out of range or shapes disagree.
     """
     P, N = acts.shape
     if features.shape != (P,):
@@ -197,7 +197,7 @@ def record_distributions(
 ) -> NeuronDistributions:
     """Run ``model`` over ``batches`` and accumulate neuron distributions at ``config.place``.
 
-    Activations are read with :meth:`iit.Interventionable.collect` (hooks scoped to each call,
+    Activations are read with `iit.Interventionable.collect` (hooks scoped to each call,
     each site checked to fire exactly once, the forward stopped after the place). The model is
     put in eval mode for the pass and restored afterwards.
 

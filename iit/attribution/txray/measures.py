@@ -19,7 +19,7 @@ def hellinger_distance(p: Tensor, q: Tensor) -> Tensor:
     Returns ``[...]`` in ``[0, 1]`` (0 = identical, 1 = disjoint supports).
 
     Raises:
-        ValueError: if the shapes differ or an entry is negative.
+        ArgumentError: if the shapes differ or an entry is negative.
     """
     if p.shape != q.shape:
         raise ArgumentError(
@@ -57,7 +57,7 @@ class TXRayComparison:
         (``"least"``) Hellinger distance.
 
         Raises:
-            ValueError: for another ``which``.
+            ArgumentError: for another ``which``.
         """
         if which not in ("top", "least"):
             raise ArgumentError(f"which must be 'top' or 'least', got {which!r}")
@@ -70,7 +70,7 @@ def compare(a: NeuronDistributions, b: NeuronDistributions) -> TXRayComparison:
     """Compare two recordings of the same layer, neuron by neuron.
 
     Raises:
-        ValueError: if the neuron or feature counts differ.
+        ArgumentError: if the neuron or feature counts differ.
     """
     if a.mass.shape != b.mass.shape:
         raise ArgumentError(

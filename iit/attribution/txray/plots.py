@@ -1,9 +1,9 @@
 """TX-Ray plots (plotly): overview views to pick neurons, detail views of their features.
 
-Overview: Hellinger distance vs Hellinger length (:func:`plot_hellinger_vs_length`), length
-shift per neuron (:func:`plot_length_shift`), normalised activation mass per neuron and stage
-(:func:`plot_activation_mass`). Detail: feature distributions of the top-k / least-k Hellinger
-neurons before and after (:func:`plot_neuron_details`). Save with ``fig.write_html(path)``.
+Overview: Hellinger distance vs Hellinger length (`plot_hellinger_vs_length`), length
+shift per neuron (`plot_length_shift`), normalised activation mass per neuron and stage
+(`plot_activation_mass`). Detail: feature distributions of the top-k / least-k Hellinger
+neurons before and after (`plot_neuron_details`). Save with ``fig.write_html(path)``.
 """
 
 from __future__ import annotations
@@ -101,7 +101,7 @@ def plot_neuron_details(
     neurons; each panel shows the neuron's ``top_features`` most probable features.
 
     Raises:
-        ValueError: if no neuron is shared, or ``which`` is invalid.
+        ArgumentError: if no neuron is shared, or ``which`` is invalid.
     """
     neurons = comp.ranked(k, which)
     if not neurons:
