@@ -1,0 +1,112 @@
+"""The code of the documentation pages runs, and their links resolve.
+
+For every markdown page under ``docs/`` (except the generated ``docs/reference/`` and the
+notebooks' ``docs/tutorials/``), the ```` ```python ```` fenced blocks are executed in page order
+in one fresh namespace per page (pages are independent; blocks of one page share names), in a
+temporary working directory, with ``torch.manual_seed(0)`` set before the first block; the
+family table ``iit.transformers.FAMILIES`` is restored after each page (pages may register one).
+
+Convention for code that cannot run here (several GPUs, a cluster, a command line): give the
+fence the info string ```` ```python skip ````. Such a block is rendered like any Python block
+but is not executed. Fences of other languages (``bash``, ``text``) are never executed.
+
+Links: every relative markdown link ``[text](target)`` of a page must name an existing file
+(the anchor part is ignored); the API reference pages, generated at build time by
+``docs/hooks.py``, count as existing. Absolute links (``http(s)://``) are not followed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from iit.transformers import FAMILIES
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCS = ROOT / "docs"
+SKIPPED_FOLDERS = ("reference", "tutorials")
+GENERATED = {
+    f"reference/{name}.md"
+    for name in (
+        "index", "iit", "iit.training", "iit.transformers", "iit.attribution", "iit.search",
+        "iit.featurizers", "iit.semiring", "causal_models", "causal_models.standard",
+    )
+}
+FENCE = re.compile(r"^(?P<indent>[ ]*)```(?P<info>[^\n`]*)\n(?P<body>.*?)^(?P=indent)```[ ]*$", re.M | re.S)
+LINK = re.compile(r"(?<!!)\[[^\]\n]*\]\((?P<target>[^)\s]+)(?:\s+\"[^\"]*\")?\)")
+
+
+def pages() -> list[Path]:
+    """Every hand-written markdown page of the site."""
+    return sorted(
+        p for p in DOCS.rglob("*.md") if p.relative_to(DOCS).parts[0] not in SKIPPED_FOLDERS
+    )
+
+
+def python_blocks(text: str) -> list[tuple[int, str]]:
+    """``(line number, code)`` of every executed ```` ```python ```` block, in page order."""
+    blocks = []
+    for match in FENCE.finditer(text):
+        info = match["info"].split()
+        if not info or info[0] not in ("python", "py") or "skip" in info[1:]:
+            continue
+        indent = len(match["indent"])
+        body = "\n".join(line[indent:] for line in match["body"].splitlines())
+        blocks.append((text.count("\n", 0, match.start()) + 2, body))
+    return blocks
+
+
+def _page_id(page: Path) -> str:
+    return str(page.relative_to(DOCS))
+
+
+def test_fence_parser() -> None:
+    text = "a\n```python\nx = 1\n```\n```python skip\nboom()\n```\n```bash\nls\n```\n  ```python\n  y = 2\n  ```\n"
+    assert python_blocks(text) == [(3, "x = 1"), (12, "y = 2")]
+
+
+def test_there_are_pages() -> None:
+    names = {_page_id(p) for p in pages()}
+    assert {"index.md", "getting-started.md", "errors/index.md"} <= names
+
+
+@pytest.mark.parametrize("page", pages(), ids=_page_id)
+def test_page_code_runs(page: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    blocks = python_blocks(page.read_text())
+    if not blocks:
+        pytest.skip("no python code")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(ROOT))
+    torch.manual_seed(0)
+    namespace: dict[str, object] = {"__name__": f"docs_page_{page.stem}"}
+    threads = torch.get_num_threads()
+    families = dict(FAMILIES)  # a page may register a family; later pages see the built-in table
+    try:
+        for line, code in blocks:
+            compiled = compile(code, f"{page.relative_to(ROOT)}:{line}", "exec")
+            exec(compiled, namespace)  # noqa: S102 - the documentation's own code
+    finally:
+        torch.set_num_threads(threads)
+        FAMILIES.clear()
+        FAMILIES.update(families)
+
+
+@pytest.mark.parametrize("page", pages(), ids=_page_id)
+def test_page_links_resolve(page: Path) -> None:
+    text = FENCE.sub("", page.read_text())  # links inside code are not links
+    text = re.sub(r"`[^`\n]*`", "", text)
+    broken = []
+    for match in LINK.finditer(text):
+        target = match["target"].split("#", 1)[0]
+        if not target or re.match(r"^[a-z][a-z0-9+.-]*:", target):
+            continue
+        resolved = os.path.normpath(os.path.join(os.path.dirname(_page_id(page)), target))
+        if resolved.replace(os.sep, "/") in GENERATED:
+            continue
+        if not (DOCS / resolved).is_file():
+            broken.append(match["target"])
+    assert not broken, f"{_page_id(page)} links to missing files: {broken}"
