@@ -8,7 +8,7 @@ family table ``iit.transformers.FAMILIES`` is restored after each page (pages ma
 
 Convention for code that cannot run here (several GPUs, a cluster, a command line): give the
 fence the info string ```` ```python skip ````. Such a block is rendered like any Python block
-but is not executed. Fences of other languages (``bash``, ``text``) are never executed.
+and compiled (a syntax check) but not executed. Fences of other languages (``bash``, ``text``) are never executed.
 
 Links: every relative markdown link ``[text](target)`` of a page must name an existing file
 (the anchor part is ignored); the API reference pages, generated at build time by
@@ -47,12 +47,13 @@ def pages() -> list[Path]:
     )
 
 
-def python_blocks(text: str) -> list[tuple[int, str]]:
-    """``(line number, code)`` of every executed ```` ```python ```` block, in page order."""
+def python_blocks(text: str, *, skipped: bool = False) -> list[tuple[int, str]]:
+    """``(line number, code)`` of every executed ```` ```python ```` block, in page order
+    (with ``skipped=True``: of the ```` ```python skip ```` blocks instead)."""
     blocks = []
     for match in FENCE.finditer(text):
         info = match["info"].split()
-        if not info or info[0] not in ("python", "py") or "skip" in info[1:]:
+        if not info or info[0] not in ("python", "py") or ("skip" in info[1:]) != skipped:
             continue
         indent = len(match["indent"])
         body = "\n".join(line[indent:] for line in match["body"].splitlines())
@@ -67,6 +68,14 @@ def _page_id(page: Path) -> str:
 def test_fence_parser() -> None:
     text = "a\n```python\nx = 1\n```\n```python skip\nboom()\n```\n```bash\nls\n```\n  ```python\n  y = 2\n  ```\n"
     assert python_blocks(text) == [(3, "x = 1"), (12, "y = 2")]
+    assert python_blocks(text, skipped=True) == [(6, "boom()")]
+
+
+@pytest.mark.parametrize("page", pages(), ids=_page_id)
+def test_skipped_code_compiles(page: Path) -> None:
+    """Blocks that are not run are still valid Python."""
+    for line, code in python_blocks(page.read_text(), skipped=True):
+        compile(code, f"{page.relative_to(ROOT)}:{line}", "exec")
 
 
 def test_there_are_pages() -> None:
