@@ -10,7 +10,8 @@ Convention for code that cannot run here (several GPUs, a cluster, a command lin
 fence the info string ```` ```python skip ````. Such a block is rendered like any Python block
 and compiled (a syntax check) but not executed. Fences of other languages (``bash``, ``text``) are never executed.
 
-Links: every relative markdown link ``[text](target)`` of a page must name an existing file
+Links: every relative markdown link ``[text](target)`` (and image ``![alt](target)``) of a page
+must name an existing file
 (the anchor part is ignored); the API reference pages, generated at build time by
 ``docs/hooks.py``, count as existing. Absolute links (``http(s)://``) are not followed.
 """
@@ -37,7 +38,7 @@ GENERATED = {
     )
 }
 FENCE = re.compile(r"^(?P<indent>[ ]*)```(?P<info>[^\n`]*)\n(?P<body>.*?)^(?P=indent)```[ ]*$", re.M | re.S)
-LINK = re.compile(r"(?<!!)\[[^\]\n]*\]\((?P<target>[^)\s]+)(?:\s+\"[^\"]*\")?\)")
+LINK = re.compile(r"\[[^\]\n]*\]\((?P<target>[^)\s]+)(?:\s+\"[^\"]*\")?\)")
 
 
 def pages() -> list[Path]:
@@ -104,18 +105,28 @@ def test_page_code_runs(page: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPa
         FAMILIES.update(families)
 
 
-@pytest.mark.parametrize("page", pages(), ids=_page_id)
-def test_page_links_resolve(page: Path) -> None:
-    text = FENCE.sub("", page.read_text())  # links inside code are not links
+def broken_links(page_id: str, text: str) -> list[str]:
+    """The relative link targets of a page (path ``page_id`` under ``docs/``) that name no file."""
+    text = FENCE.sub("", text)  # links inside code are not links
     text = re.sub(r"`[^`\n]*`", "", text)
     broken = []
     for match in LINK.finditer(text):
         target = match["target"].split("#", 1)[0]
         if not target or re.match(r"^[a-z][a-z0-9+.-]*:", target):
             continue
-        resolved = os.path.normpath(os.path.join(os.path.dirname(_page_id(page)), target))
-        if resolved.replace(os.sep, "/") in GENERATED:
-            continue
-        if not (DOCS / resolved).is_file():
+        resolved = os.path.normpath(os.path.join(os.path.dirname(page_id), target)).replace(os.sep, "/")
+        if resolved not in GENERATED and not (DOCS / resolved).is_file():
             broken.append(match["target"])
+    return broken
+
+
+def test_link_checker() -> None:
+    text = "[a](index.md) [b](../index.md#x) [c](missing.md) [d](https://example.org) `[e](nope.md)` ![img](x.png)"
+    assert broken_links("concepts/iit.md", text) == ["index.md", "missing.md", "x.png"]
+    assert broken_links("concepts/iit.md", "[r](../reference/iit.training.md)") == []
+
+
+@pytest.mark.parametrize("page", pages(), ids=_page_id)
+def test_page_links_resolve(page: Path) -> None:
+    broken = broken_links(_page_id(page), page.read_text())
     assert not broken, f"{_page_id(page)} links to missing files: {broken}"
