@@ -92,15 +92,16 @@ TASKS: dict[str, TaskSpec] = {
     "compiled_sort_strict": TaskSpec(
         SortStrictTransformer, IITConfig(lr=3e-3, strict_weight=1.0), epochs=4, train_size=20_000, batch_size=128
     ),
-    # pretrained MiniLM (first 3 blocks + a new head) fine-tuned on hierarchical equality over
-    # words; WX / YZ at block 1's output at the x / z tokens; evaluated on held-out words
+    # pretrained MiniLM (first 3 blocks + a new head over the six tokens) fine-tuned on
+    # hierarchical equality over words; WX / YZ at block 1's output at the x / z tokens;
+    # evaluated on held-out words
     "minilm_equality": TaskSpec(
-        MiniLMEquality, IITConfig(lr=1e-4), epochs=3, train_size=2_048, val_size=512, batch_size=32,
+        MiniLMEquality, IITConfig(lr=1e-4), epochs=3, train_size=12_800, val_size=1_000, batch_size=64,
     ),
     # DAS on the frozen behaviour-fine-tuned MiniLM: a 16-dim subspace per place, vs the same
     # subspaces left at their random initialisation
     "minilm_equality_das": TaskSpec(
-        MiniLMEqualityDAS, _MINILM_DAS, epochs=3, train_size=2_048, val_size=512, batch_size=32,
+        MiniLMEqualityDAS, _MINILM_DAS, epochs=2, train_size=12_800, val_size=1_000, batch_size=64,
         baseline=replace(_MINILM_DAS, lr=0.0), baseline_name="untrained rotation",
     ),
 }
