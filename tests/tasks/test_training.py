@@ -44,7 +44,6 @@ ACCEPTANCE = {
     "digit_sum_partial_mlp": (0.98, 0.2),
     "digit_sum_transformer": (0.95, 0.2),
     "hierarchical_equality_mlp": (0.95, 0.2),
-    "minilm_equality": (0.95, 0.2),
     "pvr_mlp": (0.95, 0.2),
     "token_digit_sum_lm": (0.95, 0.2),
 }
@@ -86,7 +85,11 @@ def test_das_on_frozen_minilm_beats_untrained_rotations() -> None:
     """DAS on the behaviour-fine-tuned MiniLM (README: WX 0.801, YZ 0.856 against 0.509, 0.505)."""
     spec = TASKS["minilm_equality_das"]
     das = _fit(spec.make(), spec.config, spec, spec.epochs)
-    untrained = _fit(spec.make(), spec.behaviour_config(), spec, spec.epochs)
+    task = spec.make()  # the same rotations before any training step (lr 0 would leave them so)
+    untrained = evaluate_alignment(
+        IITModule(task, spec.behaviour_config()),
+        CounterfactualDataModule(task, spec.train_size, spec.val_size, spec.batch_size, seed=spec.seed),
+    )
     assert das["task_acc"] >= 0.95, das
     assert all(das[f"iia/{v}"] >= 0.7 for v in ("WX", "YZ")), das
     assert all(untrained[f"iia/{v}"] <= 0.6 for v in ("WX", "YZ")), untrained
@@ -95,7 +98,10 @@ def test_das_on_frozen_minilm_beats_untrained_rotations() -> None:
 # covered elsewhere: gpt2_digit_sum by tests/tasks/test_gpt2_digit_sum.py (IIT, then the search finds
 # S where it is aligned); its behaviour-only baseline needs more than the task's 3 epochs to reach
 # IIT's task accuracy (0.93 vs 0.97), so the "same task accuracy" part of this acceptance does not apply
-COVERED_ELSEWHERE = {"digit_sum_mlp", "pvr_mlp_strict", "das_equality", "gpt2_digit_sum", "minilm_equality_das"}
+# minilm_equality by tests/tasks/test_minilm_equality.py (IIT and behaviour-only, 300-400 steps each
+# instead of the registered 3 epochs, which take about 6 minutes together on 2 cores)
+COVERED_ELSEWHERE = {"digit_sum_mlp", "pvr_mlp_strict", "das_equality", "gpt2_digit_sum", "minilm_equality",
+                     "minilm_equality_das"}
 
 
 def test_acceptance_covers_every_trained_task() -> None:
