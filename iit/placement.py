@@ -33,9 +33,20 @@ def materialized(module: nn.Module) -> Iterator[nn.Module]:
     its execution device; they return to the offload store (``meta``) on exit, also after an
     exception. A no-op for modules that are not offloaded.
 
-    Example:
-        >>> with materialized(layer.dense) as dense:
-        ...     w = dense.weight  # [out, in], never meta here
+    Args:
+        module: a module, possibly offloaded by accelerate (its weights on ``meta``).
+
+    Yields:
+        ``module``, its own weights real (``[out, in]`` for a linear layer) inside the block.
+
+    Examples:
+        On a module that is not offloaded the block changes nothing:
+
+        >>> import torch
+        >>> layer = torch.nn.Linear(3, 2)
+        >>> with materialized(layer) as dense:
+        ...     print(dense is layer, dense.weight.device.type)
+        True cpu
     """
     if not is_offloaded(module):
         yield module

@@ -12,6 +12,7 @@ from tasks.digit_sum import DigitSumMLP, DigitSumPartialMLP
 from tasks.digit_sum_transformer import DigitSumTransformer
 from tasks.equality import HierarchicalEqualityMLP
 from tasks.gpt2_digit_sum import GPT2DigitSum
+from tasks.minilm_equality import MiniLMEquality, MiniLMEqualityDAS
 from tasks.pvr import PointerValueMLP
 from tasks.token_digit_sum import TokenDigitSumLM
 
@@ -51,6 +52,8 @@ class TaskSpec:
 
 _DAS = IITConfig(behaviour_weight=0.0, freeze_network=True, lr=2e-2)
 
+_MINILM_DAS = IITConfig(behaviour_weight=0.0, freeze_network=True, lr=1e-2)
+
 TASKS: dict[str, TaskSpec] = {
     "digit_sum_mlp": TaskSpec(DigitSumMLP, IITConfig(lr=2e-3), epochs=10),
     "digit_sum_partial_mlp": TaskSpec(DigitSumPartialMLP, IITConfig(lr=2e-3), epochs=10),
@@ -88,5 +91,17 @@ TASKS: dict[str, TaskSpec] = {
     # tracr's sort program, strict IIT on a small non-compiled transformer (target_pos at layer 0)
     "compiled_sort_strict": TaskSpec(
         SortStrictTransformer, IITConfig(lr=3e-3, strict_weight=1.0), epochs=4, train_size=20_000, batch_size=128
+    ),
+    # pretrained MiniLM (first 3 blocks + a new head over the six tokens) fine-tuned on
+    # hierarchical equality over words; WX / YZ at block 1's output at the x / z tokens;
+    # evaluated on held-out words
+    "minilm_equality": TaskSpec(
+        MiniLMEquality, IITConfig(lr=1e-4), epochs=3, train_size=12_800, val_size=1_000, batch_size=64,
+    ),
+    # DAS on the frozen behaviour-fine-tuned MiniLM: a 16-dim subspace per place, vs the same
+    # subspaces left at their random initialisation
+    "minilm_equality_das": TaskSpec(
+        MiniLMEqualityDAS, _MINILM_DAS, epochs=2, train_size=12_800, val_size=1_000, batch_size=64,
+        baseline=replace(_MINILM_DAS, lr=0.0), baseline_name="untrained rotation",
     ),
 }

@@ -15,6 +15,7 @@ import yaml
 from iit.training import CounterfactualDataModule, IITConfig, IITModule, IITTask
 from iit.training.cli import main as iit_main
 from tasks.das_equality import BaseNetwork, DASEquality
+from tasks.minilm_equality import BaseFineTune, MiniLMEqualityDAS
 from tasks.registry import TASKS
 
 CONFIGS = Path(__file__).resolve().parents[2] / "tasks" / "configs"
@@ -26,6 +27,8 @@ def _make(name: str) -> IITTask:
     task = TASKS[name].make()
     if isinstance(task, DASEquality):
         return DASEquality(task.layer, task.k, task.rotation_seed, base=TINY_BASE)
+    if isinstance(task, MiniLMEqualityDAS):
+        return MiniLMEqualityDAS(task.k, task.rotation_seed, base=BaseFineTune(epochs=1, train_size=32, val_size=32))
     return task
 
 
@@ -57,7 +60,8 @@ def test_task_builds_trains_and_validates(name: str) -> None:
     params = dict(module.named_parameters())
     assert trainable and all(not torch.equal(params[n], v) for n, v in trainable.items() if "bias" not in n)
     assert all(torch.equal(params[n], v) for n, v in frozen.items())
-    assert spec.config.freeze_network == bool(frozen)
+    # DAS freezes the whole network; other tasks may freeze parts (MiniLM: its word embeddings)
+    assert spec.config.freeze_network == (not any(p.requires_grad for p in module.network.parameters()))
     metrics = trainer.callback_metrics
     assert torch.isfinite(metrics["train/total_loss"])
     for variable in task.candidate_variables():
