@@ -6,13 +6,13 @@ in one fresh namespace per page (pages are independent; blocks of one page share
 temporary working directory, with ``torch.manual_seed(0)`` set before the first block; the
 family table ``iit.transformers.FAMILIES`` is restored after each page (pages may register one).
 
-Convention for code that cannot run here (several GPUs, a cluster, a command line): give the
-fence the info string ```` ```python skip ````. Such a block is rendered like any Python block
-and compiled (a syntax check) but not executed. Fences of other languages (``bash``, ``text``) are never executed.
+Convention for code that cannot run here (several GPUs, a cluster): put the line
+``<!-- no-run -->`` directly above the fence (an HTML comment: the site does not show it, and
+the block is rendered like any Python block). Such a block is compiled (a syntax check) but not
+executed. Fences of other languages (``bash``, ``text``) are never executed.
 
 Links: every relative markdown link ``[text](target)`` (and image ``![alt](target)``) of a page
-must name an existing file
-(the anchor part is ignored); the API reference pages, generated at build time by
+must name an existing file (the anchor part is ignored); the API reference pages, generated at build time by
 ``docs/hooks.py``, count as existing. Absolute links (``http(s)://``) are not followed.
 """
 
@@ -38,6 +38,7 @@ GENERATED = {
     )
 }
 FENCE = re.compile(r"^(?P<indent>[ ]*)```(?P<info>[^\n`]*)\n(?P<body>.*?)^(?P=indent)```[ ]*$", re.M | re.S)
+NO_RUN = "<!-- no-run -->"
 LINK = re.compile(r"\[[^\]\n]*\]\((?P<target>[^)\s]+)(?:\s+\"[^\"]*\")?\)")
 
 
@@ -50,11 +51,14 @@ def pages() -> list[Path]:
 
 def python_blocks(text: str, *, skipped: bool = False) -> list[tuple[int, str]]:
     """``(line number, code)`` of every executed ```` ```python ```` block, in page order
-    (with ``skipped=True``: of the ```` ```python skip ```` blocks instead)."""
+    (with ``skipped=True``: of the blocks under a ``<!-- no-run -->`` line instead)."""
     blocks = []
     for match in FENCE.finditer(text):
         info = match["info"].split()
-        if not info or info[0] not in ("python", "py") or ("skip" in info[1:]) != skipped:
+        if not info or info[0] not in ("python", "py"):
+            continue
+        before = [line.strip() for line in text[: match.start()].splitlines() if line.strip()]
+        if (bool(before) and before[-1] == NO_RUN) != skipped:
             continue
         indent = len(match["indent"])
         body = "\n".join(line[indent:] for line in match["body"].splitlines())
@@ -67,9 +71,9 @@ def _page_id(page: Path) -> str:
 
 
 def test_fence_parser() -> None:
-    text = "a\n```python\nx = 1\n```\n```python skip\nboom()\n```\n```bash\nls\n```\n  ```python\n  y = 2\n  ```\n"
-    assert python_blocks(text) == [(3, "x = 1"), (12, "y = 2")]
-    assert python_blocks(text, skipped=True) == [(6, "boom()")]
+    text = "a\n```python\nx = 1\n```\n<!-- no-run -->\n```python\nboom()\n```\n```bash\nls\n```\n  ```python\n  y = 2\n  ```\n"
+    assert python_blocks(text) == [(3, "x = 1"), (13, "y = 2")]
+    assert python_blocks(text, skipped=True) == [(7, "boom()")]
 
 
 @pytest.mark.parametrize("page", pages(), ids=_page_id)
