@@ -4,7 +4,8 @@ For every markdown page under ``docs/`` (except the generated ``docs/reference/`
 notebooks' ``docs/tutorials/``), the ```` ```python ```` fenced blocks are executed in page order
 in one fresh namespace per page (pages are independent; blocks of one page share names), in a
 temporary working directory, with ``torch.manual_seed(0)`` set before the first block; the
-family table ``iit.transformers.FAMILIES`` is restored after each page (pages may register one).
+family table ``iit.transformers.FAMILIES``, the environment variables and the warning filters are
+restored after each page (pages may register a family or seed Lightning).
 
 Convention for code that cannot run here (several GPUs, a cluster): put the line
 ``<!-- no-run -->`` directly above the fence (an HTML comment: the site does not show it, and
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from pathlib import Path
 
 import pytest
@@ -99,14 +101,18 @@ def test_page_code_runs(page: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPa
     namespace: dict[str, object] = {"__name__": f"docs_page_{page.stem}"}
     threads = torch.get_num_threads()
     families = dict(FAMILIES)  # a page may register a family; later pages see the built-in table
+    environ = dict(os.environ)  # pl.seed_everything sets PL_GLOBAL_SEED, which later code reads
     try:
-        for line, code in blocks:
-            compiled = compile(code, f"{page.relative_to(ROOT)}:{line}", "exec")
-            exec(compiled, namespace)  # noqa: S102 - the documentation's own code
+        with warnings.catch_warnings():
+            for line, code in blocks:
+                compiled = compile(code, f"{page.relative_to(ROOT)}:{line}", "exec")
+                exec(compiled, namespace)  # noqa: S102 - the documentation's own code
     finally:
         torch.set_num_threads(threads)
         FAMILIES.clear()
         FAMILIES.update(families)
+        os.environ.clear()
+        os.environ.update(environ)
 
 
 def broken_links(page_id: str, text: str) -> list[str]:
