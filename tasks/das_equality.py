@@ -307,10 +307,9 @@ def format_sweep(rows: Sequence[SweepRow], base_accuracy: float) -> str:
 
 def plot_heatmap(rows: Sequence[SweepRow], path: str | Path) -> Path:
     """Save a heatmap of DAS IIA (mean over WX, YZ), layers x k, to ``path`` (PNG or SVG)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import (
+        Figure,  # no pyplot: the caller's backend and figures are left alone
+    )
 
     das = [r for r in rows if r.method == "DAS"]
     layers = sorted({r.layer for r in das})
@@ -318,7 +317,8 @@ def plot_heatmap(rows: Sequence[SweepRow], path: str | Path) -> Path:
     grid = torch.full((len(layers), len(ks)), float("nan"))
     for r in das:
         grid[layers.index(r.layer), ks.index(r.k)] = sum(r.iia.values()) / len(r.iia)
-    fig, ax = plt.subplots(figsize=(1.2 * len(ks) + 2, 0.8 * len(layers) + 1.5))
+    fig = Figure(figsize=(1.2 * len(ks) + 2, 0.8 * len(layers) + 1.5))
+    ax = fig.subplots()
     image = ax.imshow(grid.numpy(), vmin=0.5, vmax=1.0, cmap="viridis")
     for i in range(len(layers)):
         for j in range(len(ks)):
@@ -332,7 +332,6 @@ def plot_heatmap(rows: Sequence[SweepRow], path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
-    plt.close(fig)
     return path
 
 
