@@ -57,7 +57,14 @@ class Activations(Mapping[Any, Tensor]):
         """The same activations with rows reordered / selected by ``index`` (LongTensor
         ``[n]``), e.g. a permutation to use row ``perm[i]`` as the source of base row ``i``."""
         index = check_row_index(index, self.batch_size)
-        return Activations({k: v[index.to(v.device)] for k, v in self._values.items()})
+        moved: dict[torch.device, Tensor] = {}  # the index once per device, not once per value
+        rows = {}
+        for key, value in self._values.items():
+            on_device = moved.get(value.device)
+            if on_device is None:
+                on_device = moved[value.device] = index.to(value.device)
+            rows[key] = value[on_device]
+        return Activations(rows)
 
     def detach(self) -> Activations:
         """The same activations cut from the autograd graph."""
@@ -237,16 +244,16 @@ class Interventionable(nn.Module):
         plan = self._plan(base, interventions, sources)
         modules = self._module_table()
         source_values = self._source_values(plan, sources, modules, detach_sources)
-        writes = [
-            WriteOp(
+        writes = []
+        for step in plan:
+            source = source_values.get((step.source, step.intervention.source_coordinate))
+            writes.append(WriteOp(
                 step.coordinate,
-                _bind(step.intervention, source_values.get((step.source, step.intervention.source_coordinate))),
+                _bind(step.intervention, source),
                 step.rows,
                 name=f"{type(step.intervention).__name__} at {step.coordinate.describe()}",
-                source=source_values.get((step.source, step.intervention.source_coordinate)),
-            )
-            for step in plan
-        ]
+                source=source,
+            ))
         run = HookRun(modules, [], writes, stop_early=False)
         return run.run(lambda: call_model(self.model, base))
 

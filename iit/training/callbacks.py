@@ -61,7 +61,9 @@ class _ThrottledRich(_Throttled, RichProgressBar):
     """Lightning's Rich progress bar, redrawn at most every ``interval`` seconds."""
 
     def __init__(self, interval: float) -> None:
-        super().__init__(refresh_rate=max(1, round(1 / interval)))
+        # Rich's own refresh thread stays at its default rate: it only redraws after an update,
+        # and stopping it waits for its next wake-up
+        super().__init__()
         self.interval = interval
 
 

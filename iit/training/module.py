@@ -45,6 +45,9 @@ from iit.training.task import IITTask
 
 __all__ = ["IITConfig", "IITModule"]
 
+# set in every step: never parameters, buffers or submodules
+_PLAIN_ATTRIBUTES = frozenset({"_current_fx_name", "_loss_sums", "_loss_count"})
+
 
 @dataclass(frozen=True)
 class IITConfig:
@@ -157,6 +160,14 @@ class IITModule(pl.LightningModule):
         self._in_batch_plans: dict[tuple[str, ...], list[tuple[int, Any]]] = {}
         self._learned_set = {iv for v in self.alignment.variables for iv in self.alignment.interventions(v)
                              if any(True for _ in iv.parameters())}
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # Lightning sets ``_current_fx_name`` around each of the dozens of hook calls of a step;
+        # nn.Module's checks for parameters, buffers and submodules cost more than a small step's op
+        if name in _PLAIN_ATTRIBUTES:
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
 
     # ------------------------------------------------------------------ helpers
     def _decode(self, output: Any) -> Tensor:
