@@ -15,7 +15,9 @@ at the end (the fit's checkpoint).
 Setups: the task's MLP (width 96, batch 64: per-step overheads dominate) and a wide MLP
 (width 1024, batch 512, 4096 pairs: compute dominates). Rows: IIT and behaviour-only, for
 ``pl.Trainer`` at Lightning's defaults (progress bar, logger, checkpoint) and for
-``iit.training.make_trainer`` (the library's quiet defaults). Methods are interleaved per
+``iit.training.make_trainer`` (the library's quiet defaults), and the hand-written step and
+evaluation inside a ``LightningModule`` fitted by ``make_trainer`` (the floor Lightning's own loop
+sets). Methods are interleaved per
 repetition; medians are reported, of wall time and of the process's CPU time (on a shared
 machine the CPU time is the steadier of the two; with one thread they agree on an idle one).
 The load average is printed before and after.
@@ -95,6 +97,54 @@ def _collecting_forward(net, tokens):
     return out, store["emb"], store["h1"]
 
 
+def hand_loss(net, batch: CounterfactualBatch, generator: torch.Generator, iit: bool, d_embed: int) -> torch.Tensor:
+    """The hand-written step's loss: behaviour, plus in-batch IIT with raw hooks."""
+    base = batch.base
+    tokens = _encode(base)
+    label = base["x"] + base["y"] + base["z"]
+    if not iit:
+        return F.cross_entropy(net(tokens), label)
+    out, emb, h1 = _collecting_forward(net, tokens)
+    perm = torch.randperm(len(batch), generator=generator)
+    source = {k: v[perm] for k, v in base.items()}
+    on = batch.intervened
+    out_cf = _intervened_forward(net, tokens, emb[perm], h1[perm], on, d_embed)
+    return F.cross_entropy(out, label) + F.cross_entropy(out_cf, _counterfactual_labels(base, source, on))
+
+
+class HandStepModule(pl.LightningModule):
+    """The hand-written step and evaluation inside Lightning (``make_trainer``, same data loader):
+    what Lightning's loop itself costs, without any of iit's step."""
+
+    def __init__(self, net, val: CounterfactualBatch, lr: float, iit: bool, d_embed: int, batch_size: int) -> None:
+        super().__init__()
+        self.net, self.val, self.lr, self.iit, self.d_embed, self.eval_batch = net, val, lr, iit, d_embed, max(batch_size, 512)
+        self.generator = torch.Generator().manual_seed(0)
+        self.loss_sum, self.count = torch.zeros(()), 0
+
+    def training_step(self, batch: CounterfactualBatch, batch_idx: int) -> torch.Tensor:
+        loss = hand_loss(self.net, batch, self.generator, self.iit, self.d_embed)
+        self.loss_sum = self.loss_sum + loss.detach() * len(batch)
+        self.count += len(batch)
+        return loss
+
+    def on_train_epoch_end(self) -> None:
+        metrics = hand_evaluate(self.net, self.val, self.eval_batch, self.d_embed)
+        self.log_dict({"train_loss": self.loss_sum / self.count, **{f"val/{k}": v for k, v in metrics.items()}})
+        self.loss_sum, self.count = torch.zeros(()), 0
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.net.parameters(), lr=self.lr)
+
+
+def hand_step_fit(task, data: CounterfactualDataModule, epochs: int, lr: float, iit: bool, root: str) -> None:
+    """:class:`HandStepModule` fitted by ``make_trainer`` on the data module's training loader."""
+    from iit.training import make_trainer
+
+    module = HandStepModule(task.build_network(), data.val_data, lr, iit, task.d_embed, data.batch_size)
+    make_trainer(task, max_epochs=epochs, root=root).fit(module, train_dataloaders=data.train_dataloader())
+
+
 def hand_fit(net, train: CounterfactualBatch, val: CounterfactualBatch, epochs: int, batch_size: int, lr: float,
              iit: bool, d_embed: int, seed: int = 0, save_to: str | None = None) -> dict[str, float]:
     """The hand-written loop: shuffled batches, behaviour (+ in-batch IIT) loss, Adam, the
@@ -110,18 +160,7 @@ def hand_fit(net, train: CounterfactualBatch, val: CounterfactualBatch, epochs: 
         order = torch.randperm(n, generator=generator)
         for start in range(0, n, batch_size):
             batch = train.select(order[start : start + batch_size])
-            base = batch.base
-            tokens = _encode(base)
-            label = base["x"] + base["y"] + base["z"]
-            if iit:
-                out, emb, h1 = _collecting_forward(net, tokens)
-                perm = torch.randperm(len(batch), generator=generator)
-                source = {k: v[perm] for k, v in base.items()}
-                on = batch.intervened
-                out_cf = _intervened_forward(net, tokens, emb[perm], h1[perm], on, d_embed)
-                loss = F.cross_entropy(out, label) + F.cross_entropy(out_cf, _counterfactual_labels(base, source, on))
-            else:
-                loss = F.cross_entropy(net(tokens), label)
+            loss = hand_loss(net, batch, generator, iit, d_embed)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -181,6 +220,8 @@ def measure(hidden: int, batch_size: int, train_size: int, epochs: int, reps: in
         for mode in modes:
             runs[f"{kind} {mode}"] = (lambda cfg=cfg, mode=mode, root=None: iit_fit(
                 task, data, cfg, epochs, mode == "make_trainer", root))
+        runs[f"{kind} hand step in make_trainer"] = (lambda is_iit=is_iit, root=None: hand_step_fit(
+            task, data, epochs, lr, is_iit, root))
         runs[f"{kind} hand-written"] = (lambda is_iit=is_iit, root=None: hand_fit(
             task.build_network(), data.train_data, data.val_data, epochs, batch_size, lr, is_iit, task.d_embed,
             save_to=f"{root}.pt"))
@@ -201,7 +242,7 @@ def measure(hidden: int, batch_size: int, train_size: int, epochs: int, reps: in
     print(f"{'run':<36}{'wall s':>9}{'x hand':>9}{'CPU s':>9}{'x hand':>9}")
     for kind in ("IIT", "behaviour"):
         hand, hand_cpu = med[f"{kind} hand-written"], med_cpu[f"{kind} hand-written"]
-        for name in [f"{kind} {m}" for m in modes] + [f"{kind} hand-written"]:
+        for name in [f"{kind} {m}" for m in modes] + [f"{kind} hand step in make_trainer", f"{kind} hand-written"]:
             print(f"{name:<36}{med[name]:>9.2f}{med[name] / hand:>9.2f}{med_cpu[name]:>9.2f}{med_cpu[name] / hand_cpu:>9.2f}")
     return med
 

@@ -79,6 +79,9 @@ def progress_bar(interval: float = 0.1) -> ProgressBar:
     """Lightning's default progress bar (Rich when installed, else tqdm), redrawn at most every
     ``interval`` seconds and on the last batch of each epoch.
 
+    Args:
+        interval: seconds between redraws during an epoch.
+
     Raises:
         ArgumentError: ``interval <= 0``.
     """
