@@ -38,7 +38,7 @@ def draw_alignment(alignment: Alignment, model: nn.Module, path: str | Path, max
 
     Args:
         alignment: the alignment to draw.
-        model: the network (plain or :class:`iit.Interventionable`; its ``model`` is used).
+        model: the network (plain or `iit.Interventionable`; its ``model`` is used).
         path: the output file.
         max_depth: module path depth shown besides aligned modules (``2`` shows ``layers.0``).
 

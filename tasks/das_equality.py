@@ -1,7 +1,7 @@
 """DAS on a frozen, behaviour-trained hierarchical-equality MLP (reference §2.2, task C).
 
 1. An MLP (``emb_dim=4``, hidden 16, 3 ReLU layers) is trained on the task alone
-   (:class:`~iit.training.IITModule` with ``iit_weight=0``).
+   (`iit.training.IITModule` with ``iit_weight=0``).
 2. For each layer and subspace size ``k``, the network is frozen and one shared 16 x 16 rotation
    at that layer is trained (``IITConfig(freeze_network=True, behaviour_weight=0)``) so that
    interchanging rotated dims ``[0, k)`` swaps ``WX`` and ``[k, 2k)`` swaps ``YZ``.
@@ -168,7 +168,7 @@ class DASEquality(HierarchicalEqualityMLP):
 
 @dataclass(frozen=True)
 class SweepSettings:
-    """The DAS sweep (layers and k are checked by :class:`DASEquality` when it runs).
+    """The DAS sweep (layers and k are checked by `DASEquality` when it runs).
 
     Attributes:
         layers, ks: the grid (layer x rotated dims per variable).

@@ -30,7 +30,7 @@ __all__ = ["HierarchicalEqualityMLP", "entity_pools"]
 @lru_cache(maxsize=8)
 def entity_pools(train_entities: int, test_entities: int, emb_dim: int, seed: int) -> tuple[EntityPool, EntityPool]:
     """The (cached) training pool and the disjoint pool of unseen test entities,
-    ``[n, emb_dim]`` each (see :func:`causal_models.standard.make_entity_pools`)."""
+    ``[n, emb_dim]`` each (see `causal_models.standard.make_entity_pools`)."""
     return standard.make_entity_pools(train_entities, test_entities, emb_dim, seed)
 
 
