@@ -49,9 +49,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from causal_models import CausalModel, CounterfactualConfig, standard
-from causal_models.data import InputSampler
-from causal_models.standard import EntityPool, EqualityPatternSampler
+from causal_models import CausalModel, standard
+from causal_models.standard import EntityPool
 from iit.alignment import AlignedTo
 from iit.errors import ArgumentError
 from iit.interventionable import Interventionable
@@ -65,6 +64,7 @@ from iit.training import (
     make_trainer,
 )
 from iit.transformers import Tokens, TransformerCoordinate, TransformerInterventionable
+from tasks.equality import EqualityPairs
 
 __all__ = ["MiniLMEquality", "MiniLMEqualityDAS", "MiniLMClassifier", "BaseFineTune", "minilm_path",
            "single_token_words", "behaviour_finetuned_network"]
@@ -157,7 +157,7 @@ class MiniLMClassifier(nn.Module):
         return self.head(hidden.flatten(1))
 
 
-class MiniLMEquality(IITTask):
+class MiniLMEquality(EqualityPairs, IITTask):
     """IIT fine-tuning of MiniLM on hierarchical equality over words.
 
     Args:
@@ -202,16 +202,6 @@ class MiniLMEquality(IITTask):
         index = torch.arange(len(self.words), dtype=torch.float32)[:, None]
         return EntityPool(index[: self.train_words]), EntityPool(index[self.train_words:])
 
-    def counterfactual_config(self) -> CounterfactualConfig:
-        """Each pair intervenes on ``{WX}``, ``{YZ}`` or both (uniformly), from one source."""
-        return CounterfactualConfig(variables=("WX", "YZ"), selection="subset")
-
-    def train_sampler(self, model: CausalModel) -> InputSampler:
-        return EqualityPatternSampler(self.pools()[0])
-
-    def eval_sampler(self, model: CausalModel) -> InputSampler:
-        """Sentences of held-out words only."""
-        return EqualityPatternSampler(self.pools()[1])
 
     # ------------------------------------------------------------------ network side
     def build_network(self) -> nn.Module:
