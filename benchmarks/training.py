@@ -19,14 +19,18 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's iit, not an installed one
 
 import torch
 import torch.nn.functional as F
 
-from causal_models import CounterfactualGenerator
-from iit.training import IITConfig, IITModule
-from tasks.digit_sum import DigitSumMLP
+from causal_models import CounterfactualGenerator  # noqa: E402
+from iit.training import IITConfig, IITModule  # noqa: E402
+from tasks.digit_sum import DigitSumMLP  # noqa: E402
 
 
 def hand_written_step(net, opt, batch, perm, three_pass: bool) -> float:

@@ -9,30 +9,41 @@ precomputed counterfactual pairs (the data module's), with Adam, the same batch 
 epochs, in-batch sources (a random permutation of the batch per step), behaviour + IIT loss,
 and evaluate every epoch on the same held-out pairs: task accuracy, IIA on the pairs' own
 variables and IIA per variable (every row intervening on that variable). The hand-written loop
-uses raw forward hooks, labels written by hand (``x + y + z``) and plain tensor indexing.
+uses raw forward hooks, labels written by hand (``x + y + z``) and plain tensor indexing; like
+the fit, it keeps each epoch's mean training loss and saves its weights and optimiser state
+at the end (the fit's checkpoint).
 Setups: the task's MLP (width 96, batch 64: per-step overheads dominate) and a wide MLP
 (width 1024, batch 512, 4096 pairs: compute dominates). Rows: IIT and behaviour-only, for
 ``pl.Trainer`` at Lightning's defaults (progress bar, logger, checkpoint) and for
-``iit.training.make_trainer`` (the library's quiet defaults). Methods are interleaved per
-repetition; medians are reported.
+``iit.training.make_trainer`` (the library's quiet defaults), and the hand-written step and
+evaluation inside a ``LightningModule`` fitted by ``make_trainer`` (the floor Lightning's own loop
+sets). Methods are interleaved per
+repetition; medians are reported, of wall time and of the process's CPU time (on a shared
+machine the CPU time is the steadier of the two; with one thread they agree on an idle one).
+The load average is printed before and after.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
+import sys
 import tempfile
 import time
 import warnings
 from dataclasses import replace
+from pathlib import Path
 
-import pytorch_lightning as pl
-import torch
-import torch.nn.functional as F
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's iit, not an installed one
 
-from causal_models.data import CounterfactualBatch
-from iit.training import CounterfactualDataModule, IITConfig, IITModule
-from tasks.digit_sum import DigitSumMLP
+import pytorch_lightning as pl  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from causal_models.data import CounterfactualBatch  # noqa: E402
+from iit.training import CounterfactualDataModule, IITConfig, IITModule  # noqa: E402
+from tasks.digit_sum import DigitSumMLP  # noqa: E402
 
 VARIABLES = ("x", "y", "z", "S")
 
@@ -86,35 +97,77 @@ def _collecting_forward(net, tokens):
     return out, store["emb"], store["h1"]
 
 
+def hand_loss(net, batch: CounterfactualBatch, generator: torch.Generator, iit: bool, d_embed: int) -> torch.Tensor:
+    """The hand-written step's loss: behaviour, plus in-batch IIT with raw hooks."""
+    base = batch.base
+    tokens = _encode(base)
+    label = base["x"] + base["y"] + base["z"]
+    if not iit:
+        return F.cross_entropy(net(tokens), label)
+    out, emb, h1 = _collecting_forward(net, tokens)
+    perm = torch.randperm(len(batch), generator=generator)
+    source = {k: v[perm] for k, v in base.items()}
+    on = batch.intervened
+    out_cf = _intervened_forward(net, tokens, emb[perm], h1[perm], on, d_embed)
+    return F.cross_entropy(out, label) + F.cross_entropy(out_cf, _counterfactual_labels(base, source, on))
+
+
+class HandStepModule(pl.LightningModule):
+    """The hand-written step and evaluation inside Lightning (``make_trainer``, same data loader):
+    what Lightning's loop itself costs, without any of iit's step."""
+
+    def __init__(self, net, val: CounterfactualBatch, lr: float, iit: bool, d_embed: int, batch_size: int) -> None:
+        super().__init__()
+        self.net, self.val, self.lr, self.iit, self.d_embed, self.eval_batch = net, val, lr, iit, d_embed, max(batch_size, 512)
+        self.generator = torch.Generator().manual_seed(0)
+        self.loss_sum, self.count = torch.zeros(()), 0
+
+    def training_step(self, batch: CounterfactualBatch, batch_idx: int) -> torch.Tensor:
+        loss = hand_loss(self.net, batch, self.generator, self.iit, self.d_embed)
+        self.loss_sum = self.loss_sum + loss.detach() * len(batch)
+        self.count += len(batch)
+        return loss
+
+    def on_train_epoch_end(self) -> None:
+        metrics = hand_evaluate(self.net, self.val, self.eval_batch, self.d_embed)
+        self.log_dict({"train_loss": self.loss_sum / self.count, **{f"val/{k}": v for k, v in metrics.items()}})
+        self.loss_sum, self.count = torch.zeros(()), 0
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.net.parameters(), lr=self.lr)
+
+
+def hand_step_fit(task, data: CounterfactualDataModule, epochs: int, lr: float, iit: bool, root: str) -> None:
+    """:class:`HandStepModule` fitted by ``make_trainer`` on the data module's training loader."""
+    from iit.training import make_trainer
+
+    module = HandStepModule(task.build_network(), data.val_data, lr, iit, task.d_embed, data.batch_size)
+    make_trainer(task, max_epochs=epochs, root=root).fit(module, train_dataloaders=data.train_dataloader())
+
+
 def hand_fit(net, train: CounterfactualBatch, val: CounterfactualBatch, epochs: int, batch_size: int, lr: float,
-             iit: bool, d_embed: int, seed: int = 0) -> dict[str, float]:
-    """The hand-written loop: shuffled batches, behaviour (+ in-batch IIT) loss, Adam, and a
-    full evaluation every epoch. Returns the last epoch's metrics."""
+             iit: bool, d_embed: int, seed: int = 0, save_to: str | None = None) -> dict[str, float]:
+    """The hand-written loop: shuffled batches, behaviour (+ in-batch IIT) loss, Adam, the
+    epoch's mean loss and a full evaluation every epoch, the weights and optimiser state saved
+    at the end (to ``save_to``). Returns the last epoch's metrics."""
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     generator = torch.Generator().manual_seed(seed)
     n = len(train)
     metrics: dict[str, float] = {}
     for _ in range(epochs):
         net.train()
+        loss_sum = torch.zeros(())
         order = torch.randperm(n, generator=generator)
         for start in range(0, n, batch_size):
             batch = train.select(order[start : start + batch_size])
-            base = batch.base
-            tokens = _encode(base)
-            label = base["x"] + base["y"] + base["z"]
-            if iit:
-                out, emb, h1 = _collecting_forward(net, tokens)
-                perm = torch.randperm(len(batch), generator=generator)
-                source = {k: v[perm] for k, v in base.items()}
-                on = batch.intervened
-                out_cf = _intervened_forward(net, tokens, emb[perm], h1[perm], on, d_embed)
-                loss = F.cross_entropy(out, label) + F.cross_entropy(out_cf, _counterfactual_labels(base, source, on))
-            else:
-                loss = F.cross_entropy(net(tokens), label)
+            loss = hand_loss(net, batch, generator, iit, d_embed)
             opt.zero_grad()
             loss.backward()
             opt.step()
-        metrics = hand_evaluate(net, val, max(batch_size, 512), d_embed)
+            loss_sum += loss.detach() * len(batch)
+        metrics = {"train_loss": float(loss_sum) / n, **hand_evaluate(net, val, max(batch_size, 512), d_embed)}
+    if save_to is not None:
+        torch.save({"state_dict": net.state_dict(), "optimizer": opt.state_dict()}, save_to)
     return metrics
 
 
@@ -167,24 +220,30 @@ def measure(hidden: int, batch_size: int, train_size: int, epochs: int, reps: in
         for mode in modes:
             runs[f"{kind} {mode}"] = (lambda cfg=cfg, mode=mode, root=None: iit_fit(
                 task, data, cfg, epochs, mode == "make_trainer", root))
+        runs[f"{kind} hand step in make_trainer"] = (lambda is_iit=is_iit, root=None: hand_step_fit(
+            task, data, epochs, lr, is_iit, root))
         runs[f"{kind} hand-written"] = (lambda is_iit=is_iit, root=None: hand_fit(
-            task.build_network(), data.train_data, data.val_data, epochs, batch_size, lr, is_iit, task.d_embed))
-    times: dict[str, list[float]] = {name: [] for name in runs}
+            task.build_network(), data.train_data, data.val_data, epochs, batch_size, lr, is_iit, task.d_embed,
+            save_to=f"{root}.pt"))
+    wall: dict[str, list[float]] = {name: [] for name in runs}
+    cpu: dict[str, list[float]] = {name: [] for name in runs}
     with tempfile.TemporaryDirectory() as root:
         for rep in range(reps):
-            for name, run in runs.items():
+            for i, (name, run) in enumerate(runs.items()):
                 torch.manual_seed(0)
-                start = time.perf_counter()
-                run(root=f"{root}/{rep}") if "hand" not in name else run()
-                times[name].append(time.perf_counter() - start)
-    med = {name: statistics.median(ts) for name, ts in times.items()}
+                start, start_cpu = time.perf_counter(), time.process_time()
+                run(root=f"{root}/{rep}-{i}")
+                wall[name].append(time.perf_counter() - start)
+                cpu[name].append(time.process_time() - start_cpu)
+    med = {name: statistics.median(ts) for name, ts in wall.items()}
+    med_cpu = {name: statistics.median(ts) for name, ts in cpu.items()}
     print(f"\ndigit-sum MLP width {hidden}, batch {batch_size}, {train_size} pairs, {epochs} epochs, "
           f"validation every epoch on 2000 pairs; median of {reps} fits")
-    print(f"{'run':<36}{'wall s':>9}{'x hand':>9}")
+    print(f"{'run':<36}{'wall s':>9}{'x hand':>9}{'CPU s':>9}{'x hand':>9}")
     for kind in ("IIT", "behaviour"):
-        hand = med[f"{kind} hand-written"]
-        for name in [f"{kind} {m}" for m in modes] + [f"{kind} hand-written"]:
-            print(f"{name:<36}{med[name]:>9.2f}{med[name] / hand:>9.2f}")
+        hand, hand_cpu = med[f"{kind} hand-written"], med_cpu[f"{kind} hand-written"]
+        for name in [f"{kind} {m}" for m in modes] + [f"{kind} hand step in make_trainer", f"{kind} hand-written"]:
+            print(f"{name:<36}{med[name]:>9.2f}{med[name] / hand:>9.2f}{med_cpu[name]:>9.2f}{med_cpu[name] / hand_cpu:>9.2f}")
     return med
 
 
@@ -194,16 +253,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--modes", default="make_trainer,pl.Trainer defaults")
     parser.add_argument("--only", choices=["small", "wide"], default=None)
+    parser.add_argument("--reps", type=int, default=None, help="fits per row (default 3, --quick 1)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
     modes = args.modes.split(",")
     reps, epochs = (1, 2) if args.quick else (3, 5)
+    reps = args.reps or reps
     print(f"{args.threads} thread(s); targets: IIT fit <= 1.3x hand-written (small MLP), <= 1.05x (wide MLP)")
+    print("load average (1, 5, 15 min) before: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
     if args.only in (None, "small"):
         measure(96, 64, 20_000, epochs, reps, modes)
     if args.only in (None, "wide"):
         measure(1024, 512, 4_096, epochs, reps, modes)
+    print("load average (1, 5, 15 min) after: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Call-scoped forward hooks: one pass-through dispatcher per ``(module, io)`` site, shared by
-every :class:`iit.hooks.HookRun` that uses the site.
+every `iit.hooks.HookRun` that uses the site.
 
-* **Call scoping.** The run of the current call lives in a :class:`contextvars.ContextVar`
+* **Call scoping.** The run of the current call lives in a `contextvars.ContextVar`
   (per thread, per asyncio task). A dispatcher acts for that run only; plain calls and other
   calls on the same model (other threads, other tasks) pass through it untouched.
 * **Reference counting.** A dispatcher is registered (under a lock) when the first run needs its
@@ -24,7 +24,7 @@ A dispatcher is added to / removed from ``module._forward_hooks`` in place (so e
 user holds keeps working). torch iterates that dict atomically when it calls hooks; only its
 exception path (``always_call`` hooks) loops over it in Python, so a forward failing at the moment
 another thread adds or removes a dispatcher on the same module may see that error replaced by
-"mutated during iteration". :class:`iit.hooks.HookRun` tells its own early stop and errors apart
+"mutated during iteration". `iit.hooks.HookRun` tells its own early stop and errors apart
 from such a replacement.
 """
 
@@ -115,7 +115,7 @@ def _input_dispatch(module: nn.Module, args: tuple, kwargs: dict) -> Any:
 
 def acquire(run: _Run, module: nn.Module, io: str) -> None:
     """Make sure the dispatcher of ``(module, io)`` is registered and count ``run`` as a user
-    (recorded in ``run.held`` so that :func:`release` can undo it)."""
+    (recorded in ``run.held`` so that `release` can undo it)."""
     key = (id(module), io)
     with _lock:
         d = _dispatchers.get(key)

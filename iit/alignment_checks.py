@@ -1,13 +1,13 @@
-"""Complete checks of an :class:`iit.Alignment` against a network, before any training step.
+"""Complete checks of an `iit.Alignment` against a network, before any training step.
 
 What is checked, and when:
 
 * **At construction** (no model needed): two variables whose learned interventions share one
-  :class:`~iit.learned.Rotation` at the same coordinate on overlapping *rotated* dimensions
-  (:func:`check_shared_rotations`), and every learned parameter's range (a Boundless DAS
-  boundary outside ``[1e-3, 1]``, a temperature <= 0; :func:`check_parameter_ranges`).
-* **In** :meth:`iit.Alignment.check`, with ONE probe forward on example inputs
-  (:func:`check_alignment`): every coordinate resolves and its index fits the real hidden state;
+  `iit.learned.Rotation` at the same coordinate on overlapping *rotated* dimensions
+  (`check_shared_rotations`), and every learned parameter's range (a Boundless DAS
+  boundary outside ``[1e-3, 1]``, a temperature <= 0; `check_parameter_ranges`).
+* **In** `iit.Alignment.check`, with ONE probe forward on example inputs
+  (`check_alignment`): every coordinate resolves and its index fits the real hidden state;
   the width of every learned intervention equals the last axis of the slot it rotates (both
   widths named); a source coordinate selects a slot of the same shape as the base coordinate;
   and units given to two variables do not overlap, also when the two coordinates are different
@@ -21,11 +21,11 @@ site, the identity of the hidden-state tensor it sees (storage pointer, storage 
 strides), and sites with equal fingerprints are one place for the overlap check. A static rule
 ("layer i's output is layer i + 1's input") is only provable for containers whose ``forward`` is
 known, and misses every hand-written ``forward``; the fingerprint costs nothing beyond the
-forward :meth:`~iit.Alignment.check` already runs, and is exact for every model. Meta tensors (no
+forward `iit.Alignment.check` already runs, and is exact for every model. Meta tensors (no
 storage) are never merged.
 
 Overlap rule. Each aligned intervention occupies the units its index selects. An intervention in
-a basis (:meth:`~iit.interventions.Intervention.basis_use`: the learned rotations and the
+a basis (`iit.interventions.Intervention.basis_use`: the learned rotations and the
 featurizer interventions) mixes every unit of its slot, so it occupies the whole slot; two that
 share one basis object at the same slot overlap only when their features intersect
 (``RotatedInterchange``: its ``dims``; ``LowRankRotatedInterchange``: all ``k`` columns;
@@ -71,9 +71,9 @@ def _same_coordinate(a: Any, b: Any) -> bool:
 
 
 def check_shared_rotations(templates: dict[str, tuple[Intervention, ...]], allow_overlap: bool) -> None:
-    """Raise if two variables write in one shared basis (a :class:`~iit.learned.Rotation`, also
-    through :class:`~iit.featurizers.RotationFeaturizer`, or one featurizer) at the same
-    coordinate on intersecting features (:meth:`~iit.interventions.Intervention.basis_use`;
+    """Raise if two variables write in one shared basis (a `iit.learned.Rotation`, also
+    through `iit.featurizers.RotationFeaturizer`, or one featurizer) at the same
+    coordinate on intersecting features (`iit.interventions.Intervention.basis_use`;
     no model needed).
 
     Raises:
@@ -181,7 +181,7 @@ def _unit_mask(index: Index, shape: torch.Size) -> Tensor:
 
 
 def check_alignment(alignment: Alignment, model: Interventionable, example_inputs: Inputs) -> None:
-    """The checks of :meth:`iit.Alignment.check` (see the module docstring); one probe forward.
+    """The checks of `iit.Alignment.check` (see the module docstring); one probe forward.
 
     Raises:
         CoordinateError: a coordinate that does not resolve (unknown module, bad index).
@@ -203,11 +203,11 @@ def check_alignment(alignment: Alignment, model: Interventionable, example_input
 def check_interventions(model: Interventionable, interventions: Sequence[Intervention], example_inputs: Inputs) -> None:
     """Check interventions against the real hidden states with one probe forward (no
     gradients): coordinates resolve and fit, learned widths equal their slots' widths, source
-    slots match base slots, parameters are in range. Used by :func:`iit.train_das` before its
+    slots match base slots, parameters are in range. Used by `iit.train_das` before its
     first step.
 
     Raises:
-        CoordinateError, AlignmentError, InterventionError: as :func:`check_alignment`.
+        CoordinateError, AlignmentError, InterventionError: as `check_alignment`.
     """
     entries = [(str(n), f"intervention {n} ({type(iv).__name__})", iv) for n, iv in enumerate(interventions)]
     _probe(model, example_inputs, entries)

@@ -38,7 +38,7 @@ def draw_alignment(alignment: Alignment, model: nn.Module, path: str | Path, max
 
     Args:
         alignment: the alignment to draw.
-        model: the network (plain or :class:`iit.Interventionable`; its ``model`` is used).
+        model: the network (plain or `iit.Interventionable`; its ``model`` is used).
         path: the output file.
         max_depth: module path depth shown besides aligned modules (``2`` shows ``layers.0``).
 
@@ -46,9 +46,9 @@ def draw_alignment(alignment: Alignment, model: nn.Module, path: str | Path, max
         The written path.
     """
     import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import (
+        Figure,  # no pyplot: the caller's backend and figures are left alone
+    )
 
     network = getattr(model, "model", model)
     causal = alignment.causal_model
@@ -67,7 +67,8 @@ def draw_alignment(alignment: Alignment, model: nn.Module, path: str | Path, max
     ys = [y for _, y in positions.values()]
     span = max(max(ys) - min(ys), 1.0)
     height = max(len(modules) * 0.45, span + 2, 4)
-    fig, ax = plt.subplots(figsize=(11, height))
+    fig = Figure(figsize=(11, height))
+    ax = fig.subplots()
     # causal graph on the left, scaled into x in [0, 3]
     def place(v: str) -> tuple[float, float]:
         x, y = positions[v]
@@ -105,5 +106,4 @@ def draw_alignment(alignment: Alignment, model: nn.Module, path: str | Path, max
     path.parent.mkdir(parents=True, exist_ok=True)
     with matplotlib.rc_context({"svg.fonttype": "none"}):  # keep text as text in SVG
         fig.savefig(path, bbox_inches="tight")
-    plt.close(fig)
     return path

@@ -86,7 +86,14 @@ class Activations(Mapping[Any, Tensor]):
                 length.
         """
         index = check_row_index(index, self.batch_size)
-        return Activations({k: v[index.to(v.device)] for k, v in self._values.items()})
+        moved: dict[torch.device, Tensor] = {}  # the index once per device, not once per value
+        rows = {}
+        for key, value in self._values.items():
+            on_device = moved.get(value.device)
+            if on_device is None:
+                on_device = moved[value.device] = index.to(value.device)
+            rows[key] = value[on_device]
+        return Activations(rows)
 
     def detach(self) -> Activations:
         """The same activations cut from the autograd graph."""
@@ -202,8 +209,12 @@ class Interventionable(nn.Module):
         """Every addressable module path (as in ``named_modules()``)."""
         return [name for name, _ in self.model.named_modules()]
 
-    def _module_table(self) -> dict[str, nn.Module]:
-        return dict(self.model.named_modules())
+    def _module_table(self) -> Mapping[str, nn.Module]:
+        table = self.__dict__.get("_modules_by_path")
+        if table is None or table.model is not self.model:
+            table = _ModuleTable(self.model)
+            self.__dict__["_modules_by_path"] = table  # a plain attribute: not a submodule
+        return table
 
     def check_coordinate(self, coordinate: Any, inputs: Inputs) -> Coordinate:
         """Resolve ``coordinate`` for ``inputs`` and check that its module exists, without
@@ -295,16 +306,16 @@ class Interventionable(nn.Module):
         plan = self._plan(base, interventions, sources)
         modules = self._module_table()
         source_values = self._source_values(plan, sources, modules, detach_sources)
-        writes = [
-            WriteOp(
+        writes = []
+        for step in plan:
+            source = source_values.get((step.source, step.intervention.source_coordinate))
+            writes.append(WriteOp(
                 step.coordinate,
-                _bind(step.intervention, source_values.get((step.source, step.intervention.source_coordinate))),
+                _bind(step.intervention, source),
                 step.rows,
                 name=f"{type(step.intervention).__name__} at {step.coordinate.describe()}",
-                source=source_values.get((step.source, step.intervention.source_coordinate)),
-            )
-            for step in plan
-        ]
+                source=source,
+            ))
         run = HookRun(modules, [], writes, stop_early=False)
         return run.run(lambda: call_model(self.model, base))
 
@@ -358,7 +369,7 @@ class Interventionable(nn.Module):
         self,
         plan: list[_Step],
         sources: Sequence[Inputs | Activations],
-        modules: dict[str, nn.Module],
+        modules: Mapping[str, nn.Module],
         detach: bool,
     ) -> dict[tuple[int, Any], Tensor]:
         """Values each source must give, keyed by ``(source slot, source coordinate)``; each
@@ -383,6 +394,50 @@ class Interventionable(nn.Module):
         if detach:
             values = {k: v.detach() for k, v in values.items()}
         return values
+
+
+class _ModuleTable(Mapping[str, nn.Module]):
+    """``dict(model.named_modules())`` kept between calls, so a call does not walk the whole
+    model: an entry is used only while its path still leads to the same module (walking
+    ``_modules``, as ``named_modules`` does); a path that is missing or leads elsewhere (a
+    submodule added, removed or replaced since) rebuilds the table first. Iterating it, as error
+    messages do to list valid names, always rebuilds."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self._table = dict(model.named_modules())
+
+    def _refresh(self) -> dict[str, nn.Module]:
+        self._table = table = dict(self.model.named_modules())
+        return table
+
+    def _at(self, path: str) -> nn.Module | None:
+        module: nn.Module | None = self.model
+        if path:
+            for part in path.split("."):
+                module = module._modules.get(part)
+                if module is None:
+                    return None
+        return module
+
+    def __getitem__(self, path: str) -> nn.Module:
+        module = self._table.get(path)
+        if module is None or self._at(path) is not module:
+            return self._refresh()[path]
+        return module
+
+    def __contains__(self, path: object) -> bool:
+        try:
+            self[path]  # type: ignore[index]
+        except (KeyError, TypeError, AttributeError):
+            return False
+        return True
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._refresh())
+
+    def __len__(self) -> int:
+        return len(self._refresh())
 
 
 @dataclass(frozen=True)

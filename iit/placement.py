@@ -3,9 +3,9 @@
 accelerate keeps offloaded weights on the ``meta`` device between calls and loads them on the
 module's execution device only while the module's own ``forward`` runs. Code that reads a
 module's weights outside that window (an LRP rule in a forward hook, ALTI's decomposition after
-the forward) wraps the read in :func:`materialized`. Values written into a hidden state are moved
+the forward) wraps the read in `materialized`. Values written into a hidden state are moved
 to the device of that hidden state by the interventions themselves (see
-:mod:`iit.interventions`).
+`iit.interventions`).
 """
 
 from __future__ import annotations

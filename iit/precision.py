@@ -1,7 +1,7 @@
 """The dtype a computation runs in: the model's own dtype, except that half types (float16,
 bfloat16) upcast to float32, the way Hugging Face eager attention computes its softmax.
 
-Use :func:`upcast` wherever a reduction (softmax, a mean, a sort key) would lose accuracy in a half
+Use `upcast` wherever a reduction (softmax, a mean, a sort key) would lose accuracy in a half
 type; never a bare ``.float()``, which silently drops a float64 model to float32 accuracy.
 """
 
@@ -21,5 +21,5 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 def upcast(t: Tensor) -> Tensor:
-    """``t`` in :func:`compute_dtype` of its dtype (no copy for float32 / float64 tensors)."""
+    """``t`` in `compute_dtype` of its dtype (no copy for float32 / float64 tensors)."""
     return t.to(compute_dtype(t.dtype))

@@ -1,6 +1,6 @@
 """Argument checks shared by the public entry points, run before any forward pass.
 
-Each function raises an :class:`iit.IITError` subclass whose message names the argument, what
+Each function raises an `iit.IITError` subclass whose message names the argument, what
 was given, what is valid and the fix (usually: wrap one item in a list).
 """
 

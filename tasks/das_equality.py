@@ -1,7 +1,7 @@
 """DAS on a frozen, behaviour-trained hierarchical-equality MLP (reference §2.2, task C).
 
 1. An MLP (``emb_dim=4``, hidden 16, 3 ReLU layers) is trained on the task alone
-   (:class:`~iit.training.IITModule` with ``iit_weight=0``).
+   (`iit.training.IITModule` with ``iit_weight=0``).
 2. For each layer and subspace size ``k``, the network is frozen and one shared 16 x 16 rotation
    at that layer is trained (``IITConfig(freeze_network=True, behaviour_weight=0)``) so that
    interchanging rotated dims ``[0, k)`` swaps ``WX`` and ``[k, 2k)`` swaps ``YZ``.
@@ -168,7 +168,7 @@ class DASEquality(HierarchicalEqualityMLP):
 
 @dataclass(frozen=True)
 class SweepSettings:
-    """The DAS sweep (layers and k are checked by :class:`DASEquality` when it runs).
+    """The DAS sweep (layers and k are checked by `DASEquality` when it runs).
 
     Attributes:
         layers, ks: the grid (layer x rotated dims per variable).
@@ -307,10 +307,9 @@ def format_sweep(rows: Sequence[SweepRow], base_accuracy: float) -> str:
 
 def plot_heatmap(rows: Sequence[SweepRow], path: str | Path) -> Path:
     """Save a heatmap of DAS IIA (mean over WX, YZ), layers x k, to ``path`` (PNG or SVG)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import (
+        Figure,  # no pyplot: the caller's backend and figures are left alone
+    )
 
     das = [r for r in rows if r.method == "DAS"]
     layers = sorted({r.layer for r in das})
@@ -318,7 +317,8 @@ def plot_heatmap(rows: Sequence[SweepRow], path: str | Path) -> Path:
     grid = torch.full((len(layers), len(ks)), float("nan"))
     for r in das:
         grid[layers.index(r.layer), ks.index(r.k)] = sum(r.iia.values()) / len(r.iia)
-    fig, ax = plt.subplots(figsize=(1.2 * len(ks) + 2, 0.8 * len(layers) + 1.5))
+    fig = Figure(figsize=(1.2 * len(ks) + 2, 0.8 * len(layers) + 1.5))
+    ax = fig.subplots()
     image = ax.imshow(grid.numpy(), vmin=0.5, vmax=1.0, cmap="viridis")
     for i in range(len(layers)):
         for j in range(len(ks)):
@@ -332,7 +332,6 @@ def plot_heatmap(rows: Sequence[SweepRow], path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
-    plt.close(fig)
     return path
 
 

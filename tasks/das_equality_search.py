@@ -1,4 +1,4 @@
-"""The DAS sweep of :mod:`tasks.das_equality`, expressed as an :mod:`iit.search` spec: for one
+"""The DAS sweep of `tasks.das_equality`, expressed as an `iit.search` spec: for one
 variable of hierarchical equality (``WX`` or ``YZ``), every hidden layer of the frozen,
 behaviour-trained MLP x {DAS, PCA, learned neuron mask} x sizes, on pairs from the training
 entities (fit, validation) and from unseen entities (test)::

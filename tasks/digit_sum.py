@@ -1,8 +1,8 @@
 """Digit-sum tasks (seed 004): ``x, y, z -> S = x + y -> O = S + z`` and the 4-input variant.
 
-* :class:`DigitSumMLP`: alignment over the whole causal graph (inputs to embedding slices,
+* `DigitSumMLP`: alignment over the whole causal graph (inputs to embedding slices,
   ``S`` to a slice of the second hidden layer), seed 004's ``train.py``.
-* :class:`DigitSumPartialMLP`: the 4-input graph ``S1 = w + x``, ``S2 = S1 + y``,
+* `DigitSumPartialMLP`: the 4-input graph ``S1 = w + x``, ``S2 = S1 + y``,
   ``O = S2 + z``, aligning only ``S1`` and ``S2`` (part of the graph), seed 004's ``train2.py``.
 """
 

@@ -3,7 +3,7 @@ S + z``, the digits as tokens ``[x, y, z, READ]`` and the sum read out at the la
 position.
 
 ``S`` is aligned to a slice of the residual stream after the first block at the read-out
-position (generic :class:`iit.Coordinate` with :meth:`iit.Index.positions`), so the second block
+position (generic `iit.Coordinate` with `iit.Index.positions`), so the second block
 must add ``z`` to the partial sum that the first one left there.
 """
 

@@ -24,17 +24,43 @@ from iit.errors import ArgumentError
 from iit.training import IITTask
 from tasks.networks import VectorMLP
 
-__all__ = ["HierarchicalEqualityMLP", "entity_pools"]
+__all__ = ["EqualityPairs", "HierarchicalEqualityMLP", "entity_pools"]
 
 
 @lru_cache(maxsize=8)
 def entity_pools(train_entities: int, test_entities: int, emb_dim: int, seed: int) -> tuple[EntityPool, EntityPool]:
     """The (cached) training pool and the disjoint pool of unseen test entities,
-    ``[n, emb_dim]`` each (see :func:`causal_models.standard.make_entity_pools`)."""
+    ``[n, emb_dim]`` each (see `causal_models.standard.make_entity_pools`)."""
     return standard.make_entity_pools(train_entities, test_entities, emb_dim, seed)
 
 
-class HierarchicalEqualityMLP(IITTask):
+class EqualityPairs:
+    """The data side of the hierarchical-equality tasks, over a task's two entity pools.
+
+    Inputs ``W, X, Y, Z`` follow the four equality patterns (`EqualityPatternSampler`), training
+    pairs from the first pool and evaluation pairs from the second (held-out entities); each pair
+    intervenes on ``{WX}``, ``{YZ}`` or both (uniformly), from one source. A task mixes it in before
+    `IITTask` and defines ``pools()``.
+    """
+
+    def pools(self) -> tuple[EntityPool, EntityPool]:
+        """``(training pool, held-out pool)`` of entities ``[n, dim]``."""
+        raise NotImplementedError
+
+    def counterfactual_config(self) -> CounterfactualConfig:
+        """Each pair intervenes on ``{WX}``, ``{YZ}`` or ``{WX, YZ}`` (uniformly), from one source."""
+        return CounterfactualConfig(variables=("WX", "YZ"), selection="subset")
+
+    def train_sampler(self, model: CausalModel) -> InputSampler:
+        """Inputs built from the training pool."""
+        return EqualityPatternSampler(self.pools()[0])
+
+    def eval_sampler(self, model: CausalModel) -> InputSampler:
+        """Inputs built from the held-out pool only."""
+        return EqualityPatternSampler(self.pools()[1])
+
+
+class HierarchicalEqualityMLP(EqualityPairs, IITTask):
     """An MLP on the concatenated entities ``[batch, 4 * emb_dim]``; ``WX`` aligned to the first
     half of the first hidden layer, ``YZ`` to the second half.
 
@@ -87,16 +113,6 @@ class HierarchicalEqualityMLP(IITTask):
             "second_layer": {"WX": Coordinate("layers.1", first), "YZ": Coordinate("layers.1", second)},
         }
 
-    def counterfactual_config(self) -> CounterfactualConfig:
-        """Each pair intervenes on ``{WX}``, ``{YZ}`` or ``{WX, YZ}`` (uniformly), from one source."""
-        return CounterfactualConfig(variables=("WX", "YZ"), selection="subset")
-
-    def train_sampler(self, model: CausalModel) -> InputSampler:
-        return EqualityPatternSampler(self.pools()[0])
-
-    def eval_sampler(self, model: CausalModel) -> InputSampler:
-        """Inputs built from the unseen entity pool."""
-        return EqualityPatternSampler(self.pools()[1])
 
     def encode_inputs(self, values: Mapping[str, Tensor]) -> Tensor:
         """``[batch, 4 * emb_dim]``: ``W, X, Y, Z`` concatenated."""

@@ -6,10 +6,10 @@ first ``3 * max_digit + 1`` of them). GPT-2's attention is causal, so at positio
 token) block 0 can see ``x`` and ``y`` but not ``z``. IIT aligns ``S`` to block 0's output at
 position 1 (all ``d_model`` dims): interchanging it there must change the answer as ``S`` would,
 so block 1 has to move ``S`` from position 1 to ``READ`` with attention and add ``z``. A search
-over layer x position (:func:`iit.search.transformer_places`) should then peak at ``(0, 1)``.
+over layer x position (`iit.search.transformer_places`) should then peak at ``(0, 1)``.
 
-The alignment is written as a :class:`iit.transformers.TransformerCoordinate` and resolved to the
-generic coordinate the trainer hooks (:meth:`GPT2DigitSum.s_coordinate`).
+The alignment is written as a `iit.transformers.TransformerCoordinate` and resolved to the
+generic coordinate the trainer hooks (`GPT2DigitSum.s_coordinate`).
 
     python -m tasks.gpt2_digit_sum [--out runs/gpt2_digit_sum]   # IIT, then the layer x position search
 """

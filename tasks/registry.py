@@ -27,7 +27,7 @@ class TaskSpec:
         make: builds the task.
         config: IIT hyper-parameters.
         epochs, train_size, val_size, batch_size, seed: the run.
-        baseline: the comparison run's settings (default: :meth:`behaviour_config` derives
+        baseline: the comparison run's settings (default: `behaviour_config` derives
             behaviour-only training from ``config``).
         baseline_name: how the comparison run is labelled in tables.
     """

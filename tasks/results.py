@@ -33,7 +33,7 @@ class ResultRow:
     Attributes:
         task: registry name.
         training: ``"IIT"``, ``"strict IIT"`` or the baseline's name.
-        metrics: :func:`iit.training.cli.evaluate_alignment`'s output.
+        metrics: `iit.training.cli.evaluate_alignment`'s output.
         variables: the task's candidate variables (IIA columns).
         seconds: wall time of the run (data, training and evaluation).
         command: the command that reproduces the run.

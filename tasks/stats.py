@@ -1,5 +1,5 @@
 """Confidence intervals for accuracies (IIA, task accuracy): re-exported from
-:mod:`iit.search.stats` (one implementation, usable by the library and the tasks)."""
+`iit.search.stats` (one implementation, usable by the library and the tasks)."""
 
 from __future__ import annotations
 

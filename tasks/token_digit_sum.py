@@ -5,7 +5,7 @@ with the causal variables at token positions of left-padded, mixed-length batche
 with ``f = (x + 2 y) mod (max_pad + 1)`` filler tokens, left-padded: a batch mixes lengths and the
 ``y`` token sits at a different absolute position in different rows. The sum is read from the LM
 head at the last token (its first ``3 * max_digit + 1`` vocabulary entries are the classes).
-Positions are :class:`~iit.transformers.Tokens` (counted over real tokens), resolved per row
+Positions are `iit.transformers.Tokens` (counted over real tokens), resolved per row
 from each batch's attention mask; ``position_ids`` count real tokens only.
 
 Alignments (``S`` where ``y`` is read, ``z`` where it is read):

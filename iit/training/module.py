@@ -36,7 +36,7 @@ from causal_models.data import CounterfactualBatch
 from iit.alignment import Alignment
 from iit.errors import ArgumentError
 from iit.hooks import call_model
-from iit.interventions import Interchange
+from iit.interventions import BoundIntervention, Interchange
 from iit.trainable import LearnedInterventions, TrainingProgress
 from iit.training.metrics import InterchangeAccuracy
 from iit.training.objectives import correct, prediction_loss
@@ -44,6 +44,9 @@ from iit.training.seed import resolve_seed
 from iit.training.task import IITTask
 
 __all__ = ["IITConfig", "IITModule"]
+
+# set in every step: never parameters, buffers or submodules
+_PLAIN_ATTRIBUTES = frozenset({"_current_fx_name", "_loss_sums", "_loss_count"})
 
 
 @dataclass(frozen=True)
@@ -158,6 +161,19 @@ class IITModule(pl.LightningModule):
         self.iia_by_variable = nn.ModuleDict({v: InterchangeAccuracy() for v in self.variables})
         self._loss_sums = torch.zeros(0)
         self._loss_count = 0
+        # fixed for the module's life: worked out once, not in every step
+        self._read_coordinates = self._source_coordinates()
+        self._in_batch_plans: dict[tuple[str, ...], list[tuple[int, Any]]] = {}
+        self._learned_set = {iv for v in self.alignment.variables for iv in self.alignment.interventions(v)
+                             if any(True for _ in iv.parameters())}
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # Lightning sets ``_current_fx_name`` around each of the dozens of hook calls of a step;
+        # nn.Module's checks for parameters, buffers and submodules cost more than a small step's op
+        if name in _PLAIN_ATTRIBUTES:
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
 
     # ------------------------------------------------------------------ helpers
     def _decode(self, output: Any) -> Tensor:
@@ -177,6 +193,23 @@ class IITModule(pl.LightningModule):
         if self.config.strict_weight > 0:
             coords += [c for c in self.unaligned if c not in coords]
         return coords
+
+    def _in_batch_interventions(self, variables: tuple[str, ...], intervened: Tensor) -> list[BoundIntervention]:
+        """The aligned interventions of an in-batch step (every row's source is slot 0): one per
+        (candidate variable, aligned intervention), restricted to the rows that intervene on the
+        variable; ``Alignment.bound_interventions`` with every source index 0. Without learned
+        interventions it needs no device sync: a variable no row picks gets an all-False row
+        mask, which changes no value and no gradient. With them, such variables are left out (one
+        sync), so their parameters get no gradient, as with ``bound_interventions``."""
+        plan = self._in_batch_plans.get(variables)
+        if plan is None:
+            self.alignment.require_aligned(variables)
+            plan = [(j, iv) for j, v in enumerate(variables) for iv in self.alignment.interventions(v)]
+            self._in_batch_plans[variables] = plan
+        if any(iv in self._learned_set for _, iv in plan):
+            present = intervened.any(dim=0).tolist()
+            plan = [(j, iv) for j, iv in plan if present[j]]
+        return [BoundIntervention(iv, rows=intervened[:, j], source=0) for j, iv in plan]
 
     def _strict_interventions(self, batch_size: int, generator: torch.Generator) -> list:
         """One unaligned coordinate per row, resample-ablated from source slot 0."""
@@ -213,7 +246,7 @@ class IITModule(pl.LightningModule):
             return {"behaviour": behaviour, "total": cfg.behaviour_weight * behaviour}
         if cfg.in_batch_sources:
             with torch.no_grad() if freeze and not need_output else contextlib.nullcontext():
-                collected = self.network.collect(base_inputs, self._source_coordinates(), return_output=need_output)
+                collected = self.network.collect(base_inputs, self._read_coordinates, return_output=need_output)
             base_output, activations = collected if need_output else (None, collected)
             perm_cpu = torch.randperm(len(batch), generator=generator)
             perm = perm_cpu.to(self.device)
@@ -235,10 +268,18 @@ class IITModule(pl.LightningModule):
             losses["behaviour"] = self._loss(base_output, base_labels)
         if cfg.iit_weight > 0:
             # the data module's inputs were checked against their domains when generated
-            values = self.causal_model.interchange_per_row(
-                batch.base, causal_sources, batch.variables, batch.intervened, source_index, validate=False
-            )
-            bound = self.alignment.bound_interventions(batch.variables, batch.intervened, source_index)
+            if cfg.in_batch_sources:  # one source slot: a plain interchange with row masks, no syncs
+                variables = tuple(batch.variables)
+                values = self.causal_model.interchange(
+                    batch.base, causal_sources, {v: 0 for v in variables},
+                    rows={v: batch.intervened[:, j] for j, v in enumerate(variables)}, validate=False,
+                )
+                bound = self._in_batch_interventions(variables, batch.intervened)
+            else:
+                values = self.causal_model.interchange_per_row(
+                    batch.base, causal_sources, batch.variables, batch.intervened, source_index, validate=False
+                )
+                bound = self.alignment.bound_interventions(batch.variables, batch.intervened, source_index)
             if bound:
                 out = self.network.intervene(base_inputs, bound, net_sources, detach_sources=cfg.detach_sources)
                 losses["iit"] = self._loss(out, self._labels(values[self.output_variable]))
@@ -246,8 +287,9 @@ class IITModule(pl.LightningModule):
             ivs = self._strict_interventions(len(batch), generator)
             out = self.network.intervene(base_inputs, ivs, net_sources[:1], detach_sources=cfg.detach_sources)
             losses["strict"] = self._loss(out, base_labels)
-        losses["total"] = (
-            cfg.behaviour_weight * losses["behaviour"] + cfg.iit_weight * losses["iit"] + cfg.strict_weight * losses["strict"]
+        losses["total"] = _weighted_sum(
+            [(cfg.behaviour_weight, losses["behaviour"]), (cfg.iit_weight, losses["iit"]),
+             (cfg.strict_weight, losses["strict"])], zero,
         )
         if self._has_regularizer:
             regularizer = self._learned_training.regularizer()
@@ -433,6 +475,17 @@ class IITModule(pl.LightningModule):
             "causal_model": self.causal_model.describe(),
             "config": {k: v for k, v in asdict(self.config).items()},
         }
+
+
+def _weighted_sum(terms: Sequence[tuple[float, Tensor]], zero: Tensor) -> Tensor:
+    """``sum(w * t)`` over the terms with ``w > 0`` (``zero`` if none), without the multiplications
+    by 1 (the same value, a few operations less per step)."""
+    total: Tensor | None = None
+    for weight, term in terms:
+        if weight > 0:
+            term = term if weight == 1 else weight * term
+            total = term if total is None else total + term
+    return zero if total is None else total
 
 
 def _single_variable(batch: CounterfactualBatch, variable: str) -> CounterfactualBatch:

@@ -47,10 +47,9 @@ def plot_history(
         FileNotFoundError: a run's ``metrics.csv`` does not exist.
         ValueError: a cell that is not a number, or an image suffix matplotlib cannot write.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import (
+        Figure,  # no pyplot: the caller's backend and figures are left alone
+    )
 
     histories = {name: read_epoch_metrics(p) for name, p in runs.items()}
     if metrics is None:
@@ -59,7 +58,8 @@ def plot_history(
             ["val/task_acc", "val/iia"]
             + sorted(k for k in found if k.startswith("val/iia/") and not k.endswith("/impactful"))
         )
-    fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 3), squeeze=False)
+    fig = Figure(figsize=(3.2 * len(metrics), 3))
+    axes = fig.subplots(1, len(metrics), squeeze=False)
     for ax, metric in zip(axes[0], metrics):
         for name, rows in histories.items():
             points = [(r.get("epoch", i), r[metric]) for i, r in enumerate(rows) if metric in r]
@@ -74,5 +74,4 @@ def plot_history(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
-    plt.close(fig)
     return path

@@ -11,7 +11,9 @@ Quiet means: no GPU/TPU/"tip" lines, no model summary or FLOPs table, no warning
 data-loader workers (the pairs are precomputed tensors; workers would only add overhead);
 a progress bar and the per-epoch metrics stay. No sanity-check validation before training:
 `IITModule` already runs the task's network and alignment on example inputs when it is
-built.
+built. The progress bar is redrawn at most ten times a second and the checkpoint is written at
+the end of the run and every ``checkpoint_every`` seconds (`iit.training.callbacks`), so
+neither costs more than a small network's training.
 """
 
 from __future__ import annotations
@@ -23,11 +25,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pytorch_lightning as pl
-from pytorch_lightning.callbacks import Callback
+from pytorch_lightning.callbacks import Callback, ModelCheckpoint, ProgressBar
 from pytorch_lightning.loggers import CSVLogger, Logger
 from pytorch_lightning.strategies import Strategy
 
 from iit.errors import ArgumentError
+from iit.training.callbacks import RunCheckpoint
+from iit.training.callbacks import progress_bar as throttled_progress_bar
 from iit.training.checkpoints import LIGHTNING_CKPT_NAMES, read_checkpoint
 from iit.training.data import CounterfactualDataModule
 from iit.training.evaluation import evaluate_alignment, format_intervals, format_table
@@ -138,6 +142,7 @@ def make_trainer(
     logger: Logger | bool = True,
     progress_bar: bool = True,
     checkpointing: bool = True,
+    checkpoint_every: float = 600.0,
     accelerator: str = "auto",
     devices: int | str | list[int] = "auto",
     strategy: str | Strategy = "auto",
@@ -156,8 +161,10 @@ def make_trainer(
         root: folder for logs and checkpoints.
         logger: ``True`` (a CSV logger under ``<root>/<task>``; metrics per epoch),
             ``False`` (none) or a Lightning logger.
-        progress_bar: show Lightning's progress bar.
+        progress_bar: show Lightning's progress bar (redrawn at most every 0.1 s).
         checkpointing: save the last checkpoint of each run (under the logger's folder).
+        checkpoint_every: during training, also save it at the end of an epoch once this many
+            seconds have passed since the last save (0: every epoch).
         accelerator: as in ``pytorch_lightning.Trainer``.
         devices: as in ``pytorch_lightning.Trainer``.
         strategy: as in ``pytorch_lightning.Trainer`` (e.g. ``"ddp"``).
@@ -177,6 +184,11 @@ def make_trainer(
     name = task.name if isinstance(task, IITTask) else (task or "iit")
     if logger is True:
         logger = CSVLogger(str(root), name=name)
+    callbacks = list(callbacks)
+    if progress_bar and not any(isinstance(c, ProgressBar) for c in callbacks):
+        callbacks.append(throttled_progress_bar())
+    if checkpointing and not any(isinstance(c, ModelCheckpoint) for c in callbacks):
+        callbacks.append(RunCheckpoint(every=checkpoint_every))
     return IITTrainer(
         max_epochs=max_epochs,
         max_steps=max_steps,
@@ -191,6 +203,6 @@ def make_trainer(
         precision=precision,
         gradient_clip_val=gradient_clip_val,
         check_val_every_n_epoch=check_val_every_n_epoch,
-        callbacks=list(callbacks),
+        callbacks=callbacks,
         num_sanity_val_steps=0,  # IITModule checks the task on example inputs when it is built
     )

@@ -3,9 +3,9 @@
 A compiled program writes each variable into its own residual dims (labelled
 ``"<variable>:<value>"``) once, at one sublayer; the dims stay untouched afterwards. So the true
 alignment of a variable is: its labelled dims, at the first residual-stream point where they
-carry values (:func:`true_alignment`). Interchanging them there from a source run must give, on
+carry values (`true_alignment`). Interchanging them there from a source run must give, on
 every pair, the program's output with that variable set to its value on the source
-(:func:`counterfactual_outputs`, by RASP evaluation with the variable overridden).
+(`counterfactual_outputs`, by RASP evaluation with the variable overridden).
 """
 
 from __future__ import annotations

@@ -120,7 +120,7 @@ class CompiledModel:
         spec: the program.
         program: its output SOp.
         tracr_model: tracr's ``AssembledTransformerModel``.
-        module: the :class:`CompiledTransformer`.
+        module: the `CompiledTransformer`.
         residual_labels: ``"<variable>:<value>"`` (categorical) or ``"<variable>"`` (numerical)
             per residual dim.
         token_ids: input token -> id (``"BOS"`` included).

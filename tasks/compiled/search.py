@@ -1,9 +1,9 @@
 """Alignment search on a compiled program: the program as a causal model over whole input
-sequences, so :func:`iit.search.search` can look for a variable's layer and dims.
+sequences, so `iit.search.search` can look for a variable's layer and dims.
 
 For fixed-length inputs (the program's maximum length) the causal model has
 
-* one input ``seq``: the index of the input sequence in :func:`~tasks.compiled.alignment.all_inputs`,
+* one input ``seq``: the index of the input sequence in `tasks.compiled.alignment.all_inputs`,
 * the searched variable ``V``: the index of its value sequence among the values it takes,
 * the output ``O``: the program's output at position ``position``, with ``V`` set (RASP evaluation
   with an override, so interchanging ``V`` gives the program's own counterfactual).

@@ -5,7 +5,7 @@ the compiled model keeps it.
 tracr's ``make_sort_unique(tokens, tokens)`` on distinct tokens ``t_0 .. t_{n-1}``:
 
 * ``target_pos[i] = #{j : t_j < t_i}`` (a selector width: layer 0 of the compiled model, every
-  token position, :func:`tasks.compiled.alignment.true_alignment` gives ``blocks.0.resid_post``);
+  token position, `tasks.compiled.alignment.true_alignment` gives ``blocks.0.resid_post``);
 * ``sort[k] = t_i`` for the ``i`` with ``target_pos[i] == k`` (an aggregate: layer 1).
 
 The causal model here is that program in vectorised torch: inputs ``t0 .. t{n-1}``, ``P`` (the
@@ -13,7 +13,7 @@ whole ``target_pos`` sequence, coded ``sum_i target_pos[i] * n**i``) and the out
 ``O = sort[read_rank]``. Interchanging ``P`` always gives a permutation, so every counterfactual
 is defined (a single position's ``target_pos`` would not be).
 
-The network (:class:`tasks.networks.TinyTransformer`, 2 blocks) reads tokens
+The network (`tasks.networks.TinyTransformer`, 2 blocks) reads tokens
 ``[t_0, .., t_{n-1}, READ]`` and predicts ``O`` at ``READ``. ``P`` is aligned to dims
 ``[0, p_width)`` of block 0's output at the token positions ``0 .. n-1`` (the compiled model's
 place); strict IIT resample-ablates what is outside the circuit: block 0's output at the ``READ``
@@ -90,7 +90,7 @@ class DistinctTokens:
 
 
 class SortStrictTransformer(IITTask):
-    """tracr's sort with a 2-block :class:`~tasks.networks.TinyTransformer` trained by (strict)
+    """tracr's sort with a 2-block `tasks.networks.TinyTransformer` trained by (strict)
     IIT; ``P`` (``target_pos``) aligned at block 0's output over the token positions.
 
     Args:
@@ -102,7 +102,7 @@ class SortStrictTransformer(IITTask):
         token_width: dims after ``P`` left unablated for the tokens (0: none).
 
     Raises:
-        ArgumentError: inconsistent sizes (see :func:`sort_causal_model`) or
+        ArgumentError: inconsistent sizes (see `sort_causal_model`) or
             ``p_width + token_width > d_model``.
     """
 

@@ -19,7 +19,7 @@ __all__ = [
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Optimiser settings of :func:`train_classifier`."""
+    """Optimiser settings of `train_classifier`."""
 
     epochs: int = 20
     batch_size: int = 32

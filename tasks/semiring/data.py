@@ -1,10 +1,10 @@
 """Synthetic data of the semiring-backpropagation experiments.
 
-* :func:`first_token_repeated_once` follows ``preprocessing/datasets.py`` of the paper's code
+* `first_token_repeated_once` follows ``preprocessing/datasets.py`` of the paper's code
   (reference §5.2): vocab 20 with 0 reserved for padding, length 10, half the examples have the
   first token repeated exactly once at a uniformly drawn position ``r >= 1``; ``RandomState(0)``.
-* :func:`ffoom`: "four features, only one matters": ``X ~ U[0, 1)^{N x 4}``, ``y = X[:, 0] > 0.5``.
-* :func:`sva_grammar`: a tiny subject-verb-agreement grammar written here (the paper used the
+* `ffoom`: "four features, only one matters": ``X ~ U[0, 1)^{N x 4}``, ``y = X[:, 0] > 0.5``.
+* `sva_grammar`: a tiny subject-verb-agreement grammar written here (the paper used the
   Linzen/Goldberg dataset, which is not available offline): ``[CLS] the (ADJ) N_subj
   (PREP the (ADJ) N_attr) [MASK]``; the label is the subject's number, and the optional
   prepositional phrase carries an attractor noun of either number.

@@ -297,3 +297,39 @@ def test_gpt2_interchange_equals_pyvene(layer):
     )
     assert torch.allclose(ours.logits, pv_out.logits, atol=1e-6)
     assert not torch.allclose(ours.logits, model(ids_x).logits, atol=1e-3)  # the patch is real
+
+
+def test_module_changes_between_calls_are_seen(mlp):
+    """The wrapper keeps its module table between calls; a submodule replaced, added or removed
+    (or a new wrapped model) is used / refused exactly as a fresh wrapper would."""
+    from iit.errors import CoordinateError
+
+    net = Interventionable(mlp)
+    x = torch.randn(5, 4)
+    coord = Coordinate("layers.1")
+    first = net.collect(x, [coord])[coord]
+    assert torch.equal(first, record(mlp, mlp.layers[1], x))
+    # replaced: values come from the new module, no hook is left on the old one
+    old = mlp.layers[1]
+    mlp.layers[1] = nn.Sequential(nn.Linear(8, 8), nn.Tanh())
+    replaced = net.collect(x, [coord])[coord]
+    assert torch.equal(replaced, record(mlp, mlp.layers[1], x))
+    assert not torch.equal(replaced, first)
+    assert not old._forward_hooks and not mlp.layers[1]._forward_hooks
+    # a module that did not exist when the table was built
+    mlp.head = nn.Sequential(nn.Identity(), mlp.head)
+    added = Coordinate("head.0", Index.dims(0, 2))
+    out = net.intervene(x, [Interchange(added)], [2 * x])
+    source_h1 = record(mlp, mlp.layers[1], 2 * x)
+    ref = patched(mlp, x, {mlp.head[0]: set_slice((slice(None), slice(0, 2)), source_h1[:, 0:2])})
+    assert torch.equal(out, ref)
+    # removed: refused before any forward, naming what exists now
+    del mlp.head
+    mlp.head = nn.Linear(8, 3)
+    with pytest.raises(CoordinateError, match="head.0"):
+        net.collect(x, [added])
+    assert "head.0" not in net._module_table() and "head" in net._module_table()
+    # another wrapped model
+    other = type(mlp)()
+    net.model = other
+    assert torch.equal(net.collect(x, [coord])[coord], record(other, other.layers[1], x))

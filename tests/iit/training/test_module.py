@@ -66,6 +66,57 @@ def test_losses_equal_a_hand_written_computation(in_batch):
     assert torch.allclose(losses["total"], ref_b + ref_iit, atol=1e-6)
 
 
+class _LearnedTiny(TinyDigitSum):
+    """``S`` and ``z`` each aligned to a learned rotation of their own half of ``layers.0``."""
+
+    def alignments(self):
+        from iit.learned import RotatedInterchange
+
+        torch.manual_seed(3)
+        halves = [Coordinate("layers.0", Index.dims(0, 8)), Coordinate("layers.0", Index.dims(8, 16))]
+        return {"default": {"S": RotatedInterchange(halves[0], 8, dims=(0, 4)),
+                            "z": RotatedInterchange(halves[1], 8, dims=(0, 4))}}
+
+
+@pytest.mark.parametrize("task_type", [TinyDigitSum, _LearnedTiny])
+@pytest.mark.parametrize("absent", [None, 1])
+def test_in_batch_step_equals_the_generic_interchange(task_type, absent):
+    """The in-batch step's own bound interventions and causal labels give the loss and every
+    gradient of ``Alignment.bound_interventions`` + ``interchange_per_row`` with source slot 0,
+    also when no row intervenes on one variable (its learned parameters then get no gradient)."""
+    from dataclasses import replace
+
+    task, batch = make_batch(n=24, seed=4)
+    task = task_type()
+    if absent is not None:
+        intervened = batch.intervened.clone()
+        intervened[:, absent] = False
+        intervened[:, 1 - absent] = True
+        batch = replace(batch, intervened=intervened)
+    module = IITModule(task, IITConfig(behaviour_weight=0.0))
+    loss = module.compute_losses(batch, torch.Generator().manual_seed(6))["iit"]
+    params = [p for p in module.parameters() if p.requires_grad]
+    grads = torch.autograd.grad(loss, params, allow_unused=True)
+
+    perm = torch.randperm(len(batch), generator=torch.Generator().manual_seed(6))
+    net, alignment, enc = module.network, module.alignment, task.encode_inputs
+    slot0 = torch.zeros_like(batch.source_index)
+    sources = [{k: v[perm] for k, v in batch.base.items()}]
+    values = module.causal_model.interchange_per_row(batch.base, sources, batch.variables, batch.intervened, slot0)
+    bound = alignment.bound_interventions(batch.variables, batch.intervened, slot0)
+    activations = net.collect(enc(batch.base), alignment.source_coordinates()).rows(perm)
+    out = net.intervene(enc(batch.base), bound, [activations])
+    labels = module.causal_model.domain("O").index_of(values["O"])
+    ref = F.cross_entropy(out, labels)
+    ref_grads = torch.autograd.grad(ref, params, allow_unused=True)
+    assert torch.equal(loss, ref)
+    for g, r in zip(grads, ref_grads):
+        assert (g is None) == (r is None)
+        assert g is None or torch.equal(g, r)
+    if absent is not None and task_type is _LearnedTiny:
+        assert sum(g is None for g in grads) >= 1  # the absent variable's rotation
+
+
 def test_counterfactual_labels_follow_the_causal_model_not_the_data_in_batch_mode():
     task, batch = make_batch()
     module = IITModule(task, IITConfig(in_batch_sources=True, behaviour_weight=0.0))
