@@ -27,6 +27,7 @@ from iit.errors import ArgumentError, TargetError, unknown_name
 from iit.hooks import Inputs, batch_size
 
 Reduction = Literal["sum", "abs_sum", "abs_of_sum", "l2", "mean", "abs_mean", "clip"]
+"""How an attribution of shape ``[batch, seq, d]`` is reduced over its last axis to one score per token."""
 OutputKind = Literal["place", "tokens"]
 
 __all__ = [

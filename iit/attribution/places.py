@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from iit.transformers import TransformerCoordinate
 
 Place = Union[Coordinate, "TransformerCoordinate", str, None]
+"""Where an attribution reads and writes: a `Coordinate`, a `TransformerCoordinate`, a module path, or ``None`` for the input embeddings."""
 ForwardFn = Callable[[Any], Any]
 
 __all__ = ["ForwardFn", "Place", "PlaceResolver", "default_forward", "repeat_inputs"]

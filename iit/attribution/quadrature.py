@@ -23,6 +23,7 @@ QuadratureMethod = Literal[
     "riemann_trapezoid",
     "trapezoid",
 ]
+"""The quadrature rule of integrated gradients: Gauss-Legendre or a Riemann sum (left, right, middle, trapezoid)."""
 
 __all__ = ["QuadratureMethod", "quadrature"]
 

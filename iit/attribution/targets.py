@@ -23,6 +23,7 @@ from iit.errors import TargetError
 from iit.outputs import output_tensor
 
 Target = int | Tensor | Callable[[Any], Tensor]
+"""What an attribution explains: an output class index, a tensor of indices ``[batch]``, or a function of the model output returning scores ``[batch]``."""
 
 __all__ = ["Target", "output_tensor", "target_scores"]
 

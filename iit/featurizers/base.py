@@ -24,6 +24,7 @@ from iit.errors import InterventionError, InterventionShapeError
 __all__ = ["Featurizer", "register_featurizer", "featurizer_from_config", "FEATURIZERS"]
 
 FEATURIZERS: dict[str, type[Featurizer]] = {}
+"""The registry of featurizer classes by name (filled by `register_featurizer`); `featurizer_from_config` looks names up here."""
 
 
 def in_compute_dtype(x: Tensor, *weights: Tensor) -> tuple[Tensor, ...]:

@@ -43,7 +43,9 @@ from iit.semiring.weights import cached_transform
 
 State = tuple[Tensor, ...]
 SemiringName = Literal["real", "max_product", "entropy"]
+"""The semiring of a backward pass: ``real`` (the gradient), ``max_product`` (top gradient path) or ``entropy`` (gradient-graph entropy)."""
 Granularity = Literal["scalar", "op"]
+"""Whether the semiring walk treats each scalar as a node (``scalar``) or each op as one node (``op``)."""
 
 __all__ = [
     "State",

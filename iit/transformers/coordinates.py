@@ -49,6 +49,7 @@ __all__ = ["TransformerCoordinate", "Position", "validate", "resolve", "module_p
 # None: every position; int / tuple: absolute positions shared by all rows; Tokens: counted over
 # each row's real tokens; LongTensor [batch, k]: absolute positions per row.
 Position = None | int | tuple[int, ...] | Tokens | Tensor
+"""Which token positions a coordinate covers: ``None`` every position; an ``int`` or a tuple of ints, absolute positions shared by all rows; `Tokens`, positions counted over each row's real tokens; a LongTensor ``[batch, k]``, absolute positions per row."""
 
 
 @dataclass(frozen=True, eq=False)

@@ -49,6 +49,7 @@ Component = Literal[
     "value",
     "attention_probs",
 ]
+"""The name of a place inside a transformer block (the type of `TransformerCoordinate.component`); `COMPONENTS` lists the values."""
 COMPONENTS: tuple[str, ...] = (
     "block_input",
     "block_output",
@@ -61,6 +62,7 @@ COMPONENTS: tuple[str, ...] = (
     "value",
     "attention_probs",
 )
+"""Every valid `Component` name, in order: block input / output, attention and MLP outputs, per-head values and attention probabilities."""
 # Components whose last axis is made of heads (``[batch, seq, n_heads * d_head]``) or that
 # have a head axis (``attention_probs``: ``[batch, n_heads, seq_q, seq_k]``).
 HEAD_COMPONENTS: frozenset[str] = frozenset(
@@ -286,6 +288,7 @@ GPT_NEOX = Family(
 FAMILIES: dict[str, Family] = {
     mt: fam for fam in (GPT2, BERT, ROBERTA, DISTILBERT, LLAMA, GPT_NEOX) for mt in fam.model_types
 }
+"""The family table: Hugging Face ``config.model_type`` -> its `Family` (module paths, norms, attention layout). Add an entry to support a new architecture."""
 
 
 @dataclass(frozen=True)
