@@ -67,6 +67,17 @@ def _defined_path(package: str, name: str, obj: object) -> str:
     return member.final_target.path if member.is_alias else member.path
 
 
+def _has_docstring(package: str, name: str, obj: object) -> bool:
+    """Classes, functions and modules: their ``__doc__``; constants and type aliases: the string
+    literal after their assignment (what mkdocstrings renders)."""
+    if inspect.isclass(obj) or inspect.isfunction(obj) or inspect.ismodule(obj):
+        return bool(obj.__doc__ and obj.__doc__.strip())
+    root, _, rest = package.partition(".")
+    member = _static_package(root)[f"{rest}.{name}" if rest else name]
+    member = member.final_target if member.is_alias else member
+    return member.docstring is not None and bool(member.docstring.value.strip())
+
+
 def public_names() -> list[PublicName]:
     """Every ``__all__`` name of the public packages, each assigned one home page.
 
@@ -81,7 +92,7 @@ def public_names() -> list[PublicName]:
             obj = getattr(module, name)
             path = _defined_path(package, name, obj)
             found.setdefault(path, []).append((package, name))
-            if (inspect.isclass(obj) or inspect.isfunction(obj) or inspect.ismodule(obj)) and not obj.__doc__:
+            if not _has_docstring(package, name, obj):
                 missing.append(f"{package}.{name}")
     if missing:
         raise PluginError(f"public names without a docstring: {', '.join(missing)}")

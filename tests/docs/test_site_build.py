@@ -1,0 +1,110 @@
+"""The site's build machinery: the API reference covers every public name and refuses an
+undocumented one; the notebook executor keeps outputs, names a failing cell and drops widgets."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import types
+from pathlib import Path
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _load(name: str, path: Path) -> types.ModuleType:
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up while the file runs
+    spec.loader.exec_module(module)
+    return module
+
+
+pytest.importorskip("mkdocs")
+hooks = _load("iit_docs_hooks", ROOT / "docs" / "hooks.py")
+executor = _load("iit_docs_execute", ROOT / "docs" / "execute_notebooks.py")
+
+
+def test_reference_covers_every_public_name() -> None:
+    names = hooks.public_names()
+    for package in hooks.PUBLIC_PACKAGES:
+        exported = set(importlib.import_module(package).__all__)
+        assert {n.name for n in names if n.package == package} == exported
+    # each object is rendered on exactly one page, the most specific package defining it
+    homes = {}
+    for entry in names:
+        homes.setdefault(entry.path, set()).add(entry.home)
+    assert all(len(h) == 1 for h in homes.values())
+    tokens = next(n for n in names if n.package == "iit" and n.name == "Tokens")
+    assert tokens.home == "iit.transformers"
+    page = hooks._reference_page("iit", names)
+    assert "::: iit.interventionable.Interventionable" in page
+    assert "[`Tokens`][iit.transformers.positions.Tokens]" in page
+
+
+def test_reference_refuses_an_undocumented_public_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mkdocs.exceptions import PluginError
+
+    package = types.ModuleType("iit_docprobe_pkg")
+    package.__all__ = ["documented", "bare"]
+
+    def documented() -> None:
+        """Has a docstring."""
+
+    def bare() -> None:
+        pass
+
+    documented.__module__ = bare.__module__ = "iit_docprobe_pkg"
+    package.documented, package.bare = documented, bare
+    monkeypatch.setitem(sys.modules, "iit_docprobe_pkg", package)
+    monkeypatch.setattr(hooks, "PUBLIC_PACKAGES", ("iit_docprobe_pkg",))
+    with pytest.raises(PluginError, match=r"iit_docprobe_pkg\.bare") as caught:
+        hooks.public_names()
+    assert "documented" not in str(caught.value).replace("without", "")
+
+
+def _notebook(*sources: str) -> nbformat.NotebookNode:
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell("# probe")] + [nbformat.v4.new_code_cell(s) for s in sources]
+    return nb
+
+
+def test_executor_keeps_outputs_and_plots(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    source = tmp_path / "probe.ipynb"
+    nbformat.write(_notebook("print(6 * 7)", "import matplotlib.pyplot as plt\nplt.plot([0, 1]); plt.show()"), source)
+    monkeypatch.setattr(executor, "SOURCE", tmp_path)
+    monkeypatch.setenv("MPLBACKEND", "Agg")  # as under dev.py test: the kernel must still show plots
+    executed = tmp_path / "out" / "probe.ipynb"
+    executor.execute(source, executed)
+    nb = nbformat.read(executed, as_version=4)
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    assert any(o.get("text", "").strip() == "42" for o in outputs)
+    assert any("image/png" in o.get("data", {}) for o in outputs), "the plot is not in the executed copy"
+    assert executor.up_to_date(source, executed)
+    source.write_text(source.read_text().replace("6 * 7", "6 * 8"))
+    assert not executor.up_to_date(source, executed)
+
+
+def test_executor_names_the_failing_notebook(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    (tmp_path / "broken.ipynb").write_text(nbformat.writes(_notebook("x = 1", "raise RuntimeError('cell two broke')")))
+    monkeypatch.setattr(executor, "SOURCE", tmp_path)
+    monkeypatch.setattr(executor, "TARGET", tmp_path / "out")
+    monkeypatch.setattr(executor, "ROOT", tmp_path)
+    assert executor.main([]) == 1
+    err = capsys.readouterr().err
+    assert "FAILED: notebooks/broken.ipynb" in err and "cell two broke" in err
+    assert not (tmp_path / "out" / "broken.ipynb").exists()
+
+
+def test_widget_outputs_are_dropped() -> None:
+    nb = _notebook("pass")
+    nb.cells[1].outputs = [
+        nbformat.v4.new_output("display_data", data={"application/vnd.jupyter.widget-view+json": {"model_id": "x"}, "text/plain": "HBox()"}),
+        nbformat.v4.new_output("stream", name="stdout", text="kept\n"),
+    ]
+    nb.metadata["widgets"] = {"state": {}}
+    assert executor.drop_widgets(nb) == 1
+    assert [o.output_type for o in nb.cells[1].outputs] == ["stream"]
+    assert "widgets" not in nb.metadata
