@@ -27,6 +27,7 @@ BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 PY = BIN / "python"
 STAMP = VENV / ".installed"
 TORCH = "torch==2.13.0"
+MKDOCS_BUILD = ("-m", "mkdocs", "build", "--strict")  # no --quiet: it would hide the warnings --strict counts
 
 
 def _fingerprint() -> str:
@@ -56,7 +57,7 @@ def ensure_env() -> None:
 def build_docs(env: dict[str, str]) -> int:
     """Execute the notebooks (unchanged ones are kept) and build the site into ``site/``, strictly:
     a warning (broken link, missing page, public name without docs) fails the build."""
-    for cmd in ([str(PY), "docs/execute_notebooks.py"], [str(PY), "-m", "mkdocs", "build", "--strict", "--quiet"]):
+    for cmd in ([str(PY), "docs/execute_notebooks.py"], [str(PY), *MKDOCS_BUILD]):
         print("+", " ".join(cmd), flush=True)
         code = subprocess.run(cmd, cwd=ROOT, env=env).returncode
         if code:
@@ -71,7 +72,7 @@ def main(argv: list[str]) -> int:
         print(__doc__)
         return 2
     ensure_env()
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", MPLBACKEND="Agg")
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", MPLBACKEND="Agg", NO_MKDOCS_2_WARNING="1")
     if argv[0] == "run":
         cmd = [str(PY), "-m", "tasks.main"]
     elif argv[0] == "docs":

@@ -80,7 +80,8 @@ def execute(notebook: Path, executed: Path) -> float:
     backend = os.environ.pop("MPLBACKEND", None)
     start = time.perf_counter()
     client = NotebookClient(nb, timeout=CELL_TIMEOUT_S, kernel_name="python3",
-                            resources={"metadata": {"path": str(SOURCE)}})
+                            resources={"metadata": {"path": str(SOURCE)}},
+                            extra_arguments=["--IPKernelApp.log_level=ERROR"])  # no start-up chatter
     try:
         client.execute()
     finally:

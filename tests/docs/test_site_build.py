@@ -108,3 +108,21 @@ def test_widget_outputs_are_dropped() -> None:
     assert executor.drop_widgets(nb) == 1
     assert [o.output_type for o in nb.cells[1].outputs] == ["stream"]
     assert "widgets" not in nb.metadata
+
+
+def test_the_build_command_fails_on_a_broken_link(tmp_path: Path) -> None:
+    """`dev.py`'s mkdocs invocation turns a warning (here a link to a missing page) into a failed
+    build, and passes once the link is fixed (flags such as --quiet would hide the warning)."""
+    import subprocess
+
+    dev = _load("iit_dev", ROOT / "dev.py")
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "mkdocs.yml").write_text("site_name: probe\nvalidation:\n  links:\n    not_found: warn\n")
+    page = tmp_path / "docs" / "index.md"
+    page.write_text("# Probe\n\nSee [the missing page](missing.md).\n")
+    run = lambda: subprocess.run([sys.executable, *dev.MKDOCS_BUILD], cwd=tmp_path, capture_output=True, text=True)  # noqa: E731
+    broken = run()
+    assert broken.returncode != 0, broken.stderr
+    assert "missing.md" in broken.stderr
+    page.write_text("# Probe\n\nNo links.\n")
+    assert run().returncode == 0
