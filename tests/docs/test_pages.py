@@ -38,7 +38,7 @@ GENERATED = {
         "index", "iit", "iit.training", "iit.transformers", "iit.attribution", "iit.search",
         "iit.featurizers", "iit.semiring", "causal_models", "causal_models.standard",
     )
-}
+} | {f"tutorials/{nb.name}" for nb in (ROOT / "notebooks").glob("*.ipynb")}  # executed at build time
 FENCE = re.compile(r"^(?P<indent>[ ]*)```(?P<info>[^\n`]*)\n(?P<body>.*?)^(?P=indent)```[ ]*$", re.M | re.S)
 NO_RUN = "<!-- no-run -->"
 LINK = re.compile(r"\[[^\]\n]*\]\((?P<target>[^)\s]+)(?:\s+\"[^\"]*\")?\)")
