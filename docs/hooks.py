@@ -56,15 +56,20 @@ def _static_package(root: str):
     return griffe.load(root, search_paths=[str(ROOT)], resolve_aliases=True, resolve_external=False)
 
 
+def _static_member(package: str, name: str):
+    """``package.name`` as griffe reads it from source, followed to its definition (aliases resolved)."""
+    root, _, rest = package.partition(".")
+    member = _static_package(root)[f"{rest}.{name}" if rest else name]
+    return member.final_target if member.is_alias else member
+
+
 def _defined_path(package: str, name: str, obj: object) -> str:
     """The dotted path where ``obj`` is defined (classes, functions, modules) or assigned (data)."""
     if inspect.ismodule(obj):
         return obj.__name__
     if inspect.isclass(obj) or inspect.isfunction(obj):
         return f"{obj.__module__}.{obj.__qualname__}"
-    root, _, rest = package.partition(".")
-    member = _static_package(root)[f"{rest}.{name}" if rest else name]
-    return member.final_target.path if member.is_alias else member.path
+    return _static_member(package, name).path
 
 
 def _has_docstring(package: str, name: str, obj: object) -> bool:
@@ -72,9 +77,7 @@ def _has_docstring(package: str, name: str, obj: object) -> bool:
     literal after their assignment (what mkdocstrings renders)."""
     if inspect.isclass(obj) or inspect.isfunction(obj) or inspect.ismodule(obj):
         return bool(obj.__doc__ and obj.__doc__.strip())
-    root, _, rest = package.partition(".")
-    member = _static_package(root)[f"{rest}.{name}" if rest else name]
-    member = member.final_target if member.is_alias else member
+    member = _static_member(package, name)
     return member.docstring is not None and bool(member.docstring.value.strip())
 
 

@@ -28,12 +28,11 @@ from pathlib import Path
 import pytest
 
 griffe = pytest.importorskip("griffe")
+pytest.importorskip("mkdocs")
+import site_hooks  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
-PUBLIC_PACKAGES = (
-    "iit", "iit.training", "iit.transformers", "iit.attribution", "iit.search", "iit.featurizers",
-    "iit.semiring", "causal_models", "causal_models.standard",
-)
+PUBLIC_PACKAGES = site_hooks.hooks.PUBLIC_PACKAGES  # the packages the site documents
 NUMPYDOC_UNDERLINE = re.compile(r"^\s*-{3,}\s*$", re.M)
 SHAPE = re.compile(r"\[[^\]\n]*\]")
 RAISE_CALL = re.compile(r"^(?:raise\s+)?([A-Z]\w*)(?:\(|$)")

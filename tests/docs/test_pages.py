@@ -26,19 +26,16 @@ from pathlib import Path
 
 import pytest
 import torch
+from site_hooks import hooks
 
 from iit.transformers import FAMILIES
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
 SKIPPED_FOLDERS = ("reference", "tutorials")
-GENERATED = {
-    f"reference/{name}.md"
-    for name in (
-        "index", "iit", "iit.training", "iit.transformers", "iit.attribution", "iit.search",
-        "iit.featurizers", "iit.semiring", "causal_models", "causal_models.standard",
-    )
-} | {f"tutorials/{nb.name}" for nb in (ROOT / "notebooks").glob("*.ipynb")}  # executed at build time
+GENERATED = {f"reference/{name}.md" for name in ("index", *hooks.PUBLIC_PACKAGES)} | {
+    f"tutorials/{nb.name}" for nb in (ROOT / "notebooks").glob("*.ipynb")  # executed at build time
+}
 FENCE = re.compile(r"^(?P<indent>[ ]*)```(?P<info>[^\n`]*)\n(?P<body>.*?)^(?P=indent)```[ ]*$", re.M | re.S)
 NO_RUN = "<!-- no-run -->"
 LINK = re.compile(r"\[[^\]\n]*\]\((?P<target>[^)\s]+)(?:\s+\"[^\"]*\")?\)")

@@ -14,17 +14,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _load(name: str, path: Path) -> types.ModuleType:
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up while the file runs
-    spec.loader.exec_module(module)
-    return module
-
-
 pytest.importorskip("mkdocs")
-hooks = _load("iit_docs_hooks", ROOT / "docs" / "hooks.py")
-executor = _load("iit_docs_execute", ROOT / "docs" / "execute_notebooks.py")
+from site_hooks import executor, hooks, load  # noqa: E402
 
 
 def test_reference_covers_every_public_name() -> None:
@@ -115,7 +106,7 @@ def test_the_build_command_fails_on_a_broken_link(tmp_path: Path) -> None:
     build, and passes once the link is fixed (flags such as --quiet would hide the warning)."""
     import subprocess
 
-    dev = _load("iit_dev", ROOT / "dev.py")
+    dev = load("iit_dev", ROOT / "dev.py")
     (tmp_path / "docs").mkdir()
     (tmp_path / "mkdocs.yml").write_text("site_name: probe\nvalidation:\n  links:\n    not_found: warn\n")
     page = tmp_path / "docs" / "index.md"
