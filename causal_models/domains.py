@@ -262,20 +262,23 @@ class FiniteDomain(Domain):
         common = torch.promote_types(values.dtype, table.dtype)
         return torch.isin(values.to(common), table.to(common))
 
-    def index_of(self, values: Tensor) -> Tensor:
+    def index_of(self, values: Tensor, check: bool = True) -> Tensor:
         """Position of each value in ``values`` (class labels).
 
         Args:
             values: Values ``[batch]`` in the domain.
+            check: validate ``values`` first (False: values known to be in the domain; a value
+                outside it then maps to 0).
 
         Returns:
             int64 ``[batch]``.
 
         Raises:
-            DomainError: ``values`` is not a tensor ``[batch]`` of a fitting dtype, or a value is
-                not in the domain.
+            DomainError: (with ``check``) ``values`` is not a tensor ``[batch]`` of a fitting
+                dtype, or a value is not in the domain.
         """
-        self.validate(values, "values")
+        if check:
+            self.validate(values, "values")
         table = self.tensor().to(device=values.device)
         return (values.unsqueeze(-1) == table).to(torch.int64).argmax(dim=-1)
 
@@ -369,25 +372,28 @@ class IntegerRange(Domain):
             inside = inside & (values == values.round())
         return inside
 
-    def index_of(self, values: Tensor) -> Tensor:
+    def index_of(self, values: Tensor, check: bool = True) -> Tensor:
         """``values - low`` (class labels).
 
         Args:
             values: Values ``[batch]`` in the range.
+            check: validate ``values`` first (False: values known to be in the range; a value
+                outside it then gives an index outside ``0 .. size - 1``).
 
         Returns:
             int64 ``[batch]``.
 
         Raises:
-            DomainError: ``values`` is not a tensor ``[batch]`` of a fitting dtype, or a value is
-                not in the range.
+            DomainError: (with ``check``) ``values`` is not a tensor ``[batch]`` of a fitting
+                dtype, or a value is not in the range.
 
         Examples:
             >>> import torch
             >>> IntegerRange(3, 6).index_of(torch.tensor([3, 5])).tolist()
             [0, 2]
         """
-        self.validate(values, "values")
+        if check:
+            self.validate(values, "values")
         return values.to(torch.int64) - self.low
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:

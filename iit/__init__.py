@@ -9,6 +9,7 @@ import ``transformers``.
 
 from typing import Any
 
+from iit.activations import Activations
 from iit.alignment import AlignedRun, Alignment
 from iit.coordinates import Coordinate, Index
 from iit.das import DASBatch, DASConfig, SourceCache, das_step, train_das
@@ -27,7 +28,7 @@ from iit.errors import (
     OutOfRangeError,
     TargetError,
 )
-from iit.interventionable import Activations, Interventionable
+from iit.interventionable import Interventionable
 from iit.interventions import (
     Addition,
     BoundIntervention,

@@ -25,11 +25,12 @@ from torch import Tensor, nn
 
 from causal_models import CausalModel
 from causal_models.data import CounterfactualBatch
+from iit.activations import Activations
 from iit.alignment_checks import check_alignment, check_shared_rotations
 from iit.coordinates import Index
 from iit.errors import AlignmentError, ArgumentTypeError, InterventionShapeError, unknown_name
 from iit.hooks import Inputs, batch_size, call_model
-from iit.interventionable import Activations, Interventionable
+from iit.interventionable import Interventionable
 from iit.interventions import BoundIntervention, Interchange, Intervention
 
 __all__ = ["Alignment", "AlignedRun"]

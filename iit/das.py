@@ -15,10 +15,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from iit.activations import Activations
 from iit.alignment_checks import check_interventions, check_parameter_ranges
 from iit.errors import ArgumentTypeError, InterventionError, InterventionShapeError
 from iit.hooks import Inputs, batch_size
-from iit.interventionable import Activations, Interventionable
+from iit.interventionable import Interventionable
 from iit.interventions import Intervention
 from iit.trainable import LearnedInterventions, TrainingProgress
 

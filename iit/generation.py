@@ -23,8 +23,8 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from iit.activations import Activations
 from iit.errors import ArgumentTypeError, InterventionError
-from iit.interventionable import Activations
 from iit.interventions import BoundIntervention, Intervention
 from iit.transformers.coordinates import TransformerCoordinate
 from iit.transformers.interventionable import TransformerInterventionable

@@ -3,107 +3,35 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
 
+from iit.activations import Activations
 from iit.coordinates import Coordinate
-from iit.errors import ArgumentTypeError, CoordinateError, InterventionError, InterventionShapeError
+from iit.errors import (
+    ArgumentTypeError,
+    CoordinateError,
+    InterventionError,
+    InterventionShapeError,
+    OutOfRangeError,
+)
 from iit.hooks import HookRun, Inputs, WriteOp, batch_size, call_model, find_module
+from iit.in_batch import (
+    InBatchWrite,
+    OnePassWrite,
+    SitePlan,
+    Unsplittable,
+    repeat_rows,
+    rows_interact,
+    split_rows,
+)
 from iit.interventions import BoundIntervention, Intervention
 from iit.validation import check_module_name, check_row_index, check_sources, require_list
 
-__all__ = ["Interventionable", "Activations"]
-
-
-class Activations(Mapping[Any, Tensor]):
-    """Values collected at coordinates, keyed by the coordinate objects that were asked for.
-
-    Can stand in for a source run: pass it in ``sources`` of
-    `Interventionable.intervene` and no source forward is needed (caching, in-batch
-    sources). Each value is ``[batch, ...]`` as the coordinate's `iit.Index.read` returns it.
-
-    Args:
-        values: ``{coordinate: tensor [batch, ...]}``.
-
-    Raises:
-        TypeError: ``values`` is not a mapping (or an iterable of pairs). Looking up a coordinate
-            that was not collected raises `CoordinateError` (listing what was collected).
-
-    Examples:
-        >>> import torch
-        >>> acts = Activations({"h": torch.arange(6.0).reshape(3, 2)})
-        >>> acts
-        Activations('h': [3, 2])
-        >>> acts.rows(torch.tensor([2, 0]))["h"]
-        tensor([[4., 5.],
-                [0., 1.]])
-    """
-
-    def __init__(self, values: Mapping[Any, Tensor]) -> None:
-        self._values = dict(values)
-
-    def __getitem__(self, key: Any) -> Tensor:
-        try:
-            return self._values[key]
-        except KeyError:
-            have = [getattr(k, "describe", lambda k=k: repr(k))() for k in self._values]
-            raise CoordinateError(
-                f"no values were collected at {getattr(key, 'describe', lambda: repr(key))()}; "
-                f"collected: {have}"
-            ) from None
-
-    def __iter__(self) -> Iterator[Any]:
-        return iter(self._values)
-
-    def __len__(self) -> int:
-        return len(self._values)
-
-    @property
-    def batch_size(self) -> int | None:
-        """Rows of the collected values (``None`` when empty)."""
-        for value in self._values.values():
-            return value.shape[0]
-        return None
-
-    def rows(self, index: Tensor) -> Activations:
-        """The same activations with rows reordered / selected by ``index`` (LongTensor
-        ``[n]``), e.g. a permutation to use row ``perm[i]`` as the source of base row ``i``.
-
-        Args:
-            index: LongTensor ``[n]`` of row numbers (negative ones count from the end), a
-                list of ints, or a bool ``[batch]`` mask.
-
-        Returns:
-            `Activations` whose values are ``[n, ...]``.
-
-        Raises:
-            ArgumentTypeError: ``index`` is not a 1-D integer / bool tensor or a list of ints.
-            OutOfRangeError: a row outside ``-batch .. batch - 1``, or a bool mask of another
-                length.
-        """
-        index = check_row_index(index, self.batch_size)
-        moved: dict[torch.device, Tensor] = {}  # the index once per device, not once per value
-        rows = {}
-        for key, value in self._values.items():
-            on_device = moved.get(value.device)
-            if on_device is None:
-                on_device = moved[value.device] = index.to(value.device)
-            rows[key] = value[on_device]
-        return Activations(rows)
-
-    def detach(self) -> Activations:
-        """The same activations cut from the autograd graph."""
-        return Activations({k: v.detach() for k, v in self._values.items()})
-
-    def __repr__(self) -> str:
-        items = ", ".join(
-            f"{getattr(k, 'describe', lambda k=k: repr(k))()}: {list(v.shape)}" for k, v in self._values.items()
-        )
-        return f"Activations({items})"
+__all__ = ["Interventionable"]
 
 
 class Interventionable(nn.Module):
@@ -319,6 +247,153 @@ class Interventionable(nn.Module):
         run = HookRun(modules, [], writes, stop_early=False)
         return run.run(lambda: call_model(self.model, base))
 
+    # ------------------------------------------------------------------ in-batch sources
+    def intervene_in_batch(
+        self,
+        base: Inputs,
+        groups: Sequence[Sequence[Intervention | BoundIntervention]],
+        source_rows: Tensor,
+        *,
+        detach_sources: bool = False,
+        return_base_output: bool = True,
+        one_pass: bool = True,
+    ) -> tuple[Any, list[Any]]:
+        """The base run's output and, for each group of interventions, the output of the base
+        run intervened with sources taken from the same batch: row ``i`` reads row
+        ``source_rows[i]`` of the plain base run (source slot 0 of every interchange).
+
+        The same as ``collect(base, ..., return_output=True)``, ``Activations.rows(source_rows)``
+        and one `intervene` per group, but by default in **one pass**: the base inputs are
+        repeated ``1 + len(groups)`` times along the batch axis (every input tensor whose dim 0
+        is the batch size) and run once; at each intervened site the first block gives the
+        source values and block ``1 + g`` is written by group ``g`` (see `iit.in_batch`). The
+        outputs and gradients are those of the separate runs (up to float rounding in
+        matrix products over more rows). Two passes are used instead when ``one_pass`` is False,
+        ``return_base_output`` is False (the source run can then stop early), the batch has one
+        row, an interchange reads another site than it writes, an index is a per-row mask, the
+        model has a batch-norm layer in training mode (rows would interact), or the model's
+        output cannot be cut back into blocks (checked once per wrapper).
+
+        Args:
+            base: inputs of the base run (tensor, tuple, or dict of keyword arguments).
+            groups: one list of interventions per intervened run; interchanges read source slot 0.
+            source_rows: LongTensor ``[batch]`` (a permutation, typically): row ``i`` of every
+                intervened run takes its source values from row ``source_rows[i]``.
+            detach_sources: cut gradients through the source values.
+            return_base_output: also return the base output (False: ``None`` in its place).
+            one_pass: allow the one-pass run.
+
+        Returns:
+            ``(base output or None, [intervened output per group])``.
+
+        Raises:
+            ArgumentTypeError: ``source_rows`` is not a 1-D integer tensor.
+            OutOfRangeError: ``source_rows`` has another length than the batch or a row outside it.
+            InterventionError: no groups, an empty group, an intervention reading a source slot
+                other than 0, bad row masks.
+            InterventionShapeError: values that do not fit their slot.
+            CoordinateError: unknown module paths (before any forward), out-of-range indices.
+            HookFiringError: a hooked module ran twice or never.
+        """
+        if isinstance(groups, (Intervention, BoundIntervention)) or not groups:
+            raise InterventionError(
+                "intervene_in_batch takes a list of groups (one list of interventions per intervened run), "
+                f"got {groups!r}"
+            )
+        n = batch_size(base)
+        source_rows = check_row_index(source_rows, n)
+        if source_rows.dtype == torch.bool or (n is not None and source_rows.shape[0] != n):
+            raise OutOfRangeError(
+                f"intervene_in_batch: source_rows needs one row number per base row ({n}), got "
+                f"{source_rows.dtype} of shape {tuple(source_rows.shape)}"
+            )
+        plans, sites = self._in_batch_plans(base, groups, n)
+        if (one_pass and return_base_output and n is not None and n > 1 and sites is not None
+                and self.__dict__.get("_one_pass", True) and not rows_interact(self._module_table().modules())):
+            rows = [step.rows for plan in plans for step in plan]
+            blocks = 1 + len(plans)
+            regions = self.__dict__.setdefault("_region_masks", {})
+            writes = [
+                WriteOp(site.coordinate, OnePassWrite(site, rows, n, blocks, source_rows, detach_sources, regions),
+                        name=site.label)
+                for site in sites
+            ]
+            run = HookRun(self._module_table(), [], writes, stop_early=False)
+            output = run.run(lambda: call_model(self.model, repeat_rows(base, n, blocks)))
+            try:
+                first, *intervened = split_rows(output, n, blocks)
+                return first, intervened
+            except Unsplittable:
+                self.__dict__["_one_pass"] = False  # this model's outputs do not split: two passes from now on
+        coords = list(dict.fromkeys(
+            s.intervention.source_coordinate for plan in plans for s in plan if s.source is not None
+        ))
+        if coords:
+            collected = self.collect(base, coords, return_output=return_base_output)
+            output, activations = collected if return_base_output else (None, collected)
+            sources: list[Inputs | Activations] = [activations.rows(source_rows)]
+        else:
+            output, sources = (call_model(self.model, base) if return_base_output else None), []
+        bound = [[BoundIntervention(s.intervention, s.rows, s.source) for s in plan] for plan in plans]
+        return output, [self.intervene(base, g, sources, detach_sources=detach_sources) for g in bound]
+
+    def _in_batch_plans(
+        self, base: Inputs, groups: Sequence[Sequence[Intervention | BoundIntervention]], n: int | None
+    ) -> tuple[list[list[_Step]], list[SitePlan] | None]:
+        """The checked plan of each group and the one-pass writes per site (``None`` when the
+        plans do not fit one pass). Kept between calls with the same interventions (same
+        objects, rows or not, source slots) when coordinates do not depend on the inputs (this
+        class's `resolve`); only the row masks are checked again."""
+        groups = [require_list(g, "intervene_in_batch: each group", "interventions", "Interchange") for g in groups]
+        cacheable = type(self).resolve is Interventionable.resolve
+        if cacheable:
+            entries = [[(e.intervention, e.rows, e.source) if isinstance(e, BoundIntervention) else (e, None, None)
+                        for e in g] for g in groups]
+            key = (n, tuple(tuple((id(iv), rows is None, slot) for iv, rows, slot in g) for g in entries))
+            cache = self.__dict__.setdefault("_in_batch_cache", {})
+            hit = cache.get(key)
+            if hit is not None and all(a is b for a, b in zip(hit[0], (iv for g in entries for iv, _, _ in g))):
+                plans = []
+                for g, template in zip(entries, hit[1]):
+                    for iv, rows, _ in g:
+                        if rows is not None and n is not None and rows.shape[0] != n:
+                            raise InterventionError(
+                                f"{type(iv).__name__}: the row mask has {rows.shape[0]} entries but the batch has {n}"
+                            )
+                    plans.append([step._replace(rows=rows) for (_, rows, _), step in zip(g, template)])
+                return plans, hit[2]
+        plans = [self._plan(base, g, [base]) for g in groups]
+        sites = self._one_pass_sites(base, plans)
+        if cacheable:
+            if len(cache) >= 64:
+                cache.clear()
+            templates = [[step._replace(rows=None) for step in plan] for plan in plans]  # keep no row masks
+            cache[key] = (tuple(iv for g in entries for iv, _, _ in g), templates, sites)
+        return plans, sites
+
+    def _one_pass_sites(self, base: Inputs, plans: list[list[_Step]]) -> list[SitePlan] | None:
+        """The writes of a one-pass run, one `SitePlan` per intervened site, or ``None`` when a
+        plan does not fit one pass (an interchange reading another site than it writes, a mask
+        index)."""
+        by_site: dict[tuple, list[InBatchWrite]] = {}
+        slot = 0
+        for g, plan in enumerate(plans):
+            for step in plan:
+                coord = step.coordinate
+                site = (coord.module, coord.io, coord.output)
+                source = None
+                if step.source is not None:
+                    source = coord if step.intervention.source_coordinate is step.intervention.coordinate else (
+                        self.resolve(step.intervention.source_coordinate, base))
+                    if step.source != 0 or (source.module, source.io, source.output) != site or (
+                            source.index.boolean_mask is not None):
+                        return None
+                if coord.index.boolean_mask is not None:
+                    return None
+                by_site.setdefault(site, []).append(InBatchWrite(1 + g, step.intervention, coord, source, slot))
+                slot += 1
+        return [SitePlan(writes) for writes in by_site.values()]
+
     def _plan(
         self,
         base: Inputs,
@@ -426,6 +501,10 @@ class _ModuleTable(Mapping[str, nn.Module]):
             return self._refresh()[path]
         return module
 
+    def modules(self) -> Iterable[nn.Module]:
+        """The modules of the table as last built (no walk of the model)."""
+        return self._table.values()
+
     def __contains__(self, path: object) -> bool:
         try:
             self[path]  # type: ignore[index]
@@ -440,8 +519,7 @@ class _ModuleTable(Mapping[str, nn.Module]):
         return len(self._refresh())
 
 
-@dataclass(frozen=True)
-class _Step:
+class _Step(NamedTuple):
     """One intervention of a call: what, on which rows, from which source slot, where."""
 
     intervention: Intervention

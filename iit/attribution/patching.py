@@ -155,7 +155,7 @@ def exact_patching_effects(
         TargetError: a bad metric, or inputs without a batch axis.
         ArgumentError: no coordinates or ``max_rows < batch``.
     """
-    from iit.interventionable import Activations
+    from iit.activations import Activations
     from iit.interventions import Interchange
 
     wrapped = _wrap(model)

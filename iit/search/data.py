@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from causal_models.data import CounterfactualBatch
-from iit.interventionable import Activations
+from iit.activations import Activations
 from iit.search.problem import CounterfactualSplits, Place, SearchProblem
 
 __all__ = ["SplitData", "PlaceData", "collect_place"]

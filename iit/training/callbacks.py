@@ -111,6 +111,16 @@ class RunCheckpoint(ModelCheckpoint):
         self.every = every
         self._saved_at = time.monotonic()
 
+    @property
+    def state_key(self) -> str:
+        """``ModelCheckpoint``'s key of this callback's state, worked out again only when one of
+        the settings it names changes (Lightning reads it at every hook call)."""
+        settings = (self.monitor, self.mode, self._every_n_train_steps, self._every_n_epochs, self._train_time_interval)
+        cached = self.__dict__.get("_state_key")
+        if cached is None or cached[0] != settings:
+            cached = self.__dict__["_state_key"] = (settings, super().state_key)
+        return cached[1]
+
     def _due(self, trainer: pl.Trainer) -> bool:
         due = time.monotonic() - self._saved_at >= self.every
         return bool(trainer.strategy.broadcast(due))

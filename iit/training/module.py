@@ -1,16 +1,13 @@
 """`IITModule`: a LightningModule that trains a network so that a causal model abstracts it
 (interchange intervention training), and measures how far that holds (IIA).
 
-One training step, with in-batch sources (the default):
-
-1. one forward on the base batch gives the behaviour output *and* the activations at every
-   aligned coordinate (``collect(..., return_output=True)``);
-2. row ``i`` takes row ``perm[i]`` of the same batch as its source: its source activations are
-   ``activations.rows(perm)``, its causal counterfactual label comes from the causal model with
-   the same permutation;
-3. one intervened forward gives the counterfactual prediction.
-
-So an IIT step costs two forward passes instead of three (base, source, counterfactual). With
+One training step, with in-batch sources (the default): row ``i`` takes row ``perm[i]`` of the
+same batch as its source, its causal counterfactual label comes from the causal model with the same
+permutation, and `iit.Interventionable.intervene_in_batch` gives the behaviour output and the
+counterfactual prediction (and the strict-IIT one) from **one forward** over the batch repeated
+along its batch axis: the first copy is the plain base run and gives the source values at each
+aligned site, the next copies are intervened (see `iit.in_batch`; two forwards when rows of the
+model interact, e.g. batch norm in training mode, or with ``one_pass=False``). With
 ``in_batch_sources=False`` the sources drawn by the data module are run separately.
 
 Losses (weights in `IITConfig`): behaviour ``loss(N(b), H(b))``, IIT
@@ -21,7 +18,7 @@ the source run as well as the base run is ``detach_sources`` (default ``False``:
 
 from __future__ import annotations
 
-import contextlib
+import inspect
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
@@ -33,6 +30,7 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
 from causal_models.data import CounterfactualBatch
+from causal_models.engine import evaluate_checked
 from iit.alignment import Alignment
 from iit.errors import ArgumentError
 from iit.hooks import call_model
@@ -46,7 +44,7 @@ from iit.training.task import IITTask
 __all__ = ["IITConfig", "IITModule"]
 
 # set in every step: never parameters, buffers or submodules
-_PLAIN_ATTRIBUTES = frozenset({"_current_fx_name", "_loss_sums", "_loss_count"})
+_PLAIN_ATTRIBUTES = frozenset({"_current_fx_name", "_loss_sums", "_loss_count", "_labels_checked"})
 
 
 @dataclass(frozen=True)
@@ -57,8 +55,12 @@ class IITConfig:
         behaviour_weight: weight of the task loss on base inputs (0: skipped).
         iit_weight: weight of the IIT loss (0: skipped, i.e. behaviour-only training).
         strict_weight: weight of the strict-IIT loss over the task's unaligned coordinates.
-        in_batch_sources: sources are other rows of the same batch (2 passes per step instead
-            of 3); False runs the data module's sources.
+        in_batch_sources: sources are other rows of the same batch (a permutation of it), so no
+            separate source run is needed; False runs the data module's sources.
+        one_pass: with in-batch sources, run the base batch and its intervened copies as one
+            forward over the repeated batch (`iit.Interventionable.intervene_in_batch`; the same
+            losses and gradients when rows do not interact, and used only then); False: a base
+            run, then one intervened run per loss.
         detach_sources: stop IIT gradients through the source run (default False: they flow
             through both runs).
         freeze_network: DAS mode: the network's parameters are frozen and only the
@@ -90,6 +92,7 @@ class IITConfig:
     iit_weight: float = 1.0
     strict_weight: float = 0.0
     in_batch_sources: bool = True
+    one_pass: bool = True
     detach_sources: bool = False
     freeze_network: bool = False
     alignment: str = "default"
@@ -126,6 +129,10 @@ class IITModule(pl.LightningModule):
     ``val/iia/<var>`` (and ``.../impactful``), and ``val/strict_acc`` when the task has unaligned
     coordinates.
 
+    Class labels are checked against the causal output's domain in the first training step of
+    the module and in every evaluation; later training steps convert them without the check (a
+    task that overrides `IITTask.labels` is always called as it is).
+
     Raises:
         AlignmentError, CoordinateError: at construction, when the alignment does not fit the
             causal model or the network, or the output size does not match the causal output.
@@ -149,6 +156,9 @@ class IITModule(pl.LightningModule):
             callable(getattr(iv, "training_regularizer", None)) for iv in self.learned.values()
         )
         self.output_variable = task.output_variable(self.causal_model)
+        self._output_domain = self.causal_model.domain(self.output_variable)
+        self._default_labels = type(task).labels is IITTask.labels
+        self._labels_checked = False  # the first training step checks its labels against the domain
         self.variables = tuple(task.candidate_variables())
         self.unaligned = list(task.unaligned_coordinates())
         task.check(self.network, self.causal_model, self.alignment)
@@ -162,7 +172,6 @@ class IITModule(pl.LightningModule):
         self._loss_sums = torch.zeros(0)
         self._loss_count = 0
         # fixed for the module's life: worked out once, not in every step
-        self._read_coordinates = self._source_coordinates()
         self._in_batch_plans: dict[tuple[str, ...], list[tuple[int, Any]]] = {}
         self._learned_set = {iv for v in self.alignment.variables for iv in self.alignment.interventions(v)
                              if any(True for _ in iv.parameters())}
@@ -179,20 +188,20 @@ class IITModule(pl.LightningModule):
     def _decode(self, output: Any) -> Tensor:
         return self.task.decode_output(output)
 
-    def _labels(self, values: Tensor) -> Tensor:
-        return self.task.labels(self.causal_model, values).to(self.device)
+    def _labels(self, values: Tensor, check: bool = True) -> Tensor:
+        """Class indices (or regression targets) of causal output values; ``check=False`` skips
+        the domain check when the task keeps the default `IITTask.labels`."""
+        if check or not self._default_labels:
+            return self.task.labels(self.causal_model, values).to(self.device)
+        if self.task.kind == "regression":
+            return values.float().to(self.device)
+        return self._output_domain.index_of(values, check=False).to(self.device)
 
     def _loss(self, output: Any, labels: Tensor) -> Tensor:
         return prediction_loss(self._decode(output), labels, self.task.kind)
 
     def _correct(self, output: Any, labels: Tensor) -> Tensor:
         return correct(self._decode(output), labels, self.task.kind, self.config.regression_atol)
-
-    def _source_coordinates(self) -> list[Any]:
-        coords = self.alignment.source_coordinates()
-        if self.config.strict_weight > 0:
-            coords += [c for c in self.unaligned if c not in coords]
-        return coords
 
     def _in_batch_interventions(self, variables: tuple[str, ...], intervened: Tensor) -> list[BoundIntervention]:
         """The aligned interventions of an in-batch step (every row's source is slot 0): one per
@@ -239,54 +248,67 @@ class IITModule(pl.LightningModule):
         cfg = self.config
         base_inputs = self.task.encode_inputs(batch.base)
         need_output = cfg.behaviour_weight > 0
-        freeze = cfg.freeze_network
         if not self._collect_in_training:  # behaviour only: one plain forward
-            base_labels = self._labels(batch.base_output)
+            base_labels = self._labels(batch.base_output, not self._labels_checked)
             behaviour = self._loss(call_model(self.network, base_inputs), base_labels)
             return {"behaviour": behaviour, "total": cfg.behaviour_weight * behaviour}
+        iit_labels: Tensor | None = None
+        groups: dict[str, list] = {}
         if cfg.in_batch_sources:
-            with torch.no_grad() if freeze and not need_output else contextlib.nullcontext():
-                collected = self.network.collect(base_inputs, self._read_coordinates, return_output=need_output)
-            base_output, activations = collected if need_output else (None, collected)
-            perm_cpu = torch.randperm(len(batch), generator=generator)
-            perm = perm_cpu.to(self.device)
-            if cfg.detach_sources:
-                activations = activations.detach()
-            causal_sources = [{k: v[perm] for k, v in batch.base.items()}]
-            # the CPU permutation: Activations.rows checks its range without a device sync
-            net_sources: list[Any] = [activations.rows(perm_cpu)]
-            source_index = torch.zeros_like(batch.source_index)
+            perm = torch.randperm(len(batch), generator=generator)
+            if cfg.iit_weight > 0:  # one source slot: a plain interchange with row masks, no syncs
+                variables = tuple(batch.variables)
+                perm_on = perm.to(batch.intervened.device)
+                # the data module checked these inputs and variables when it made the pairs
+                n, model = len(batch), self.causal_model
+                source = evaluate_checked(model, {k: v[perm_on] for k, v in batch.base.items()}, {}, {}, n, False)
+                values = evaluate_checked(
+                    model, batch.base, {v: source[v] for v in variables},
+                    {v: batch.intervened[:, j] for j, v in enumerate(variables)}, n, False,
+                )
+                iit_labels = values[self.output_variable]
+                groups["iit"] = self._in_batch_interventions(variables, batch.intervened)
+            if cfg.strict_weight > 0 and self.unaligned:
+                groups["strict"] = self._strict_interventions(len(batch), generator)
+            groups = {k: g for k, g in groups.items() if g}
+            if groups:
+                base_output, outputs = self.network.intervene_in_batch(
+                    base_inputs, list(groups.values()), perm, detach_sources=cfg.detach_sources,
+                    return_base_output=need_output, one_pass=cfg.one_pass,
+                )
+            else:
+                base_output, outputs = (call_model(self.network, base_inputs) if need_output else None), []
+            intervened = dict(zip(groups, outputs))
         else:
+            # the data module's inputs were checked against their domains when generated
             base_output = call_model(self.network, base_inputs) if need_output else None
-            causal_sources = batch.sources
             net_sources = [self.task.encode_inputs(s) for s in batch.sources]
-            source_index = batch.source_index
-        base_labels = self._labels(batch.base_output)
+            intervened = {}
+            if cfg.iit_weight > 0:
+                values = self.causal_model.interchange_per_row(
+                    batch.base, batch.sources, batch.variables, batch.intervened, batch.source_index, validate=False
+                )
+                iit_labels = values[self.output_variable]
+                bound = self.alignment.bound_interventions(batch.variables, batch.intervened, batch.source_index)
+                if bound:
+                    intervened["iit"] = self.network.intervene(
+                        base_inputs, bound, net_sources, detach_sources=cfg.detach_sources
+                    )
+            if cfg.strict_weight > 0 and self.unaligned:
+                ivs = self._strict_interventions(len(batch), generator)
+                intervened["strict"] = self.network.intervene(
+                    base_inputs, ivs, net_sources[:1], detach_sources=cfg.detach_sources
+                )
+        check = not self._labels_checked
+        base_labels = self._labels(batch.base_output, check)
         zero = torch.zeros((), device=self.device)
         losses = {"behaviour": zero, "iit": zero, "strict": zero}
         if need_output:
             losses["behaviour"] = self._loss(base_output, base_labels)
-        if cfg.iit_weight > 0:
-            # the data module's inputs were checked against their domains when generated
-            if cfg.in_batch_sources:  # one source slot: a plain interchange with row masks, no syncs
-                variables = tuple(batch.variables)
-                values = self.causal_model.interchange(
-                    batch.base, causal_sources, {v: 0 for v in variables},
-                    rows={v: batch.intervened[:, j] for j, v in enumerate(variables)}, validate=False,
-                )
-                bound = self._in_batch_interventions(variables, batch.intervened)
-            else:
-                values = self.causal_model.interchange_per_row(
-                    batch.base, causal_sources, batch.variables, batch.intervened, source_index, validate=False
-                )
-                bound = self.alignment.bound_interventions(batch.variables, batch.intervened, source_index)
-            if bound:
-                out = self.network.intervene(base_inputs, bound, net_sources, detach_sources=cfg.detach_sources)
-                losses["iit"] = self._loss(out, self._labels(values[self.output_variable]))
-        if cfg.strict_weight > 0 and self.unaligned:
-            ivs = self._strict_interventions(len(batch), generator)
-            out = self.network.intervene(base_inputs, ivs, net_sources[:1], detach_sources=cfg.detach_sources)
-            losses["strict"] = self._loss(out, base_labels)
+        if "iit" in intervened:
+            losses["iit"] = self._loss(intervened["iit"], self._labels(iit_labels, check))
+        if "strict" in intervened:
+            losses["strict"] = self._loss(intervened["strict"], base_labels)
         losses["total"] = _weighted_sum(
             [(cfg.behaviour_weight, losses["behaviour"]), (cfg.iit_weight, losses["iit"]),
              (cfg.strict_weight, losses["strict"])], zero,
@@ -306,25 +328,46 @@ class IITModule(pl.LightningModule):
             batch_idx: the batch's index in the epoch (Lightning's).
         """
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.global_step)
-        # evaluate orthogonal parametrisations (DAS rotations) once per step, even when shared
-        with torch.nn.utils.parametrize.cached():
+        if self._learned_training.interventions:
+            # evaluate orthogonal parametrisations (DAS rotations) once per step, even when shared
+            with torch.nn.utils.parametrize.cached():
+                losses = self.compute_losses(batch, generator)
+        else:
             losses = self.compute_losses(batch, generator)
         # epoch means accumulate in one tensor; they are logged once per epoch (a per-step
         # ``self.log`` costs more than a small network's whole step)
+        self._labels_checked = True
         with torch.no_grad():
             terms = torch.stack([losses[name].detach() for name in self._logged_losses])
             self._loss_sums = self._loss_sums.to(terms.device) + terms * len(batch)
             self._loss_count += len(batch)
         return losses["total"]
 
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        """Move a `CounterfactualBatch` with its own ``to`` (Lightning's default walks the
+        dataclass field by field); other batches as Lightning does.
+
+        Args:
+            batch: the batch from the data loader.
+            device: the module's device.
+            dataloader_idx: the data loader's index (Lightning's).
+        """
+        if isinstance(batch, CounterfactualBatch):
+            return batch.to(device)
+        return super().transfer_batch_to_device(batch, device, dataloader_idx)
+
     @property
     def _logged_losses(self) -> tuple[str, ...]:
-        """Loss terms worth logging: those with a positive weight, and the total."""
-        cfg = self.config
-        weights = {"behaviour": cfg.behaviour_weight, "iit": cfg.iit_weight,
-                   "strict": cfg.strict_weight if self.unaligned else 0.0}
-        extra = ("regularizer",) if self._has_regularizer else ()
-        return tuple(name for name, w in weights.items() if w > 0) + extra + ("total",)
+        """Loss terms worth logging: those with a positive weight, and the total (fixed by the
+        configuration: worked out once)."""
+        logged = self.__dict__.get("_logged_terms")
+        if logged is None:
+            cfg = self.config
+            weights = {"behaviour": cfg.behaviour_weight, "iit": cfg.iit_weight,
+                       "strict": cfg.strict_weight if self.unaligned else 0.0}
+            extra = ("regularizer",) if self._has_regularizer else ()
+            logged = self.__dict__["_logged_terms"] = tuple(n for n, w in weights.items() if w > 0) + extra + ("total",)
+        return logged
 
     def on_train_batch_start(self, batch: CounterfactualBatch, batch_idx: int) -> None:
         """Learned interventions' schedules (`iit.trainable`) for this optimizer step."""
@@ -475,6 +518,11 @@ class IITModule(pl.LightningModule):
             "causal_model": self.causal_model.describe(),
             "config": {k: v for k, v in asdict(self.config).items()},
         }
+
+
+# Lightning reads ``training_step``'s parameters (``inspect.getfullargspec``) before every step;
+# a signature stored on the function (standard ``__signature__``) turns that into a lookup
+IITModule.training_step.__signature__ = inspect.signature(IITModule.training_step)  # type: ignore[attr-defined]
 
 
 def _weighted_sum(terms: Sequence[tuple[float, Tensor]], zero: Tensor) -> Tensor:

@@ -5,15 +5,17 @@ system (layer, component, position, head, dims) for the families of
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+import inspect
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from torch import nn
+from torch import Tensor, nn
 
+from iit.activations import Activations
 from iit.coordinates import Coordinate
 from iit.errors import CoordinateError, InterventionShapeError
 from iit.hooks import Inputs
-from iit.interventionable import Activations, Interventionable
+from iit.interventionable import Interventionable
 from iit.interventions import BoundIntervention, Intervention
 from iit.transformers.attention import attention_probs_hook_points
 from iit.transformers.coordinates import TransformerCoordinate, module_path, resolve, validate
@@ -180,6 +182,63 @@ class TransformerInterventionable(Interventionable):
         coords = [c for iv in ivs for c in (iv.coordinate, iv.source_coordinate) if c is not None]
         with self._hook_points(coords):
             return super().intervene(base, interventions, sources, detach_sources=detach_sources)
+
+    def intervene_in_batch(
+        self,
+        base: Inputs,
+        groups: Sequence[Sequence[Intervention | BoundIntervention]],
+        source_rows: Tensor,
+        *,
+        detach_sources: bool = False,
+        return_base_output: bool = True,
+        one_pass: bool = True,
+    ) -> tuple[Any, list[Any]]:
+        """As `iit.Interventionable.intervene_in_batch`; also takes `TransformerCoordinate`.
+        Keyword inputs without ``use_cache`` run with ``use_cache=False`` when the model takes it
+        (no key / value cache is built, so the one-pass output can be cut into its blocks; both
+        ways of running give the same outputs).
+
+        Args:
+            base: inputs of the base run (e.g. ``input_ids`` / ``attention_mask`` ``[batch, seq]``).
+            groups: one list of interventions per intervened run.
+            source_rows: LongTensor ``[batch]``: row ``i`` reads row ``source_rows[i]``.
+            detach_sources: cut gradients through the source values.
+            return_base_output: also return the base output.
+            one_pass: allow the one-pass run.
+
+        Returns:
+            ``(base output or None, [intervened output per group])``.
+
+        Raises:
+            ArgumentTypeError: ``source_rows`` is not a 1-D integer tensor.
+            OutOfRangeError: ``source_rows`` has another length than the batch or a row outside it.
+            InterventionError: no groups, an empty group, a source slot other than 0.
+            InterventionShapeError: values that do not fit their slot.
+            CoordinateError: layer / head / dims out of range, unknown module paths, rows with
+                too few real tokens.
+            HookFiringError: a hooked module ran twice or never.
+        """
+        if isinstance(base, Mapping) and "use_cache" not in base and self._takes_use_cache():
+            base = {**base, "use_cache": False}
+        entries = [getattr(e, "intervention", e) for g in (groups if isinstance(groups, (list, tuple)) else [])
+                   for e in (g if isinstance(g, (list, tuple)) else [])]
+        coords = [c for iv in entries for c in (getattr(iv, "coordinate", None), getattr(iv, "source_coordinate", None))
+                  if c is not None]
+        with self._hook_points(coords):
+            return super().intervene_in_batch(
+                base, groups, source_rows, detach_sources=detach_sources, return_base_output=return_base_output,
+                one_pass=one_pass,
+            )
+
+    def _takes_use_cache(self) -> bool:
+        takes = self.__dict__.get("_use_cache_parameter")
+        if takes is None:
+            try:
+                takes = "use_cache" in inspect.signature(self.model.forward).parameters
+            except (TypeError, ValueError):
+                takes = False
+            self.__dict__["_use_cache_parameter"] = takes
+        return takes
 
     def _check_lengths(
         self, base: Inputs, ivs: Sequence[tuple[Any, int | None]], sources: Sequence[Any]

@@ -244,3 +244,34 @@ def test_setup_errors_are_raised_at_construction():
         IITModule(TinyDigitSum(), IITConfig(alignment="nope"))
     with pytest.raises(ValueError, match="at least one of the loss weights"):
         IITConfig(behaviour_weight=0.0, iit_weight=0.0)
+
+
+class _StrictTiny(TinyDigitSum):
+    """TinyDigitSum with two unaligned coordinates for strict IIT."""
+
+    def unaligned_coordinates(self):
+        return [Coordinate("layers.1", Index.dims(8, 12)), Coordinate("layers.1", Index.dims(0, 4))]
+
+
+@pytest.mark.parametrize("task_type", [_StrictTiny, _LearnedTiny])
+def test_one_pass_step_equals_the_two_pass_step(task_type):
+    """The default in-batch step runs the base batch and its intervened copies (IIT and strict
+    IIT) as one forward; its losses and gradients are those of separate runs."""
+    task, batch = make_batch(n=24, seed=7)
+    task = task_type()
+    results = []
+    for one_pass in (True, False):
+        torch.manual_seed(0)
+        module = IITModule(task, IITConfig(strict_weight=0.5, one_pass=one_pass, seed=3))
+        losses = module.compute_losses(batch, torch.Generator().manual_seed(8))
+        params = [p for p in module.parameters() if p.requires_grad]
+        results.append((losses, torch.autograd.grad(losses["total"], params, allow_unused=True)))
+    (one, one_grads), (two, two_grads) = results
+    assert set(one) == set(two)
+    for name in two:
+        torch.testing.assert_close(one[name], two[name], rtol=1e-5, atol=1e-6)
+    assert one["iit"] > 0 and (one["strict"] > 0 or task_type is _LearnedTiny)
+    for g, r in zip(one_grads, two_grads):
+        assert (g is None) == (r is None)
+        if g is not None:
+            torch.testing.assert_close(g, r, rtol=1e-5, atol=1e-6)
