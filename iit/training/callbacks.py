@@ -133,6 +133,12 @@ class RunCheckpoint(ModelCheckpoint):
         super().on_train_start(trainer, pl_module)
         self._saved_at = time.monotonic()
 
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        if self._every_n_train_steps < 1 and self._train_time_interval is None:
+            return  # nothing is saved per batch: skip ``ModelCheckpoint``'s per-step checks
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._due(trainer):
             super().on_train_epoch_end(trainer, pl_module)

@@ -159,6 +159,7 @@ class IITModule(pl.LightningModule):
         self._output_domain = self.causal_model.domain(self.output_variable)
         self._default_labels = type(task).labels is IITTask.labels
         self._labels_checked = False  # the first training step checks its labels against the domain
+        self._step_generator = torch.Generator()  # re-seeded every step
         self.variables = tuple(task.candidate_variables())
         self.unaligned = list(task.unaligned_coordinates())
         task.check(self.network, self.causal_model, self.alignment)
@@ -327,7 +328,7 @@ class IITModule(pl.LightningModule):
             batch: counterfactual pairs.
             batch_idx: the batch's index in the epoch (Lightning's).
         """
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.global_step)
+        generator = self._step_generator.manual_seed(self.seed * 1_000_003 + self.global_step)
         if self._learned_training.interventions:
             # evaluate orthogonal parametrisations (DAS rotations) once per step, even when shared
             with torch.nn.utils.parametrize.cached():
@@ -342,19 +343,6 @@ class IITModule(pl.LightningModule):
             self._loss_sums = self._loss_sums.to(terms.device) + terms * len(batch)
             self._loss_count += len(batch)
         return losses["total"]
-
-    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
-        """Move a `CounterfactualBatch` with its own ``to`` (Lightning's default walks the
-        dataclass field by field); other batches as Lightning does.
-
-        Args:
-            batch: the batch from the data loader.
-            device: the module's device.
-            dataloader_idx: the data loader's index (Lightning's).
-        """
-        if isinstance(batch, CounterfactualBatch):
-            return batch.to(device)
-        return super().transfer_batch_to_device(batch, device, dataloader_idx)
 
     @property
     def _logged_losses(self) -> tuple[str, ...]:
