@@ -9,8 +9,9 @@ batch 1024 (compute dominates). Every timed step = losses + backward + Adam step
 repetition and the median of the repetitions is reported.
 
 Rows:
-* iit in-batch:        IITModule.compute_losses, sources = a permutation of the base rows (2 passes)
-* hand in-batch:       the same two passes written with raw forward hooks and hand-written labels
+* iit in-batch:        IITModule.compute_losses, sources = a permutation of the base rows (one forward
+                      over the doubled batch, IITConfig.one_pass)
+* hand in-batch:       in-batch sources in two passes with raw forward hooks and hand-written labels
 * iit three-pass:      IITModule with in_batch_sources=False (base, source, counterfactual passes)
 * hand three-pass:     the same three passes with raw hooks
 """
