@@ -133,8 +133,8 @@ class InBatchWrite(NamedTuple):
 
 class SitePlan:
     """The fixed part of the writes at one site of a one-pass run (kept between calls with the
-    same interventions): the whole hidden state's coordinate, its label, the writes, and which
-    blocks take the one-``where`` path (all their writes plain interchanges).
+    same interventions): the whole hidden state's coordinate, its label, and the writes split into
+    the blocks that take the one-``where`` path (all their writes plain interchanges) and the rest.
 
     Args:
         writes: the writes at this site, in call order.
@@ -146,7 +146,6 @@ class SitePlan:
     def __init__(self, writes: list[InBatchWrite]) -> None:
         self.coordinate = site_coordinate(writes[0].coordinate)
         self.label = f"in-batch interventions at {self.coordinate.describe()}"
-        self.writes = writes
         by_block: dict[int, list[InBatchWrite]] = {}
         for write in writes:
             by_block.setdefault(write.block, []).append(write)
